@@ -1,0 +1,117 @@
+// Codec specs (what a user asks for) and the codec registry (how a block is laid out,
+// encoded and decoded). One Codec object per CodecId; the container never switches on codecs.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mqkv/block.h"
+#include "mqkv/status.h"
+
+namespace mqkv {
+
+// Element type of decoded output (and of raw codecs).
+enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+const char* DTypeName(DType t);
+inline size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
+
+// Which decoder runs. kAuto = the fastest available that is bit-identical to kScalar.
+enum class Backend : uint8_t { kAuto = 0, kScalar = 1, kSimd = 2, kCuda = 3 };
+const char* BackendName(Backend b);
+Result<Backend> ParseBackend(std::string_view name);
+
+// How a codebook encoder picks the per-group scale (decode does not depend on it).
+enum class ScaleRule : uint8_t {
+  kAbsMax = 0,  // s = max|x| / max|level|
+  kRobust = 1,  // s = 0.6 * median|x| + 0.4 * mean|x|   (the seed's channelwise rule)
+};
+
+// A user-level codec choice, parsed from a spec string (spec/CODECS.md, "Spec strings"):
+//   f32 | f16 | bf16
+//   affine:bits=3,group=64,meta=4,axis=token,rotate=hadamard,seed=N,sinks=1,residual=128
+//   codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel
+//   or a preset name (affine_seven_level_3bit_g64_meta4, ...).
+struct CodecSpec {
+  CodecId codec = CodecId::kF16;
+  uint8_t bits = 16;
+  uint16_t group = 0;  // 0: the whole head vector (token axis) / all rows (channel axis)
+  GroupAxis axis = GroupAxis::kToken;
+  uint8_t meta_bits = 16;  // 16: fp16 metadata; 8 or 4: meta-coded against shared ranges
+  Rotation rotation = Rotation::kNone;
+  uint64_t seed = 0x6D716B76u;  // "mqkv"; Hadamard sign seed
+  uint32_t sinks = 0;
+  uint32_t residual = 0;
+  std::vector<float> levels;      // codebook only, ascending, 2^bits entries
+  std::vector<float> thresholds;  // codebook encoder decision boundaries (empty = midpoints)
+  ScaleRule scale_rule = ScaleRule::kAbsMax;
+
+  static Result<CodecSpec> Parse(std::string_view text);
+  // Canonical string: parses back to an equal spec. Presets print expanded.
+  std::string ToString() const;
+  bool operator==(const CodecSpec& o) const = default;
+};
+
+// Names of the built-in presets, for --help and tests.
+std::vector<std::string> PresetNames();
+
+// Shape of the rows given to an encoder: [n_tokens][n_heads][head_dim], fp32.
+struct BlockShape {
+  uint32_t n_tokens = 0;
+  uint32_t n_heads = 0;
+  uint32_t head_dim = 0;
+  uint64_t values() const { return uint64_t(n_tokens) * n_heads * head_dim; }
+};
+
+// Where the bytes of a block go, for honest accounting (mqverify breakdown).
+struct Accounting {
+  double modeled_bits = 0;  // the seed's formula generalised (spec/CODECS.md, "Accounting")
+  uint64_t codes = 0, group_meta = 0, shared_ranges = 0, fp16_rows = 0, codebook = 0;
+  uint64_t padding = 0;  // part alignment and bit-stream tails inside the payload
+};
+
+// A verified block: header and (decoded) payload in memory.
+struct BlockView {
+  const BlockHeader* header = nullptr;
+  const uint8_t* payload = nullptr;  // header->payload_bytes bytes
+};
+
+// Output of an encoder: header codec fields filled (codec, bits, meta_bits, group_axis,
+// rotation, group_size, rot_block, rot_seed, n_sink, n_residual) and one byte vector per part.
+struct EncodedBlock {
+  BlockHeader header{};
+  std::array<std::vector<uint8_t>, kNumParts> parts;
+};
+
+class Codec {
+ public:
+  virtual ~Codec() = default;
+  virtual CodecId id() const = 0;
+  virtual const char* name() const = 0;
+  // Checks the codec fields of a header (from a file or an encoder) and gives the exact byte
+  // size of every part. The container rejects a block whose parts differ from this.
+  virtual Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const = 0;
+  // Encodes rows [0, shape.n_tokens) of src into `out`.
+  virtual Status Encode(const CodecSpec& spec, const float* src, BlockShape shape,
+                        EncodedBlock* out) const = 0;
+  // Decodes rows [row_begin, row_end) of a verified block into dst, row-major
+  // [row][head][dim], element type `out`. Must be bit-identical across backends.
+  virtual Status Decode(const BlockView& block, uint32_t row_begin, uint32_t row_end, DType out,
+                        void* dst, Backend backend) const = 0;
+  // Modeled bits and the byte breakdown of a block's payload.
+  virtual Accounting Account(const BlockHeader& h) const = 0;
+  // The spec a block header was encoded with (for mqinfo and transcoding defaults).
+  virtual CodecSpec SpecOf(const BlockHeader& h, const uint8_t* payload) const = 0;
+};
+
+// The registry: nullptr for an id this build does not know.
+const Codec* GetCodec(CodecId id);
+const Codec* GetCodec(uint8_t raw_id);
+
+// Encode fp32 rows with a spec (dispatches through the registry).
+Status EncodeBlock(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out);
+
+}  // namespace mqkv

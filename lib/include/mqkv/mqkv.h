@@ -1,0 +1,8 @@
+// Umbrella header of libmqkv.
+#pragma once
+#include "mqkv/block.h"
+#include "mqkv/codec.h"
+#include "mqkv/numeric.h"
+#include "mqkv/snapshot.h"
+#include "mqkv/status.h"
+#include "mqkv/version.h"

@@ -1,0 +1,155 @@
+// Reading and writing mqkv snapshot files (spec/FORMAT.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mqkv/block.h"
+#include "mqkv/codec.h"
+#include "mqkv/status.h"
+
+namespace mqkv {
+
+inline constexpr uint16_t kFormatMajor = 1;
+inline constexpr uint16_t kFormatMinor = 0;
+
+// Required-feature bits (spec/FORMAT.md, "Versioning"). A reader refuses any bit it does not know.
+enum Feature : uint64_t {
+  kFeatureZstd = 1ull << 0,      // some block payload is zstd-compressed
+  kFeatureAffine = 1ull << 1,    // some block uses the affine codec
+  kFeatureCodebook = 1ull << 2,  // some block uses the codebook codec
+  kFeatureHadamard = 1ull << 3,  // some block is Hadamard-rotated
+};
+inline constexpr uint64_t kKnownFeatures = 0xF;
+std::string FeatureNames(uint64_t bits);  // "zstd|affine" / "bit 7" for unknown bits
+
+enum class Kind : uint8_t { kK = 0, kV = 1, kQ = 2 };
+const char* KindName(Kind k);  // "k", "v", "q"
+
+enum class KRope : uint8_t { kUnknown = 0, kPreRope = 1, kPostRope = 2 };
+const char* KRopeName(KRope k);  // "unknown", "pre", "post"
+
+struct ModelInfo {
+  std::string architecture;
+  uint32_t n_layer = 0, n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
+  std::string rope_type = "unknown";
+  float rope_base = 0.0f;
+  KRope k_rope = KRope::kUnknown;
+  std::string source_engine, source_engine_version, source_format;
+  std::vector<int32_t> tokens;     // token ids of the cached prefix
+  std::vector<int32_t> positions;  // one per token, or empty
+  std::vector<int32_t> seq_ids;    // one per token, or empty (= all 0)
+  std::vector<std::pair<std::string, std::string>> metadata;  // free-form; keys unique
+  bool operator==(const ModelInfo&) const = default;
+};
+
+// What a writer needs to know about a tensor besides its rows.
+struct TensorDesc {
+  uint32_t layer = 0;
+  Kind kind = Kind::kK;
+  uint32_t n_heads = 0, head_dim = 0, n_tokens = 0;
+  std::vector<int32_t> positions;  // Q tensors: token index of each query row
+  std::string source_dtype;        // e.g. "f16", "q8_0"; empty = unknown
+};
+
+struct TensorInfo : TensorDesc {
+  std::string codec;  // canonical spec string
+  uint32_t first_block = 0, n_blocks = 0;
+};
+
+struct BlockInfo {
+  uint64_t offset = 0, length = 0, checksum = 0;
+  uint32_t tensor = 0, token_begin = 0, n_tokens = 0;
+  BlockHeader header{};
+};
+
+struct OpenOptions {
+  // Verify every block's checksum at open (reads the whole file). Off by default: blocks are
+  // verified on first access instead, so reading one layer touches only that layer's bytes.
+  bool verify_all_blocks = false;
+};
+
+// A block's verified payload: zero-copy into the mapping, or an owned buffer after zstd.
+struct BlockData {
+  BlockView view;
+  std::vector<uint8_t> owned;
+};
+
+class Snapshot {
+ public:
+  static Result<std::unique_ptr<Snapshot>> Open(const std::string& path, const OpenOptions& opts = {});
+  ~Snapshot();
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+
+  const std::string& path() const;
+  uint64_t file_bytes() const;
+  uint16_t version_major() const;
+  uint16_t version_minor() const;
+  uint64_t required_features() const;
+  uint64_t footer_offset() const;
+  uint64_t footer_bytes() const;
+  const ModelInfo& model() const;
+  const std::vector<TensorInfo>& tensors() const;
+  const std::vector<BlockInfo>& blocks() const;
+  std::optional<size_t> FindTensor(uint32_t layer, Kind kind) const;
+
+  // Raw stored bytes of a block (header + stored payload), inside the mapping.
+  const uint8_t* BlockBytes(size_t block) const;
+  // Checks one block's checksum (cached after the first success).
+  Status VerifyBlock(size_t block) const;
+  // Verified, decompressed block.
+  Result<BlockData> ReadBlock(size_t block) const;
+  // Decodes tensor rows [row_begin, row_end) into dst ([row][head][dim], element type `out`),
+  // reading only the blocks that hold them.
+  Status Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DType out, void* dst,
+                Backend backend = Backend::kAuto) const;
+  Result<std::vector<float>> DecodeF32(size_t tensor, uint32_t row_begin, uint32_t row_end,
+                                       Backend backend = Backend::kAuto) const;
+  // The codec spec of a tensor as stored (from its first block).
+  Result<CodecSpec> TensorSpec(size_t tensor) const;
+
+ private:
+  struct Impl;
+  explicit Snapshot(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct WriterOptions {
+  int zstd_level = 0;            // 0: store payloads uncompressed; 1..22: zstd when it saves bytes
+  uint32_t max_block_tokens = 0; // 0: one block per tensor (split only if a payload would pass 4 GiB)
+  bool fsync = true;             // fsync file and directory before/after the rename
+};
+
+// Streams blocks to a temporary file beside `path`; Finish() writes the footer and tail,
+// fsyncs and renames over `path`. Destroying an unfinished writer removes the temporary file,
+// so `path` holds either its previous contents or a complete new file.
+class Writer {
+ public:
+  static Result<std::unique_ptr<Writer>> Create(const std::string& path, const WriterOptions& opts = {});
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void SetModel(ModelInfo model);
+  void SetRequiredFeatures(uint64_t extra);  // for tests of future readers; normally derived
+  // Encodes rows ([n_tokens][n_heads][head_dim] fp32) with `spec` and streams the blocks.
+  Status AddTensor(const TensorDesc& desc, const float* rows, const CodecSpec& spec);
+  // Appends already-encoded blocks as one tensor (transcoding without decoding).
+  // Each block's header token_begin is rewritten to its place in the new tensor.
+  Status AddEncodedTensor(const TensorDesc& desc, const std::string& codec,
+                          const std::vector<EncodedBlock>& blocks);
+  Status Finish();
+  const std::string& path() const;
+
+ private:
+  struct Impl;
+  explicit Writer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mqkv

@@ -1,0 +1,202 @@
+// Codec spec strings and presets (spec/CODECS.md, "Spec strings" and "Presets").
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+#include "mqkv/codec.h"
+
+namespace mqkv {
+namespace {
+
+struct Preset {
+  const char* name;
+  const char* spec;
+};
+
+// The proof-of-concept's method names (shared/notes/research-background.md) and KIVI.
+constexpr Preset kPresets[] = {
+    {"affine_seven_level_3bit_g64_meta4", "affine:bits=3,group=64,meta=4"},
+    {"affine_seven_level_3bit_g32", "affine:bits=3,group=32"},
+    {"hadamard_affine_four_level_2bit_g64_meta8", "affine:bits=2,group=64,meta=8,rotate=hadamard"},
+    {"hadamard_affine_four_level_2bit_g32", "affine:bits=2,group=32,rotate=hadamard"},
+    {"sink1_channelwise_four_level_2bit",
+     "codebook:bits=2,axis=channel,group=0,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,sinks=1"},
+    // KIVI (arXiv 2402.02750): keys per channel, values per token, group 32, last 128 rows fp16.
+    {"kivi2_k", "affine:bits=2,group=32,axis=channel,residual=128"},
+    {"kivi2_v", "affine:bits=2,group=32,residual=128"},
+    {"kivi4_k", "affine:bits=4,group=32,axis=channel,residual=128"},
+    {"kivi4_v", "affine:bits=4,group=32,residual=128"},
+};
+
+std::string FormatFloat(float f) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(f));
+  // Prefer the shortest form that round-trips.
+  for (int p = 1; p <= 9; ++p) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.*g", p, static_cast<double>(f));
+    if (std::strtof(s, nullptr) == f) return s;
+  }
+  return buf;
+}
+
+Result<uint64_t> ParseUint(std::string_view key, std::string_view v, uint64_t max) {
+  uint64_t x = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (ec != std::errc() || p != v.data() + v.size() || x > max)
+    return InvalidArgument("codec option " + std::string(key) + "=" + std::string(v) + ": expected an integer 0.." + std::to_string(max));
+  return x;
+}
+
+Result<std::vector<float>> ParseFloats(std::string_view key, std::string_view v) {
+  std::vector<float> out;
+  size_t start = 0;
+  while (start <= v.size()) {
+    size_t end = v.find('/', start);
+    if (end == std::string_view::npos) end = v.size();
+    std::string item(v.substr(start, end - start));
+    char* e = nullptr;
+    float f = std::strtof(item.c_str(), &e);
+    if (item.empty() || *e != '\0' || !std::isfinite(f))
+      return InvalidArgument("codec option " + std::string(key) + ": \"" + item + "\" is not a finite number");
+    out.push_back(f);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string JoinFloats(const std::vector<float>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "/" : "") + FormatFloat(v[i]);
+  return s;
+}
+
+}  // namespace
+
+std::vector<std::string> PresetNames() {
+  std::vector<std::string> v;
+  for (const Preset& p : kPresets) v.push_back(p.name);
+  return v;
+}
+
+Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
+  for (const Preset& p : kPresets)
+    if (text == p.name) return Parse(p.spec);
+  CodecSpec s;
+  const size_t colon = text.find(':');
+  const std::string_view name = text.substr(0, colon);
+  std::string_view opts = colon == std::string_view::npos ? std::string_view() : text.substr(colon + 1);
+  if (name == "f32" || name == "f16" || name == "bf16") {
+    if (colon != std::string_view::npos) return InvalidArgument("codec " + std::string(name) + " takes no options");
+    s.codec = name == "f32" ? CodecId::kF32 : name == "f16" ? CodecId::kF16 : CodecId::kBF16;
+    s.bits = name == "f32" ? 32 : 16;
+    s.meta_bits = 0;
+    return s;
+  }
+  if (name == "affine") {
+    s.codec = CodecId::kAffine;
+    s.bits = 4;
+  } else if (name == "codebook") {
+    s.codec = CodecId::kCodebook;
+    s.bits = 2;
+  } else {
+    std::string known;
+    for (const Preset& p : kPresets) known += std::string(", ") + p.name;
+    return InvalidArgument("unknown codec \"" + std::string(name) + "\" (known: f32, f16, bf16, affine:..., codebook:..." + known + ")");
+  }
+  std::map<std::string, bool> seen;
+  while (!opts.empty()) {
+    size_t comma = opts.find(',');
+    std::string_view kv = opts.substr(0, comma);
+    opts = comma == std::string_view::npos ? std::string_view() : opts.substr(comma + 1);
+    size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) return InvalidArgument("codec option \"" + std::string(kv) + "\" is not key=value");
+    std::string key(kv.substr(0, eq));
+    std::string_view v = kv.substr(eq + 1);
+    if (seen[key]) return InvalidArgument("codec option " + key + " given twice");
+    seen[key] = true;
+    if (key == "bits") {
+      MQKV_ASSIGN_OR_RETURN(uint64_t b, ParseUint(key, v, 8));
+      s.bits = static_cast<uint8_t>(b);
+    } else if (key == "group") {
+      MQKV_ASSIGN_OR_RETURN(uint64_t g, ParseUint(key, v, 65535));
+      s.group = static_cast<uint16_t>(g);
+    } else if (key == "meta") {
+      if (v == "fp16") v = "16";
+      MQKV_ASSIGN_OR_RETURN(uint64_t m, ParseUint(key, v, 16));
+      s.meta_bits = static_cast<uint8_t>(m);
+    } else if (key == "axis") {
+      if (v == "token") s.axis = GroupAxis::kToken;
+      else if (v == "channel") s.axis = GroupAxis::kChannel;
+      else return InvalidArgument("codec option axis=" + std::string(v) + ": expected token or channel");
+    } else if (key == "rotate") {
+      if (v == "none") s.rotation = Rotation::kNone;
+      else if (v == "hadamard") s.rotation = Rotation::kHadamard;
+      else return InvalidArgument("codec option rotate=" + std::string(v) + ": expected none or hadamard");
+    } else if (key == "seed") {
+      MQKV_ASSIGN_OR_RETURN(s.seed, ParseUint(key, v, UINT64_MAX));
+    } else if (key == "sinks") {
+      MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
+      s.sinks = static_cast<uint32_t>(n);
+    } else if (key == "residual") {
+      MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
+      s.residual = static_cast<uint32_t>(n);
+    } else if (key == "levels" && s.codec == CodecId::kCodebook) {
+      MQKV_ASSIGN_OR_RETURN(s.levels, ParseFloats(key, v));
+    } else if (key == "thresholds" && s.codec == CodecId::kCodebook) {
+      MQKV_ASSIGN_OR_RETURN(s.thresholds, ParseFloats(key, v));
+    } else if (key == "scale" && s.codec == CodecId::kCodebook) {
+      if (v == "absmax") s.scale_rule = ScaleRule::kAbsMax;
+      else if (v == "robust") s.scale_rule = ScaleRule::kRobust;
+      else return InvalidArgument("codec option scale=" + std::string(v) + ": expected absmax or robust");
+    } else {
+      return InvalidArgument("unknown option \"" + key + "\" for codec " + std::string(name));
+    }
+  }
+  // Parameter ranges (the codec's PartSizes repeats these checks for headers read from files).
+  if (s.codec == CodecId::kAffine && s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
+    return InvalidArgument("affine bits=" + std::to_string(s.bits) + ": expected 2, 3, 4 or 8");
+  if (s.codec == CodecId::kCodebook && (s.bits < 1 || s.bits > 4))
+    return InvalidArgument("codebook bits=" + std::to_string(s.bits) + ": expected 1..4");
+  if (s.meta_bits != 4 && s.meta_bits != 8 && s.meta_bits != 16)
+    return InvalidArgument("meta=" + std::to_string(s.meta_bits) + ": expected 4, 8 or 16 (fp16)");
+  if (s.codec == CodecId::kCodebook) {
+    if (s.meta_bits != 16) return InvalidArgument("codebook scales are fp16; meta must be 16");
+    if (s.levels.size() != (1u << s.bits))
+      return InvalidArgument("codebook bits=" + std::to_string(s.bits) + " needs " + std::to_string(1u << s.bits) + " levels, got " + std::to_string(s.levels.size()));
+    for (size_t i = 1; i < s.levels.size(); ++i)
+      if (!(s.levels[i - 1] < s.levels[i])) return InvalidArgument("codebook levels must be strictly ascending");
+    if (!s.thresholds.empty()) {
+      if (s.thresholds.size() != s.levels.size() - 1) return InvalidArgument("codebook needs one threshold fewer than levels");
+      for (size_t i = 0; i < s.thresholds.size(); ++i)
+        if (!(s.levels[i] <= s.thresholds[i] && s.thresholds[i] <= s.levels[i + 1]) || (i && !(s.thresholds[i - 1] < s.thresholds[i])))
+          return InvalidArgument("codebook thresholds must ascend and lie between neighbouring levels");
+    }
+  }
+  return s;
+}
+
+std::string CodecSpec::ToString() const {
+  switch (codec) {
+    case CodecId::kF32: return "f32";
+    case CodecId::kF16: return "f16";
+    case CodecId::kBF16: return "bf16";
+    default: break;
+  }
+  std::string s = codec == CodecId::kAffine ? "affine:" : "codebook:";
+  s += "bits=" + std::to_string(bits) + ",group=" + std::to_string(group);
+  if (codec == CodecId::kAffine) s += ",meta=" + std::to_string(meta_bits);
+  s += std::string(",axis=") + (axis == GroupAxis::kToken ? "token" : "channel");
+  if (codec == CodecId::kCodebook) {
+    s += ",levels=" + JoinFloats(levels);
+    if (!thresholds.empty()) s += ",thresholds=" + JoinFloats(thresholds);
+    s += std::string(",scale=") + (scale_rule == ScaleRule::kRobust ? "robust" : "absmax");
+  }
+  if (rotation == Rotation::kHadamard) s += ",rotate=hadamard,seed=" + std::to_string(seed);
+  if (sinks) s += ",sinks=" + std::to_string(sinks);
+  if (residual) s += ",residual=" + std::to_string(residual);
+  return s;
+}
+
+}  // namespace mqkv

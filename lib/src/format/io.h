@@ -1,0 +1,49 @@
+// File plumbing for the container: a read-only mapping and an atomic (temp + rename) writer.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "mqkv/status.h"
+
+namespace mqkv::io {
+
+class MappedFile {
+ public:
+  static Result<std::unique_ptr<MappedFile>> Open(const std::string& path);
+  ~MappedFile();
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  bool mapped_ = false;
+};
+
+// Writes to "<dir>/.<name>.tmp-XXXXXX" and renames onto the target on Commit().
+class AtomicFile {
+ public:
+  static Result<std::unique_ptr<AtomicFile>> Create(const std::string& path, bool fsync);
+  ~AtomicFile();  // removes the temporary file unless committed
+  Status Write(const void* data, uint64_t n);
+  Status WriteZeros(uint64_t n);
+  uint64_t position() const { return pos_; }
+  Status Commit();
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return tmp_; }
+
+ private:
+  AtomicFile() = default;
+  Status Flush();
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool fsync_ = true;
+  bool committed_ = false;
+  uint64_t pos_ = 0;
+  std::string buf_;
+};
+
+}  // namespace mqkv::io

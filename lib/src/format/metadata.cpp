@@ -1,0 +1,234 @@
+// All FlatBuffers <-> C++ conversion of the footer lives here.
+#include <flatbuffers/flatbuffers.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <set>
+
+#include "container.h"
+#include "mqkv_generated.h"
+
+namespace mqkv::format {
+namespace {
+
+std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+
+std::vector<int32_t> Ints(const flatbuffers::Vector<int32_t>* v) {
+  return v ? std::vector<int32_t>(v->begin(), v->end()) : std::vector<int32_t>();
+}
+
+}  // namespace
+
+uint64_t Checksum(const void* data, uint64_t n) { return XXH3_64bits(data, static_cast<size_t>(n)); }
+
+std::vector<uint8_t> BuildFooter(const Footer& f) {
+  flatbuffers::FlatBufferBuilder b(4096);
+  const ModelInfo& m = f.model;
+  auto arch = b.CreateString(m.architecture);
+  auto rope = b.CreateString(m.rope_type);
+  auto eng = b.CreateString(m.source_engine);
+  auto engv = b.CreateString(m.source_engine_version);
+  auto fmt = b.CreateString(m.source_format);
+  fb::ModelBuilder mb(b);
+  mb.add_architecture(arch);
+  mb.add_n_layer(m.n_layer);
+  mb.add_n_head(m.n_head);
+  mb.add_n_head_kv(m.n_head_kv);
+  mb.add_head_dim_k(m.head_dim_k);
+  mb.add_head_dim_v(m.head_dim_v);
+  mb.add_rope_type(rope);
+  mb.add_rope_base(m.rope_base);
+  mb.add_k_rope(static_cast<fb::KRope>(m.k_rope));
+  mb.add_source_engine(eng);
+  mb.add_source_engine_version(engv);
+  mb.add_source_format(fmt);
+  auto model = mb.Finish();
+
+  std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
+  for (const TensorInfo& t : f.tensors) {
+    auto codec = b.CreateString(t.codec);
+    auto sdt = b.CreateString(t.source_dtype);
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> pos;
+    if (!t.positions.empty()) pos = b.CreateVector(t.positions);
+    fb::TensorBuilder tb(b);
+    tb.add_layer(t.layer);
+    tb.add_kind(static_cast<fb::TensorKind>(t.kind));
+    tb.add_n_heads(t.n_heads);
+    tb.add_head_dim(t.head_dim);
+    tb.add_n_tokens(t.n_tokens);
+    tb.add_codec(codec);
+    tb.add_first_block(t.first_block);
+    tb.add_n_blocks(t.n_blocks);
+    if (!t.positions.empty()) tb.add_positions(pos);
+    tb.add_source_dtype(sdt);
+    tensors.push_back(tb.Finish());
+  }
+  std::vector<flatbuffers::Offset<fb::Block>> blocks;
+  for (const BlockInfo& bi : f.blocks) {
+    blocks.push_back(fb::CreateBlock(b, bi.offset, bi.length, bi.checksum, bi.tensor, bi.token_begin, bi.n_tokens));
+  }
+  std::vector<flatbuffers::Offset<fb::KeyValue>> kvs;
+  for (const auto& [k, v] : m.metadata) kvs.push_back(fb::CreateKeyValue(b, b.CreateString(k), b.CreateString(v)));
+
+  auto tokens = b.CreateVector(m.tokens);
+  auto positions = b.CreateVector(m.positions);
+  auto seq_ids = b.CreateVector(m.seq_ids);
+  auto tv = b.CreateVector(tensors);
+  auto bv = b.CreateVector(blocks);
+  auto kv = b.CreateVectorOfSortedTables(&kvs);
+  fb::SnapshotBuilder sb(b);
+  sb.add_version_major(f.version_major);
+  sb.add_version_minor(f.version_minor);
+  sb.add_required_features(f.required_features);
+  sb.add_model(model);
+  sb.add_tokens(tokens);
+  sb.add_positions(positions);
+  sb.add_tensors(tv);
+  sb.add_blocks(bv);
+  sb.add_metadata(kv);
+  sb.add_seq_ids(seq_ids);
+  b.Finish(sb.Finish(), fb::SnapshotIdentifier());
+  return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+}
+
+Status ParseFooter(const uint8_t* data, uint64_t size, Footer* out) {
+  if (size < 8) return FormatErrorAt(0, "footer is " + std::to_string(size) + " bytes, too small for a FlatBuffer");
+  if (size >= (1ull << 31)) return FormatErrorAt(0, "footer of " + std::to_string(size) + " bytes exceeds the 2 GiB FlatBuffers limit");
+  if (!fb::SnapshotBufferHasIdentifier(data)) return FormatErrorAt(4, "footer does not carry the file identifier \"MQKV\"");
+  flatbuffers::Verifier::Options vo;
+  vo.max_depth = 64;
+  vo.max_tables = static_cast<flatbuffers::uoffset_t>(std::min<uint64_t>(size * 8, 1u << 30));
+  vo.check_alignment = true;
+  flatbuffers::Verifier v(data, static_cast<size_t>(size), vo);
+  if (!fb::VerifySnapshotBuffer(v)) return FormatErrorAt(0, "footer FlatBuffer failed verification (corrupt or not an mqkv footer)");
+  const fb::Snapshot* s = fb::GetSnapshot(data);
+
+  out->version_major = s->version_major();
+  out->version_minor = s->version_minor();
+  out->required_features = s->required_features();
+  ModelInfo& m = out->model;
+  if (const fb::Model* fm = s->model()) {
+    m.architecture = Str(fm->architecture());
+    m.n_layer = fm->n_layer();
+    m.n_head = fm->n_head();
+    m.n_head_kv = fm->n_head_kv();
+    m.head_dim_k = fm->head_dim_k();
+    m.head_dim_v = fm->head_dim_v();
+    m.rope_type = Str(fm->rope_type());
+    m.rope_base = fm->rope_base();
+    const auto kr = static_cast<uint8_t>(fm->k_rope());
+    if (kr > 2) return FormatError("model.k_rope has unknown value " + std::to_string(kr));
+    m.k_rope = static_cast<KRope>(kr);
+    m.source_engine = Str(fm->source_engine());
+    m.source_engine_version = Str(fm->source_engine_version());
+    m.source_format = Str(fm->source_format());
+  }
+  m.tokens = Ints(s->tokens());
+  m.positions = Ints(s->positions());
+  m.seq_ids = Ints(s->seq_ids());
+  if (!m.positions.empty() && m.positions.size() != m.tokens.size())
+    return FormatError("footer has " + std::to_string(m.positions.size()) + " positions for " + std::to_string(m.tokens.size()) + " tokens");
+  if (!m.seq_ids.empty() && m.seq_ids.size() != m.tokens.size())
+    return FormatError("footer has " + std::to_string(m.seq_ids.size()) + " sequence ids for " + std::to_string(m.tokens.size()) + " tokens");
+  if (const auto* kvs = s->metadata()) {
+    for (const fb::KeyValue* kv : *kvs) {
+      if (!kv->key()) return FormatError("metadata entry without a key");
+      m.metadata.emplace_back(kv->key()->str(), Str(kv->value()));
+    }
+    for (size_t i = 1; i < m.metadata.size(); ++i)
+      if (!(m.metadata[i - 1].first < m.metadata[i].first))
+        return FormatError("metadata keys are not sorted and unique (\"" + m.metadata[i].first + "\")");
+  }
+
+  if (const auto* ts = s->tensors()) {
+    for (const fb::Tensor* t : *ts) {
+      TensorInfo ti;
+      ti.layer = t->layer();
+      const auto k = static_cast<uint8_t>(t->kind());
+      if (k > 2) return FormatError("tensor kind " + std::to_string(k) + " is unknown");
+      ti.kind = static_cast<Kind>(k);
+      ti.n_heads = t->n_heads();
+      ti.head_dim = t->head_dim();
+      ti.n_tokens = t->n_tokens();
+      ti.codec = Str(t->codec());
+      ti.first_block = t->first_block();
+      ti.n_blocks = t->n_blocks();
+      ti.positions = Ints(t->positions());
+      ti.source_dtype = Str(t->source_dtype());
+      out->tensors.push_back(std::move(ti));
+    }
+  }
+  if (const auto* bs = s->blocks()) {
+    for (const fb::Block* bl : *bs) {
+      BlockInfo bi;
+      bi.offset = bl->offset();
+      bi.length = bl->length();
+      bi.checksum = bl->checksum();
+      bi.tensor = bl->tensor();
+      bi.token_begin = bl->token_begin();
+      bi.n_tokens = bl->n_tokens();
+      out->blocks.push_back(bi);
+    }
+  }
+  return Status::OK();
+}
+
+uint64_t BlockFeatures(const BlockHeader& h) {
+  uint64_t f = 0;
+  if (h.compression == static_cast<uint8_t>(Compression::kZstd)) f |= kFeatureZstd;
+  if (h.codec == static_cast<uint8_t>(CodecId::kAffine)) f |= kFeatureAffine;
+  if (h.codec == static_cast<uint8_t>(CodecId::kCodebook)) f |= kFeatureCodebook;
+  if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) f |= kFeatureHadamard;
+  return f;
+}
+
+Status LayoutParts(const std::array<uint64_t, kNumParts>& sizes, BlockHeader* h) {
+  uint64_t pos = 0;
+  for (int p = 0; p < kNumParts; ++p) {
+    h->parts[p] = PartRef{0, 0};
+    if (sizes[p] == 0) continue;
+    pos = AlignUp(pos, kPartAlign);
+    if (pos + sizes[p] > kMaxPayloadBytes)
+      return InvalidArgument("block payload would exceed 4 GiB; split the tensor into smaller token ranges");
+    h->parts[p] = PartRef{static_cast<uint32_t>(pos), static_cast<uint32_t>(sizes[p])};
+    pos += sizes[p];
+  }
+  h->payload_bytes = pos;
+  return Status::OK();
+}
+
+std::string FeatureNames(uint64_t bits) {
+  static const char* kNames[] = {"zstd", "affine", "codebook", "hadamard"};
+  std::string s;
+  for (int i = 0; i < 64; ++i) {
+    if (!(bits >> i & 1)) continue;
+    if (!s.empty()) s += "|";
+    s += i < 4 ? std::string(kNames[i]) : "bit " + std::to_string(i);
+  }
+  return s.empty() ? "none" : s;
+}
+
+const char* KindName(Kind k) {
+  switch (k) {
+    case Kind::kK: return "k";
+    case Kind::kV: return "v";
+    case Kind::kQ: return "q";
+  }
+  return "?";
+}
+
+const char* KRopeName(KRope k) {
+  switch (k) {
+    case KRope::kPreRope: return "pre";
+    case KRope::kPostRope: return "post";
+    default: return "unknown";
+  }
+}
+
+}  // namespace mqkv::format
+
+namespace mqkv {
+std::string FeatureNames(uint64_t bits) { return format::FeatureNames(bits); }
+const char* KindName(Kind k) { return format::KindName(k); }
+const char* KRopeName(KRope k) { return format::KRopeName(k); }
+}  // namespace mqkv

@@ -1,0 +1,286 @@
+// Snapshot reader: maps the file, verifies tail, footer and every block header before any
+// payload byte is trusted (spec/FORMAT.md, "Reader obligations").
+#include <zstd.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+
+#include "container.h"
+#include "io.h"
+#include "mqkv/codec.h"
+#include "mqkv/snapshot.h"
+
+namespace mqkv {
+
+using format::AddOk;
+using format::MulOk;
+
+struct Snapshot::Impl {
+  std::string path;
+  std::unique_ptr<io::MappedFile> file;
+  format::Footer footer;
+  uint64_t footer_offset = 0, footer_bytes = 0;
+  std::unique_ptr<std::atomic<uint8_t>[]> verified;  // per block: 0 unknown, 1 ok
+
+  Status Fail(Status s) const { return std::move(s.WithFile(path)); }
+  Status Load(const OpenOptions& opts);
+  Status CheckBlocks();
+};
+
+namespace {
+
+Status CheckHeaderAgainstIndex(const BlockHeader& h, const BlockInfo& bi, const TensorInfo& t, uint64_t off) {
+  if (std::memcmp(h.magic, kBlockMagic, 4) != 0) return FormatErrorAt(off, "block does not start with magic \"MQKB\"");
+  if (h.header_bytes != kBlockHeaderBytes)
+    return FormatErrorAt(off + 4, "block header size " + std::to_string(h.header_bytes) + " (expected 128)");
+  if (h.kind != static_cast<uint8_t>(t.kind) || h.layer != t.layer)
+    return FormatErrorAt(off + 7, "block header (layer/kind) does not match its tensor in the index");
+  if (h.token_begin != bi.token_begin || h.n_tokens != bi.n_tokens)
+    return FormatErrorAt(off + 12, "block header token range does not match the index");
+  if (h.n_heads != t.n_heads || h.head_dim != t.head_dim)
+    return FormatErrorAt(off + 20, "block header shape does not match its tensor");
+  if (h.compression > static_cast<uint8_t>(Compression::kZstd))
+    return FormatErrorAt(off + 48, "unknown compression " + std::to_string(h.compression));
+  for (uint8_t r : h.reserved0)
+    if (r != 0) return FormatErrorAt(off + 49, "reserved block header bytes are not zero");
+  uint64_t len;
+  if (!AddOk(h.stored_bytes, kBlockHeaderBytes, &len) || len != bi.length)
+    return FormatErrorAt(off + 64, "block stored size does not match the index length");
+  if (h.payload_bytes > format::kMaxPayloadBytes) return FormatErrorAt(off + 56, "block payload exceeds 4 GiB");
+  if (h.compression == 0 && h.payload_bytes != h.stored_bytes)
+    return FormatErrorAt(off + 56, "uncompressed block with payload size != stored size");
+  if (h.compression != 0 && h.payload_bytes > h.stored_bytes * format::kMaxCompressionRatio + 4096)
+    return FormatErrorAt(off + 56, "compressed block claims a decoded size beyond the 1024:1 bound");
+  const Codec* codec = GetCodec(h.codec);
+  if (!codec) return Status(StatusCode::kUnsupported, "block uses codec id " + std::to_string(h.codec) + ", unknown to this reader").WithOffset(off + 6);
+  std::array<uint64_t, kNumParts> sizes{};
+  if (Status s = codec->PartSizes(h, &sizes); !s.ok()) return s.WithOffset(off).Prepend(std::string("block of codec ") + codec->name());
+  for (int p = 0; p < kNumParts; ++p) {
+    const PartRef& pr = h.parts[p];
+    const uint64_t poff = off + 72 + 8 * p;
+    if (pr.bytes != sizes[p])
+      return FormatErrorAt(poff, "part " + std::to_string(p) + " holds " + std::to_string(pr.bytes) + " bytes, codec needs " + std::to_string(sizes[p]));
+    if (pr.bytes == 0) continue;
+    if (pr.offset % kPartAlign != 0) return FormatErrorAt(poff, "part " + std::to_string(p) + " is not 8-byte aligned");
+    if (uint64_t(pr.offset) + pr.bytes > h.payload_bytes)
+      return FormatErrorAt(poff, "part " + std::to_string(p) + " extends past the payload");
+    for (int q = 0; q < p; ++q) {
+      const PartRef& o = h.parts[q];
+      if (o.bytes == 0) continue;
+      if (pr.offset < uint64_t(o.offset) + o.bytes && o.offset < uint64_t(pr.offset) + pr.bytes)
+        return FormatErrorAt(poff, "parts " + std::to_string(q) + " and " + std::to_string(p) + " overlap");
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status Snapshot::Impl::Load(const OpenOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(file, io::MappedFile::Open(path));
+  const uint8_t* d = file->data();
+  const uint64_t n = file->size();
+  const uint64_t min_size = format::kFileHeaderBytes + format::kTailBytes;
+  if (n < min_size) return Fail(FormatErrorAt(0, "file is " + std::to_string(n) + " bytes, shorter than the " + std::to_string(min_size) + "-byte header and tail (truncated or not mqkv)"));
+  format::FileHeader fh;
+  std::memcpy(&fh, d, sizeof fh);
+  if (std::memcmp(fh.magic, format::kFileMagic, 8) != 0) return Fail(FormatErrorAt(0, "bad magic: not an mqkv file"));
+  format::Tail tail;
+  const uint64_t tail_off = n - format::kTailBytes;
+  std::memcpy(&tail, d + tail_off, sizeof tail);
+  if (std::memcmp(tail.magic, format::kFileMagic, 8) != 0)
+    return Fail(FormatErrorAt(n - 8, "bad trailing magic: file is truncated or was not finished"));
+  if (fh.version_major > kFormatMajor || tail.version_major > kFormatMajor)
+    return Fail(Unsupported("format version " + std::to_string(std::max(fh.version_major, tail.version_major)) + "." +
+                            std::to_string(fh.version_major > kFormatMajor ? fh.version_minor : tail.version_minor) +
+                            " is newer than this reader (reads major " + std::to_string(kFormatMajor) + ")").WithOffset(8));
+  if (fh.version_major == 0) return Fail(FormatErrorAt(8, "format major version 0 is not valid"));
+  if (fh.header_bytes != format::kFileHeaderBytes) return Fail(FormatErrorAt(12, "file header size " + std::to_string(fh.header_bytes) + " (expected 64)"));
+  for (uint8_t r : fh.reserved)
+    if (r != 0) return Fail(FormatErrorAt(16, "reserved file header bytes are not zero"));
+  if (tail.version_major != fh.version_major || tail.version_minor != fh.version_minor)
+    return Fail(FormatErrorAt(tail_off + 32, "version in tail differs from the file header"));
+  if (tail.tail_bytes != format::kTailBytes) return Fail(FormatErrorAt(tail_off + 36, "tail size field is not 48"));
+  if (uint64_t unknown = tail.required_features & ~kKnownFeatures)
+    return Fail(Unsupported("file requires feature(s) " + FeatureNames(unknown) + " unknown to this reader (knows " + FeatureNames(kKnownFeatures) + ")").WithOffset(tail_off + 24));
+  uint64_t fend;
+  if (tail.footer_offset < format::kFileHeaderBytes || tail.footer_offset % kBlockAlign != 0 ||
+      !AddOk(tail.footer_offset, tail.footer_bytes, &fend) || fend != tail_off)
+    return Fail(FormatErrorAt(tail_off, "footer location (offset " + std::to_string(tail.footer_offset) + ", " + std::to_string(tail.footer_bytes) + " bytes) is inconsistent with the file size " + std::to_string(n)));
+  footer_offset = tail.footer_offset;
+  footer_bytes = tail.footer_bytes;
+  const uint8_t* fd = d + footer_offset;
+  if (format::Checksum(fd, footer_bytes) != tail.footer_checksum)
+    return Fail(ChecksumMismatch("footer checksum mismatch (footer corrupt)").WithOffset(footer_offset));
+  if (Status s = format::ParseFooter(fd, footer_bytes, &footer); !s.ok()) {
+    if (s.offset()) {
+      Status r(s.code(), s.message());
+      r.WithOffset(footer_offset + *s.offset());
+      return Fail(r);
+    }
+    return Fail(s.WithOffset(footer_offset));
+  }
+  if (footer.version_major != fh.version_major || footer.version_minor != fh.version_minor)
+    return Fail(FormatErrorAt(footer_offset, "version in footer differs from the file header"));
+  if (footer.required_features != tail.required_features)
+    return Fail(FormatErrorAt(footer_offset, "required features in footer differ from the tail"));
+  MQKV_RETURN_IF_ERROR(CheckBlocks());
+  verified.reset(new std::atomic<uint8_t>[footer.blocks.size()]);
+  for (size_t i = 0; i < footer.blocks.size(); ++i) verified[i] = 0;
+  (void)opts;
+  return Status::OK();
+}
+
+Status Snapshot::Impl::CheckBlocks() {
+  auto& tensors = footer.tensors;
+  auto& blocks = footer.blocks;
+  const uint8_t* d = file->data();
+  std::map<std::pair<uint32_t, uint8_t>, size_t> seen;
+  for (size_t ti = 0; ti < tensors.size(); ++ti) {
+    const TensorInfo& t = tensors[ti];
+    const std::string tname = "tensor " + std::to_string(ti) + " (layer " + std::to_string(t.layer) + " " + KindName(t.kind) + ")";
+    if (!seen.emplace(std::make_pair(t.layer, static_cast<uint8_t>(t.kind)), ti).second)
+      return Fail(FormatErrorAt(footer_offset, tname + " appears twice"));
+    if (t.n_heads == 0 || t.head_dim == 0 || t.n_heads > 0xFFFF || t.head_dim > 0xFFFF)
+      return Fail(FormatErrorAt(footer_offset, tname + " has invalid shape " + std::to_string(t.n_heads) + "x" + std::to_string(t.head_dim)));
+    uint64_t vals;
+    if (!MulOk(uint64_t(t.n_tokens) * t.n_heads, t.head_dim, &vals) || !MulOk(vals, 4, &vals))
+      return Fail(FormatErrorAt(footer_offset, tname + ": dimensions overflow"));
+    if (t.kind == Kind::kQ && t.positions.size() != t.n_tokens)
+      return Fail(FormatErrorAt(footer_offset, tname + ": query tensor needs one position per row"));
+    uint64_t last;
+    if (!AddOk(t.first_block, t.n_blocks, &last) || last > blocks.size())
+      return Fail(FormatErrorAt(footer_offset, tname + ": block range outside the block index"));
+    uint32_t next = 0;
+    for (uint32_t b = t.first_block; b < last; ++b) {
+      if (blocks[b].tensor != ti) return Fail(FormatErrorAt(footer_offset, "block " + std::to_string(b) + " does not belong to " + tname));
+      if (blocks[b].token_begin != next || blocks[b].n_tokens == 0)
+        return Fail(FormatErrorAt(footer_offset, "blocks of " + tname + " do not tile its token range"));
+      next += blocks[b].n_tokens;
+      if (next < blocks[b].n_tokens) return Fail(FormatErrorAt(footer_offset, tname + ": token count overflows"));
+    }
+    if (next != t.n_tokens) return Fail(FormatErrorAt(footer_offset, "blocks of " + tname + " cover " + std::to_string(next) + " of its " + std::to_string(t.n_tokens) + " tokens"));
+  }
+  uint64_t prev_end = format::kFileHeaderBytes;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    BlockInfo& bi = blocks[b];
+    const std::string bname = "block " + std::to_string(b);
+    if (bi.tensor >= tensors.size()) return Fail(FormatErrorAt(footer_offset, bname + " names tensor " + std::to_string(bi.tensor) + " which does not exist"));
+    const TensorInfo& t = tensors[bi.tensor];
+    if (b < t.first_block || b >= uint64_t(t.first_block) + t.n_blocks)
+      return Fail(FormatErrorAt(footer_offset, bname + " lies outside its tensor's block range"));
+    if (bi.offset % kBlockAlign != 0) return Fail(FormatErrorAt(bi.offset, bname + " is not 64-byte aligned"));
+    if (bi.offset < prev_end) return Fail(FormatErrorAt(bi.offset, bname + " overlaps the previous block or the file header"));
+    uint64_t end;
+    if (bi.length < kBlockHeaderBytes || !AddOk(bi.offset, bi.length, &end) || end > footer_offset)
+      return Fail(FormatErrorAt(bi.offset, bname + " (" + std::to_string(bi.length) + " bytes) extends past the data section"));
+    std::memcpy(&bi.header, d + bi.offset, sizeof(BlockHeader));
+    if (Status s = CheckHeaderAgainstIndex(bi.header, bi, t, bi.offset); !s.ok()) return Fail(s.Prepend(bname));
+    if (uint64_t f = format::BlockFeatures(bi.header); (f & ~footer.required_features) != 0)
+      return Fail(FormatErrorAt(bi.offset, bname + " uses feature(s) " + FeatureNames(f & ~footer.required_features) + " that the file does not declare"));
+    prev_end = end;
+  }
+  return Status::OK();
+}
+
+Snapshot::Snapshot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Snapshot::~Snapshot() = default;
+
+Result<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& path, const OpenOptions& opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  MQKV_RETURN_IF_ERROR(impl->Load(opts));
+  std::unique_ptr<Snapshot> s(new Snapshot(std::move(impl)));
+  if (opts.verify_all_blocks) {
+    for (size_t b = 0; b < s->blocks().size(); ++b) MQKV_RETURN_IF_ERROR(s->VerifyBlock(b));
+  }
+  return s;
+}
+
+const std::string& Snapshot::path() const { return impl_->path; }
+uint64_t Snapshot::file_bytes() const { return impl_->file->size(); }
+uint16_t Snapshot::version_major() const { return impl_->footer.version_major; }
+uint16_t Snapshot::version_minor() const { return impl_->footer.version_minor; }
+uint64_t Snapshot::required_features() const { return impl_->footer.required_features; }
+uint64_t Snapshot::footer_offset() const { return impl_->footer_offset; }
+uint64_t Snapshot::footer_bytes() const { return impl_->footer_bytes; }
+const ModelInfo& Snapshot::model() const { return impl_->footer.model; }
+const std::vector<TensorInfo>& Snapshot::tensors() const { return impl_->footer.tensors; }
+const std::vector<BlockInfo>& Snapshot::blocks() const { return impl_->footer.blocks; }
+
+std::optional<size_t> Snapshot::FindTensor(uint32_t layer, Kind kind) const {
+  const auto& ts = tensors();
+  for (size_t i = 0; i < ts.size(); ++i)
+    if (ts[i].layer == layer && ts[i].kind == kind) return i;
+  return std::nullopt;
+}
+
+const uint8_t* Snapshot::BlockBytes(size_t block) const { return impl_->file->data() + blocks().at(block).offset; }
+
+Status Snapshot::VerifyBlock(size_t block) const {
+  if (block >= blocks().size()) return OutOfRange("block " + std::to_string(block) + " does not exist");
+  if (impl_->verified[block].load(std::memory_order_acquire)) return Status::OK();
+  const BlockInfo& bi = blocks()[block];
+  if (format::Checksum(BlockBytes(block), bi.length) != bi.checksum)
+    return impl_->Fail(ChecksumMismatch("block " + std::to_string(block) + " (layer " + std::to_string(bi.header.layer) + " " +
+                                        KindName(static_cast<Kind>(bi.header.kind)) + ") checksum mismatch").WithOffset(bi.offset));
+  impl_->verified[block].store(1, std::memory_order_release);
+  return Status::OK();
+}
+
+Result<BlockData> Snapshot::ReadBlock(size_t block) const {
+  MQKV_RETURN_IF_ERROR(VerifyBlock(block));
+  const BlockInfo& bi = blocks()[block];
+  BlockData out;
+  out.view.header = &bi.header;
+  const uint8_t* stored = BlockBytes(block) + kBlockHeaderBytes;
+  if (bi.header.compression == static_cast<uint8_t>(Compression::kNone)) {
+    out.view.payload = stored;
+    return out;
+  }
+  out.owned.resize(bi.header.payload_bytes);
+  size_t r = ZSTD_decompress(out.owned.data(), out.owned.size(), stored, bi.header.stored_bytes);
+  if (ZSTD_isError(r)) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, std::string("zstd payload does not decode: ") + ZSTD_getErrorName(r)));
+  if (r != bi.header.payload_bytes) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "zstd payload decodes to " + std::to_string(r) + " bytes, header says " + std::to_string(bi.header.payload_bytes)));
+  out.view.payload = out.owned.data();
+  return out;
+}
+
+Status Snapshot::Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DType out, void* dst, Backend backend) const {
+  if (tensor >= tensors().size()) return OutOfRange("tensor " + std::to_string(tensor) + " does not exist");
+  const TensorInfo& t = tensors()[tensor];
+  if (row_begin > row_end || row_end > t.n_tokens)
+    return OutOfRange("rows [" + std::to_string(row_begin) + ", " + std::to_string(row_end) + ") outside tensor of " + std::to_string(t.n_tokens) + " tokens");
+  const uint64_t row_bytes = uint64_t(t.n_heads) * t.head_dim * DTypeSize(out);
+  for (uint32_t b = t.first_block; b < t.first_block + t.n_blocks; ++b) {
+    const BlockInfo& bi = blocks()[b];
+    const uint32_t lo = std::max(row_begin, bi.token_begin), hi = std::min(row_end, bi.token_begin + bi.n_tokens);
+    if (lo >= hi) continue;
+    MQKV_ASSIGN_OR_RETURN(BlockData data, ReadBlock(b));
+    const Codec* codec = GetCodec(bi.header.codec);
+    uint8_t* o = static_cast<uint8_t*>(dst) + (lo - row_begin) * row_bytes;
+    if (Status s = codec->Decode(data.view, lo - bi.token_begin, hi - bi.token_begin, out, o, backend); !s.ok())
+      return impl_->Fail(s.WithOffset(bi.offset));
+  }
+  return Status::OK();
+}
+
+Result<std::vector<float>> Snapshot::DecodeF32(size_t tensor, uint32_t row_begin, uint32_t row_end, Backend backend) const {
+  if (tensor >= tensors().size()) return OutOfRange("tensor " + std::to_string(tensor) + " does not exist");
+  const TensorInfo& t = tensors()[tensor];
+  if (row_begin > row_end || row_end > t.n_tokens) return OutOfRange("row range outside tensor");
+  std::vector<float> v(uint64_t(row_end - row_begin) * t.n_heads * t.head_dim);
+  MQKV_RETURN_IF_ERROR(Decode(tensor, row_begin, row_end, DType::kF32, v.data(), backend));
+  return v;
+}
+
+Result<CodecSpec> Snapshot::TensorSpec(size_t tensor) const {
+  if (tensor >= tensors().size()) return OutOfRange("tensor " + std::to_string(tensor) + " does not exist");
+  const TensorInfo& t = tensors()[tensor];
+  if (t.n_blocks == 0) return CodecSpec::Parse(t.codec);
+  MQKV_ASSIGN_OR_RETURN(BlockData data, ReadBlock(t.first_block));
+  return GetCodec(data.view.header->codec)->SpecOf(*data.view.header, data.view.payload);
+}
+
+}  // namespace mqkv

@@ -1,0 +1,217 @@
+// Streaming writer: blocks go to a temporary file as they are encoded; the footer and tail are
+// written last; the file is fsynced and renamed over the target (spec/FORMAT.md, "Writing").
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "container.h"
+#include "io.h"
+#include "mqkv/codec.h"
+#include "mqkv/snapshot.h"
+
+namespace mqkv {
+
+struct Writer::Impl {
+  WriterOptions opts;
+  std::unique_ptr<io::AtomicFile> file;
+  format::Footer footer;
+  uint64_t extra_features = 0;
+  bool finished = false;
+  Status sticky;  // first write error: the file is unusable after it
+
+  Status Fail(Status s) {
+    s.WithFile(file->path());
+    if (sticky.ok()) sticky = s;
+    return s;
+  }
+  Status WriteBlock(uint32_t tensor, uint32_t token_begin, EncodedBlock& eb);
+};
+
+Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Writer::~Writer() = default;  // AtomicFile removes the temporary file if not committed
+
+Result<std::unique_ptr<Writer>> Writer::Create(const std::string& path, const WriterOptions& opts) {
+  if (opts.zstd_level < 0 || opts.zstd_level > ZSTD_maxCLevel())
+    return InvalidArgument("zstd level " + std::to_string(opts.zstd_level) + " outside 0.." + std::to_string(ZSTD_maxCLevel()));
+  auto impl = std::make_unique<Impl>();
+  impl->opts = opts;
+  MQKV_ASSIGN_OR_RETURN(impl->file, io::AtomicFile::Create(path, opts.fsync));
+  format::FileHeader fh{};
+  std::memcpy(fh.magic, format::kFileMagic, 8);
+  fh.version_major = kFormatMajor;
+  fh.version_minor = kFormatMinor;
+  fh.header_bytes = format::kFileHeaderBytes;
+  MQKV_RETURN_IF_ERROR(impl->file->Write(&fh, sizeof fh));
+  return std::unique_ptr<Writer>(new Writer(std::move(impl)));
+}
+
+const std::string& Writer::path() const { return impl_->file->path(); }
+void Writer::SetModel(ModelInfo model) {
+  std::sort(model.metadata.begin(), model.metadata.end());
+  impl_->footer.model = std::move(model);
+}
+void Writer::SetRequiredFeatures(uint64_t extra) { impl_->extra_features = extra; }
+
+Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, EncodedBlock& eb) {
+  BlockHeader& h = eb.header;
+  std::memcpy(h.magic, kBlockMagic, 4);
+  h.header_bytes = kBlockHeaderBytes;
+  h.token_begin = token_begin;
+  std::array<uint64_t, kNumParts> sizes{};
+  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
+  MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &h));
+  std::vector<uint8_t> payload(h.payload_bytes, 0);
+  for (int p = 0; p < kNumParts; ++p)
+    if (!eb.parts[p].empty()) std::memcpy(payload.data() + h.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
+  h.compression = static_cast<uint8_t>(Compression::kNone);
+  h.stored_bytes = h.payload_bytes;
+  std::vector<uint8_t> packed;
+  if (opts.zstd_level > 0 && !payload.empty()) {
+    packed.resize(ZSTD_compressBound(payload.size()));
+    size_t r = ZSTD_compress(packed.data(), packed.size(), payload.data(), payload.size(), opts.zstd_level);
+    if (ZSTD_isError(r)) return Fail(Internal(std::string("zstd: ") + ZSTD_getErrorName(r)));
+    // Keep the compressed form only when it saves bytes and stays within the reader's ratio bound.
+    if (r < payload.size() && payload.size() <= r * format::kMaxCompressionRatio) {
+      packed.resize(r);
+      h.compression = static_cast<uint8_t>(Compression::kZstd);
+      h.stored_bytes = r;
+    }
+  }
+  const std::vector<uint8_t>& stored = h.compression ? packed : payload;
+  // Sanity: the codec must accept what it produced (same check as the reader).
+  std::array<uint64_t, kNumParts> want{};
+  MQKV_RETURN_IF_ERROR(GetCodec(h.codec)->PartSizes(h, &want));
+  if (want != sizes) return Fail(Internal("encoder part sizes disagree with the codec's layout"));
+
+  BlockInfo bi;
+  bi.offset = file->position();
+  bi.length = kBlockHeaderBytes + h.stored_bytes;
+  bi.tensor = tensor;
+  bi.token_begin = token_begin;
+  bi.n_tokens = h.n_tokens;
+  bi.header = h;
+  std::vector<uint8_t> hdr(kBlockHeaderBytes);
+  std::memcpy(hdr.data(), &h, kBlockHeaderBytes);
+  // XXH3 over header + stored payload, streamed.
+  {
+    std::vector<uint8_t> all;
+    all.reserve(bi.length);
+    all.insert(all.end(), hdr.begin(), hdr.end());
+    all.insert(all.end(), stored.begin(), stored.end());
+    bi.checksum = format::Checksum(all.data(), all.size());
+  }
+  if (Status s = file->Write(hdr.data(), hdr.size()); !s.ok()) return Fail(s);
+  if (Status s = file->Write(stored.data(), stored.size()); !s.ok()) return Fail(s);
+  if (Status s = file->WriteZeros(format::AlignUp(file->position(), kBlockAlign) - file->position()); !s.ok()) return Fail(s);
+  footer.required_features |= format::BlockFeatures(h);
+  footer.blocks.push_back(bi);
+  return Status::OK();
+}
+
+namespace {
+Status CheckDesc(const TensorDesc& d, const std::vector<TensorInfo>& existing) {
+  if (d.n_heads == 0 || d.head_dim == 0 || d.n_heads > 0xFFFF || d.head_dim > 0xFFFF)
+    return InvalidArgument("tensor shape " + std::to_string(d.n_heads) + " heads x " + std::to_string(d.head_dim) + " dims is not supported (1..65535 each)");
+  if (d.kind == Kind::kQ && d.positions.size() != d.n_tokens)
+    return InvalidArgument("a query tensor needs one position per row");
+  if (d.kind != Kind::kQ && !d.positions.empty()) return InvalidArgument("only query tensors carry positions");
+  for (const TensorInfo& t : existing)
+    if (t.layer == d.layer && t.kind == d.kind)
+      return InvalidArgument("tensor layer " + std::to_string(d.layer) + " " + KindName(d.kind) + " added twice");
+  return Status::OK();
+}
+}  // namespace
+
+Status Writer::AddTensor(const TensorDesc& desc, const float* rows, const CodecSpec& spec) {
+  Impl& w = *impl_;
+  if (!w.sticky.ok()) return w.sticky;
+  if (w.finished) return InvalidArgument("writer already finished");
+  MQKV_RETURN_IF_ERROR(CheckDesc(desc, w.footer.tensors));
+  TensorInfo ti;
+  static_cast<TensorDesc&>(ti) = desc;
+  ti.codec = spec.ToString();
+  ti.first_block = static_cast<uint32_t>(w.footer.blocks.size());
+  const uint32_t tensor = static_cast<uint32_t>(w.footer.tensors.size());
+  // Rows per block: the caller's limit, else as many as keep an f32 payload under ~3.5 GiB.
+  const uint64_t row_values = uint64_t(desc.n_heads) * desc.head_dim;
+  uint64_t limit = (7ull << 29) / (row_values * 4);
+  if (limit == 0) limit = 1;
+  if (w.opts.max_block_tokens) limit = std::min<uint64_t>(limit, w.opts.max_block_tokens);
+  uint32_t begin = 0;
+  while (begin < desc.n_tokens) {
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(limit, desc.n_tokens - begin));
+    const bool first = begin == 0, last = begin + n == desc.n_tokens;
+    CodecSpec cs = spec;
+    cs.sinks = first ? std::min(spec.sinks, n) : 0;
+    cs.residual = last ? std::min(spec.residual, n - cs.sinks) : 0;
+    EncodedBlock eb;
+    BlockShape shape{n, desc.n_heads, desc.head_dim};
+    if (Status s = EncodeBlock(cs, rows + begin * row_values, shape, &eb); !s.ok())
+      return s.Prepend("encoding layer " + std::to_string(desc.layer) + " " + KindName(desc.kind));
+    eb.header.layer = desc.layer;
+    eb.header.kind = static_cast<uint8_t>(desc.kind);
+    MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, eb));
+    begin += n;
+  }
+  ti.n_blocks = static_cast<uint32_t>(w.footer.blocks.size()) - ti.first_block;
+  w.footer.tensors.push_back(std::move(ti));
+  return Status::OK();
+}
+
+Status Writer::AddEncodedTensor(const TensorDesc& desc, const std::string& codec, const std::vector<EncodedBlock>& blocks) {
+  Impl& w = *impl_;
+  if (!w.sticky.ok()) return w.sticky;
+  if (w.finished) return InvalidArgument("writer already finished");
+  MQKV_RETURN_IF_ERROR(CheckDesc(desc, w.footer.tensors));
+  TensorInfo ti;
+  static_cast<TensorDesc&>(ti) = desc;
+  ti.codec = codec;
+  ti.first_block = static_cast<uint32_t>(w.footer.blocks.size());
+  const uint32_t tensor = static_cast<uint32_t>(w.footer.tensors.size());
+  uint32_t begin = 0;
+  for (const EncodedBlock& src : blocks) {
+    EncodedBlock eb = src;
+    if (eb.header.n_heads != desc.n_heads || eb.header.head_dim != desc.head_dim)
+      return InvalidArgument("encoded block shape differs from the tensor's");
+    eb.header.layer = desc.layer;
+    eb.header.kind = static_cast<uint8_t>(desc.kind);
+    MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, eb));
+    begin += eb.header.n_tokens;
+  }
+  if (begin != desc.n_tokens) return InvalidArgument("encoded blocks hold " + std::to_string(begin) + " rows, tensor has " + std::to_string(desc.n_tokens));
+  ti.n_blocks = static_cast<uint32_t>(w.footer.blocks.size()) - ti.first_block;
+  w.footer.tensors.push_back(std::move(ti));
+  return Status::OK();
+}
+
+Status Writer::Finish() {
+  Impl& w = *impl_;
+  if (!w.sticky.ok()) return w.sticky;
+  if (w.finished) return InvalidArgument("writer already finished");
+  const ModelInfo& m = w.footer.model;
+  if (!m.positions.empty() && m.positions.size() != m.tokens.size()) return InvalidArgument("model positions and tokens differ in length");
+  if (!m.seq_ids.empty() && m.seq_ids.size() != m.tokens.size()) return InvalidArgument("model seq_ids and tokens differ in length");
+  for (size_t i = 1; i < m.metadata.size(); ++i)
+    if (m.metadata[i - 1].first == m.metadata[i].first) return InvalidArgument("metadata key \"" + m.metadata[i].first + "\" given twice");
+  w.footer.version_major = kFormatMajor;
+  w.footer.version_minor = kFormatMinor;
+  w.footer.required_features |= w.extra_features;
+  std::vector<uint8_t> fb = format::BuildFooter(w.footer);
+  format::Tail tail{};
+  tail.footer_offset = w.file->position();
+  tail.footer_bytes = fb.size();
+  tail.footer_checksum = format::Checksum(fb.data(), fb.size());
+  tail.required_features = w.footer.required_features;
+  tail.version_major = kFormatMajor;
+  tail.version_minor = kFormatMinor;
+  tail.tail_bytes = format::kTailBytes;
+  std::memcpy(tail.magic, format::kFileMagic, 8);
+  if (Status s = w.file->Write(fb.data(), fb.size()); !s.ok()) return w.Fail(s);
+  if (Status s = w.file->Write(&tail, sizeof tail); !s.ok()) return w.Fail(s);
+  if (Status s = w.file->Commit(); !s.ok()) return w.Fail(s);
+  w.finished = true;
+  return Status::OK();
+}
+
+}  // namespace mqkv
