@@ -40,7 +40,7 @@ struct CodecSpec {
   uint8_t bits = 16;
   uint16_t group = 0;  // 0: the whole head vector (token axis) / all rows (channel axis)
   GroupAxis axis = GroupAxis::kToken;
-  uint8_t meta_bits = 16;  // 16: fp16 metadata; 8 or 4: meta-coded against shared ranges
+  uint8_t meta_bits = 0;  // affine/codebook: 16 = fp16 metadata; 8 or 4 = meta-coded; raw: 0
   Rotation rotation = Rotation::kNone;
   uint64_t seed = 0x6D716B76u;  // "mqkv"; Hadamard sign seed
   uint32_t sinks = 0;

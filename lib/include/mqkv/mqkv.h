@@ -2,6 +2,7 @@
 #pragma once
 #include "mqkv/block.h"
 #include "mqkv/codec.h"
+#include "mqkv/kvset.h"
 #include "mqkv/numeric.h"
 #include "mqkv/snapshot.h"
 #include "mqkv/status.h"

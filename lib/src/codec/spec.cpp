@@ -91,15 +91,16 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
     if (colon != std::string_view::npos) return InvalidArgument("codec " + std::string(name) + " takes no options");
     s.codec = name == "f32" ? CodecId::kF32 : name == "f16" ? CodecId::kF16 : CodecId::kBF16;
     s.bits = name == "f32" ? 32 : 16;
-    s.meta_bits = 0;
     return s;
   }
   if (name == "affine") {
     s.codec = CodecId::kAffine;
     s.bits = 4;
+    s.meta_bits = 16;
   } else if (name == "codebook") {
     s.codec = CodecId::kCodebook;
     s.bits = 2;
+    s.meta_bits = 16;
   } else {
     std::string known;
     for (const Preset& p : kPresets) known += std::string(", ") + p.name;

@@ -1,0 +1,65 @@
+// A whole KV snapshot decoded to fp32 in memory, and the format adapters that read and write
+// it (safetensors, npy/npz, llama.cpp state files, mqkv). Adapters only translate: they never
+// know a codec; encoding happens when a KvSet is written as mqkv.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mqkv/codec.h"
+#include "mqkv/snapshot.h"
+#include "mqkv/status.h"
+
+namespace mqkv {
+
+struct KvTensor {
+  TensorDesc desc;
+  std::vector<float> data;  // [n_tokens][n_heads][head_dim]
+};
+
+struct KvSet {
+  ModelInfo model;  // adapters keep engine-specific facts in model.metadata ("llama.*" keys)
+  std::vector<KvTensor> tensors;
+  const KvTensor* Find(uint32_t layer, Kind kind) const;
+};
+
+enum class FileFormat : uint8_t {
+  kMqkv,
+  kSafetensors,
+  kNpy,
+  kNpz,
+  kLlamaSession,   // llama_state_save_file ('ggsn')
+  kLlamaSeq,       // llama_state_seq_save_file ('ggsq'), llama-server slot save
+  kLlamaState,     // llama_state_get_data blob (whole context)
+  kLlamaSeqState,  // llama_state_seq_get_data blob (one sequence)
+};
+const char* FileFormatName(FileFormat f);  // "mqkv", "safetensors", "npy", "npz", "llama-session", ...
+Result<FileFormat> ParseFileFormat(std::string_view name);
+// By magic bytes first, then by extension.
+Result<FileFormat> DetectFileFormat(const std::string& path);
+
+struct ReadOptions {
+  std::optional<std::pair<uint32_t, uint32_t>> tokens;  // keep rows [first, second) only
+};
+
+struct WriteOptions {
+  CodecSpec k_codec;  // mqkv only
+  CodecSpec v_codec;
+  WriterOptions writer;
+  // llama.cpp targets: cache element type names ("f32", "f16", "bf16", "q8_0", "q4_0");
+  // empty = the type recorded from the source (llama.cache_type_k / _v metadata), else f16.
+  std::string llama_type_k, llama_type_v;
+  bool llama_v_trans_set = false;  // override the V layout recorded from the source
+  bool llama_v_trans = false;
+};
+
+Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOptions& opts = {});
+Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts = {});
+
+// Keep rows [begin, end) of every K/V tensor (tokens, positions and seq ids too). Q rows are
+// kept when their position lies in the range.
+Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end);
+
+}  // namespace mqkv

@@ -1,0 +1,134 @@
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "adapters.h"
+
+namespace mqkv {
+namespace {
+
+const adapters::Adapter& AdapterFor(FileFormat f) {
+  switch (f) {
+    case FileFormat::kMqkv: return adapters::MqkvAdapter();
+    case FileFormat::kSafetensors: return adapters::SafetensorsAdapter();
+    case FileFormat::kNpy: return adapters::NpyAdapter();
+    case FileFormat::kNpz: return adapters::NpzAdapter();
+    default: return adapters::LlamaAdapter(f);
+  }
+}
+
+constexpr FileFormat kAll[] = {FileFormat::kMqkv,         FileFormat::kSafetensors, FileFormat::kNpy,
+                               FileFormat::kNpz,          FileFormat::kLlamaSession, FileFormat::kLlamaSeq,
+                               FileFormat::kLlamaState,   FileFormat::kLlamaSeqState};
+
+}  // namespace
+
+const KvTensor* KvSet::Find(uint32_t layer, Kind kind) const {
+  for (const KvTensor& t : tensors)
+    if (t.desc.layer == layer && t.desc.kind == kind) return &t;
+  return nullptr;
+}
+
+const char* FileFormatName(FileFormat f) {
+  switch (f) {
+    case FileFormat::kMqkv: return "mqkv";
+    case FileFormat::kSafetensors: return "safetensors";
+    case FileFormat::kNpy: return "npy";
+    case FileFormat::kNpz: return "npz";
+    case FileFormat::kLlamaSession: return "llama-session";
+    case FileFormat::kLlamaSeq: return "llama-seq";
+    case FileFormat::kLlamaState: return "llama-state";
+    case FileFormat::kLlamaSeqState: return "llama-seq-state";
+  }
+  return "?";
+}
+
+Result<FileFormat> ParseFileFormat(std::string_view name) {
+  for (FileFormat f : kAll)
+    if (name == FileFormatName(f)) return f;
+  return InvalidArgument("unknown format \"" + std::string(name) +
+                         "\" (mqkv, safetensors, npy, npz, llama-session, llama-seq, llama-state, llama-seq-state)");
+}
+
+Result<FileFormat> DetectFileFormat(const std::string& path) {
+  uint8_t head[64] = {};
+  size_t n = 0;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    n = std::fread(head, 1, sizeof head, f);
+    std::fclose(f);
+    for (FileFormat fmt : kAll) {
+      const auto& a = AdapterFor(fmt);
+      if (a.sniff && a.sniff(head, n)) return fmt;
+    }
+  }
+  auto dot = path.find_last_of('.');
+  std::string ext = dot == std::string::npos ? "" : path.substr(dot + 1);
+  if (ext == "mqkv") return FileFormat::kMqkv;
+  if (ext == "safetensors") return FileFormat::kSafetensors;
+  if (ext == "npy") return FileFormat::kNpy;
+  if (ext == "npz") return FileFormat::kNpz;
+  Status s = InvalidArgument("cannot tell the format from the file's first bytes or its extension; pass --from/--to");
+  s.WithFile(path);
+  return s;
+}
+
+Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOptions& opts) {
+  const auto& a = AdapterFor(format);
+  auto r = a.read(path, format);
+  if (!r.ok()) {
+    Status s = r.status();
+    return s.WithFile(path);
+  }
+  if (opts.tokens) {
+    Status s = SliceTokens(&*r, opts.tokens->first, opts.tokens->second);
+    if (!s.ok()) return s.WithFile(path);
+  }
+  return r;
+}
+
+Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
+  Status s = AdapterFor(format).write(set, path, format, opts);
+  return s.WithFile(path);
+}
+
+Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end) {
+  if (begin > end) return InvalidArgument("token range " + std::to_string(begin) + ":" + std::to_string(end) + " is empty or reversed");
+  for (KvTensor& t : set->tensors) {
+    if (t.desc.kind == Kind::kQ) continue;
+    if (end > t.desc.n_tokens)
+      return OutOfRange("token range " + std::to_string(begin) + ":" + std::to_string(end) + " exceeds the " + std::to_string(t.desc.n_tokens) + " tokens held");
+  }
+  const auto row = [](const KvTensor& t) { return uint64_t(t.desc.n_heads) * t.desc.head_dim; };
+  for (KvTensor& t : set->tensors) {
+    if (t.desc.kind == Kind::kQ) {
+      std::vector<float> keep;
+      std::vector<int32_t> pos;
+      for (uint32_t i = 0; i < t.desc.n_tokens; ++i) {
+        const int32_t p = t.desc.positions[i];
+        if (p < int64_t(begin) || p >= int64_t(end)) continue;
+        pos.push_back(p - static_cast<int32_t>(begin));
+        keep.insert(keep.end(), t.data.begin() + i * row(t), t.data.begin() + (i + 1) * row(t));
+      }
+      t.desc.positions = std::move(pos);
+      t.desc.n_tokens = static_cast<uint32_t>(t.desc.positions.size());
+      t.data = std::move(keep);
+      continue;
+    }
+    t.data = std::vector<float>(t.data.begin() + begin * row(t), t.data.begin() + end * row(t));
+    t.desc.n_tokens = end - begin;
+  }
+  set->tensors.erase(std::remove_if(set->tensors.begin(), set->tensors.end(),
+                                    [](const KvTensor& t) { return t.desc.kind == Kind::kQ && t.desc.n_tokens == 0; }),
+                     set->tensors.end());
+  auto cut = [&](std::vector<int32_t>& v) {
+    if (v.empty()) return;
+    if (end > v.size()) v.clear();
+    else v = std::vector<int32_t>(v.begin() + begin, v.begin() + end);
+  };
+  cut(set->model.tokens);
+  cut(set->model.positions);
+  cut(set->model.seq_ids);
+  return Status::OK();
+}
+
+}  // namespace mqkv

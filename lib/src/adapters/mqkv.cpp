@@ -1,0 +1,46 @@
+// mqkv <-> KvSet: decode every tensor to fp32, or encode with the K/V codec specs.
+#include <cstring>
+
+#include "../format/container.h"
+#include "adapters.h"
+
+namespace mqkv::adapters {
+namespace {
+
+bool Sniff(const uint8_t* h, size_t n) { return n >= 8 && std::memcmp(h, format::kFileMagic, 8) == 0; }
+
+Result<KvSet> Read(const std::string& path, FileFormat) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
+  KvSet set;
+  set.model = s->model();
+  for (size_t i = 0; i < s->tensors().size(); ++i) {
+    const TensorInfo& t = s->tensors()[i];
+    KvTensor kt;
+    kt.desc = t;
+    MQKV_ASSIGN_OR_RETURN(kt.data, s->DecodeF32(i, 0, t.n_tokens));
+    set.tensors.push_back(std::move(kt));
+  }
+  return set;
+}
+
+Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Writer> w, Writer::Create(path, opts.writer));
+  w->SetModel(set.model);
+  for (const KvTensor& t : set.tensors) {
+    // Queries are reference data for fidelity measurement: always stored losslessly (f32).
+    const CodecSpec spec = t.desc.kind == Kind::kK ? opts.k_codec
+                           : t.desc.kind == Kind::kV ? opts.v_codec
+                                                     : CodecSpec::Parse("f32").value();
+    MQKV_RETURN_IF_ERROR(w->AddTensor(t.desc, t.data.data(), spec));
+  }
+  return w->Finish();
+}
+
+}  // namespace
+
+const Adapter& MqkvAdapter() {
+  static const Adapter a{FileFormat::kMqkv, Sniff, Read, Write};
+  return a;
+}
+
+}  // namespace mqkv::adapters
