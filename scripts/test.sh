@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command (README): installs what it needs, builds, runs every test.
+#   1. unit/property/golden/error tests (ctest) on the Release build
+#   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer   (skip: MQKV_SKIP_SANITIZE=1)
+#   3. a short libFuzzer run of every fuzz target under ASan+UBSan        (skip: MQKV_SKIP_FUZZ=1)
+#   4. the real-engine round trip: llama.cpp + SmolLM2 (installs a pinned   (skip: MQKV_SKIP_ENGINE=1)
+#      llama-cpp-python and the model into ${MQKV_CACHE:-~/.cache/mqkv} on first use)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${MQKV_JOBS:-$(nproc)}
+
+echo "== build (Release)"
+bash scripts/build.sh
+echo "== ctest (Release)"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+if [ "${MQKV_SKIP_SANITIZE:-0}" != 1 ]; then
+  echo "== build + ctest (ASan + UBSan)"
+  MQKV_BUILD_DIR=build-asan bash scripts/build.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQKV_SANITIZE=ON \
+    -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$jobs"
+fi
+
+if [ "${MQKV_SKIP_FUZZ:-0}" != 1 ] && [ -x scripts/fuzz.sh ]; then
+  echo "== fuzz (short)"
+  bash scripts/fuzz.sh "${MQKV_FUZZ_SECONDS:-10}"
+fi
+
+if [ "${MQKV_SKIP_ENGINE:-0}" != 1 ] && [ -x tests/e2e/run.sh ]; then
+  echo "== llama.cpp round trip"
+  bash tests/e2e/run.sh
+fi
+echo "== all tests passed"
