@@ -23,6 +23,9 @@ inline size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 enum class Backend : uint8_t { kAuto = 0, kScalar = 1, kSimd = 2, kCuda = 3 };
 const char* BackendName(Backend b);
 Result<Backend> ParseBackend(std::string_view name);
+// Whether Codec::Decode with backend `b` works in this build on this machine (host pointers in
+// and out). kAuto and kScalar: always. mqverify compares every available backend with kScalar.
+bool BackendAvailable(Backend b);
 
 // How a codebook encoder picks the per-group scale (decode does not depend on it).
 enum class ScaleRule : uint8_t {

@@ -44,6 +44,16 @@ const char* BackendName(Backend b) {
   return "?";
 }
 
+bool BackendAvailable(Backend b) {
+  switch (b) {
+    case Backend::kAuto:
+    case Backend::kScalar: return true;
+    case Backend::kSimd: return false;  // no SIMD decoder in this build yet
+    case Backend::kCuda: return false;  // no host-callable CUDA decode in this build yet
+  }
+  return false;
+}
+
 Result<Backend> ParseBackend(std::string_view name) {
   if (name == "auto") return Backend::kAuto;
   if (name == "scalar") return Backend::kScalar;
