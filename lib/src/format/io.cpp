@@ -1,6 +1,8 @@
 #include "io.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,8 +33,39 @@ std::string BaseName(const std::string& path) {
 }
 
 constexpr size_t kBufBytes = 1 << 20;
+constexpr size_t kTempSuffixChars = 6;  // mkostemp's XXXXXX
+
+std::string TempPrefix(const std::string& path) { return "." + BaseName(path) + ".tmp-"; }
+
+// True when `fd` and `path` name the same inode (the name was not replaced under us).
+bool SameFile(int fd, const std::string& path) {
+  struct stat a {}, b {};
+  return ::fstat(fd, &a) == 0 && ::lstat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
 
 }  // namespace
+
+// Removes temporary files of `path` whose writer is gone (spec/FORMAT.md, "Writing").
+// A live writer holds an exclusive flock(2) on its temporary file from creation to rename; the
+// kernel drops the lock when the writer dies, even by SIGKILL. So a temporary file whose lock we
+// can take belongs to a dead writer and is removed. Best effort: errors are ignored.
+void RemoveStaleTemps(const std::string& path) {
+  const std::string dir = DirName(path), prefix = TempPrefix(path);
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (const struct dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() != prefix.size() + kTempSuffixChars || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string full = dir + "/" + name;
+    int fd = ::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0 && SameFile(fd, full))
+      ::unlink(full.c_str());
+    ::close(fd);
+  }
+  ::closedir(d);
+}
 
 Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -65,6 +98,13 @@ Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
   return f;
 }
 
+std::unique_ptr<MappedFile> MappedFile::View(const uint8_t* data, uint64_t size) {
+  std::unique_ptr<MappedFile> f(new MappedFile());
+  f->data_ = data;
+  f->size_ = size;
+  return f;
+}
+
 MappedFile::~MappedFile() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
@@ -73,21 +113,30 @@ Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string& path, 
   std::unique_ptr<AtomicFile> f(new AtomicFile());
   f->path_ = path;
   f->fsync_ = fsync;
-  std::string tmpl = DirName(path) + "/." + BaseName(path) + ".tmp-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  int fd = ::mkostemp(buf.data(), O_CLOEXEC);
-  if (fd < 0) return Errno("cannot create temporary file in " + DirName(path), path);
-  ::fchmod(fd, 0644);
-  f->fd_ = fd;
-  f->tmp_ = buf.data();
+  // Create the temporary file and lock it. A concurrent RemoveStaleTemps may take the lock and
+  // unlink the name between mkostemp and flock; then the name no longer names our file: retry.
+  for (int attempt = 0;; ++attempt) {
+    std::string tmpl = DirName(path) + "/" + TempPrefix(path) + std::string(kTempSuffixChars, 'X');
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    int fd = ::mkostemp(buf.data(), O_CLOEXEC);
+    if (fd < 0) return Errno("cannot create temporary file in " + DirName(path), path);
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && SameFile(fd, buf.data())) {
+      ::fchmod(fd, 0644);
+      f->fd_ = fd;
+      f->tmp_ = buf.data();
+      break;
+    }
+    ::close(fd);
+    if (attempt == 8) return IoError("cannot lock a temporary file in " + DirName(path)).WithFile(path);
+  }
   f->buf_.reserve(kBufBytes);
   return f;
 }
 
 AtomicFile::~AtomicFile() {
+  if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());  // unlink while still locked
   if (fd_ >= 0) ::close(fd_);
-  if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
 }
 
 Status AtomicFile::Flush() {
@@ -134,13 +183,12 @@ Status AtomicFile::WriteZeros(uint64_t n) {
 Status AtomicFile::Commit() {
   MQKV_RETURN_IF_ERROR(Flush());
   if (fsync_ && ::fsync(fd_) != 0) return Errno("fsync failed", path_);
-  if (::close(fd_) != 0) {
-    fd_ = -1;
-    return Errno("close failed", path_);
-  }
-  fd_ = -1;
+  // Rename while still holding the lock (the fd), so no cleaner can take the file for stale.
   if (::rename(tmp_.c_str(), path_.c_str()) != 0) return Errno("cannot rename temporary file onto target", path_);
   committed_ = true;
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) return Errno("close failed", path_);
   if (fsync_) {
     int dfd = ::open(DirName(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
@@ -148,6 +196,7 @@ Status AtomicFile::Commit() {
       ::close(dfd);
     }
   }
+  RemoveStaleTemps(path_);
   return Status::OK();
 }
 

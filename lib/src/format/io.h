@@ -12,6 +12,8 @@ namespace mqkv::io {
 class MappedFile {
  public:
   static Result<std::unique_ptr<MappedFile>> Open(const std::string& path);
+  // A view of caller-owned bytes (not copied; must outlive the MappedFile).
+  static std::unique_ptr<MappedFile> View(const uint8_t* data, uint64_t size);
   ~MappedFile();
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
@@ -23,7 +25,12 @@ class MappedFile {
   bool mapped_ = false;
 };
 
-// Writes to "<dir>/.<name>.tmp-XXXXXX" and renames onto the target on Commit().
+// Removes "<dir>/.<name>.tmp-XXXXXX" files of target `path` left by writers that died (their
+// flock is gone). Called by AtomicFile::Commit() after a successful rename.
+void RemoveStaleTemps(const std::string& path);
+
+// Writes to "<dir>/.<name>.tmp-XXXXXX" (holding an exclusive flock on it while alive) and renames
+// onto the target on Commit(), then removes stale temporary files of the same target.
 class AtomicFile {
  public:
   static Result<std::unique_ptr<AtomicFile>> Create(const std::string& path, bool fsync);

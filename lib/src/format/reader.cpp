@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <string_view>
 
 #include "container.h"
 #include "io.h"
@@ -24,7 +25,7 @@ struct Snapshot::Impl {
   std::unique_ptr<std::atomic<uint8_t>[]> verified;  // per block: 0 unknown, 1 ok
 
   Status Fail(Status s) const { return std::move(s.WithFile(path)); }
-  Status Load(const OpenOptions& opts);
+  Status Load();
   Status CheckBlocks();
 };
 
@@ -72,13 +73,26 @@ Status CheckHeaderAgainstIndex(const BlockHeader& h, const BlockInfo& bi, const 
         return FormatErrorAt(poff, "parts " + std::to_string(q) + " and " + std::to_string(p) + " overlap");
     }
   }
+  // Canonical layout (spec: "Part layout"): parts in slot order, each at the next multiple of 8,
+  // empty parts at offset 0, the payload ending with the last part. One layout per content.
+  BlockHeader canon = h;
+  if (Status s = format::LayoutParts(sizes, &canon); !s.ok()) return FormatErrorAt(off + 56, "block parts exceed 4 GiB");
+  for (int p = 0; p < kNumParts; ++p)
+    if (h.parts[p].offset != canon.parts[p].offset)
+      return FormatErrorAt(off + 72 + 8 * p, "part " + std::to_string(p) + " at payload offset " + std::to_string(h.parts[p].offset) +
+                                                 ", the canonical layout puts it at " + std::to_string(canon.parts[p].offset));
+  if (h.payload_bytes != canon.payload_bytes)
+    return FormatErrorAt(off + 56, "payload size " + std::to_string(h.payload_bytes) + " differs from the end of its parts (" +
+                                       std::to_string(canon.payload_bytes) + ")");
+  const std::string_view name = codec->name(), tc = t.codec;
+  if (!(tc == name || (tc.size() > name.size() && tc.compare(0, name.size(), name) == 0 && tc[name.size()] == ':')))
+    return FormatErrorAt(off + 6, "block codec " + std::string(name) + " does not match its tensor's codec \"" + t.codec + "\"");
   return Status::OK();
 }
 
 }  // namespace
 
-Status Snapshot::Impl::Load(const OpenOptions& opts) {
-  MQKV_ASSIGN_OR_RETURN(file, io::MappedFile::Open(path));
+Status Snapshot::Impl::Load() {
   const uint8_t* d = file->data();
   const uint64_t n = file->size();
   const uint64_t min_size = format::kFileHeaderBytes + format::kTailBytes;
@@ -128,7 +142,6 @@ Status Snapshot::Impl::Load(const OpenOptions& opts) {
   MQKV_RETURN_IF_ERROR(CheckBlocks());
   verified.reset(new std::atomic<uint8_t>[footer.blocks.size()]);
   for (size_t i = 0; i < footer.blocks.size(); ++i) verified[i] = 0;
-  (void)opts;
   return Status::OK();
 }
 
@@ -149,6 +162,8 @@ Status Snapshot::Impl::CheckBlocks() {
       return Fail(FormatErrorAt(footer_offset, tname + ": dimensions overflow"));
     if (t.kind == Kind::kQ && t.positions.size() != t.n_tokens)
       return Fail(FormatErrorAt(footer_offset, tname + ": query tensor needs one position per row"));
+    if (t.kind != Kind::kQ && !t.positions.empty())
+      return Fail(FormatErrorAt(footer_offset, tname + ": only query tensors carry positions"));
     uint64_t last;
     if (!AddOk(t.first_block, t.n_blocks, &last) || last > blocks.size())
       return Fail(FormatErrorAt(footer_offset, tname + ": block range outside the block index"));
@@ -190,7 +205,20 @@ Snapshot::~Snapshot() = default;
 Result<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& path, const OpenOptions& opts) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
-  MQKV_RETURN_IF_ERROR(impl->Load(opts));
+  MQKV_ASSIGN_OR_RETURN(impl->file, io::MappedFile::Open(path));
+  return Finish(std::move(impl), opts);
+}
+
+Result<std::unique_ptr<Snapshot>> Snapshot::OpenBytes(const uint8_t* data, size_t size, const std::string& name,
+                                                      const OpenOptions& opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = name;
+  impl->file = io::MappedFile::View(data, size);
+  return Finish(std::move(impl), opts);
+}
+
+Result<std::unique_ptr<Snapshot>> Snapshot::Finish(std::unique_ptr<Impl> impl, const OpenOptions& opts) {
+  MQKV_RETURN_IF_ERROR(impl->Load());
   std::unique_ptr<Snapshot> s(new Snapshot(std::move(impl)));
   if (opts.verify_all_blocks) {
     for (size_t b = 0; b < s->blocks().size(); ++b) MQKV_RETURN_IF_ERROR(s->VerifyBlock(b));
@@ -239,6 +267,10 @@ Result<BlockData> Snapshot::ReadBlock(size_t block) const {
     out.view.payload = stored;
     return out;
   }
+  // Exactly one zstd frame spanning the stored payload (no trailing or skippable frames).
+  const size_t frame = ZSTD_findFrameCompressedSize(stored, bi.header.stored_bytes);
+  if (ZSTD_isError(frame) || frame != bi.header.stored_bytes)
+    return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "stored payload is not exactly one zstd frame"));
   out.owned.resize(bi.header.payload_bytes);
   size_t r = ZSTD_decompress(out.owned.data(), out.owned.size(), stored, bi.header.stored_bytes);
   if (ZSTD_isError(r)) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, std::string("zstd payload does not decode: ") + ZSTD_getErrorName(r)));
