@@ -82,6 +82,10 @@ struct BlockData {
 class Snapshot {
  public:
   static Result<std::unique_ptr<Snapshot>> Open(const std::string& path, const OpenOptions& opts = {});
+  // Reads a snapshot held in memory (e.g. received over a socket). The bytes are not copied and
+  // must outlive the Snapshot; `name` is used in error messages in place of a path.
+  static Result<std::unique_ptr<Snapshot>> OpenBytes(const uint8_t* data, size_t size, const std::string& name,
+                                                     const OpenOptions& opts = {});
   ~Snapshot();
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
@@ -116,6 +120,7 @@ class Snapshot {
  private:
   struct Impl;
   explicit Snapshot(std::unique_ptr<Impl> impl);
+  static Result<std::unique_ptr<Snapshot>> Finish(std::unique_ptr<Impl> impl, const OpenOptions& opts);
   std::unique_ptr<Impl> impl_;
 };
 
