@@ -3,6 +3,7 @@
 #include "mqkv/block.h"
 #include "mqkv/codec.h"
 #include "mqkv/kvset.h"
+#include "mqkv/measure.h"
 #include "mqkv/numeric.h"
 #include "mqkv/snapshot.h"
 #include "mqkv/status.h"

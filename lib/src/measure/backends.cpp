@@ -1,0 +1,86 @@
+// Backend agreement (spec/MEASURE.md, "Backend agreement"): every block that passes its
+// checksum is decoded by the scalar reference and by each other available backend, to f32 and
+// to f16, and the output bytes are compared. Rows are decoded in chunks to bound memory.
+#include <algorithm>
+#include <cstring>
+
+#include "mqkv/measure.h"
+
+namespace mqkv {
+
+namespace {
+constexpr uint64_t kChunkValues = uint64_t(1) << 22;  // 16 MiB of f32 per buffer
+
+std::string Where(const BlockInfo& bi, size_t b, uint32_t r0, DType dt) {
+  return "block " + std::to_string(b) + " (layer " + std::to_string(bi.header.layer) + " " +
+         KindName(static_cast<Kind>(bi.header.kind)) + ", rows " + std::to_string(r0) + "+, " + DTypeName(dt) + ")";
+}
+}  // namespace
+
+Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std::vector<Backend>& wanted) {
+  std::vector<BackendReport> reports;
+  auto add = [&](Backend b) {
+    for (const BackendReport& r : reports)
+      if (r.backend == b) return;
+    BackendReport r;
+    r.backend = b;
+    r.available = BackendAvailable(b);
+    reports.push_back(r);
+  };
+  add(Backend::kScalar);
+  for (Backend b : wanted) {
+    if (b == Backend::kAuto) return InvalidArgument("backend \"auto\" is not a decoder to compare; name scalar, simd or cuda");
+    add(b);
+  }
+  std::vector<uint8_t> ref, got;
+  for (size_t b = 0; b < s.blocks().size(); ++b) {
+    if (!s.VerifyBlock(b).ok()) continue;  // reported by the checksum pass, not here
+    MQKV_ASSIGN_OR_RETURN(BlockData data, s.ReadBlock(b));
+    const BlockInfo& bi = s.blocks()[b];
+    const Codec* codec = GetCodec(bi.header.codec);
+    const uint64_t row = uint64_t(bi.header.n_heads) * bi.header.head_dim;
+    const uint32_t step = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkValues / std::max<uint64_t>(row, 1)));
+    std::vector<bool> bad(reports.size(), false);
+    for (uint32_t r0 = 0; r0 < bi.header.n_tokens; r0 += std::min(step, bi.header.n_tokens - r0)) {
+      const uint32_t r1 = r0 + std::min(step, bi.header.n_tokens - r0);
+      for (DType dt : {DType::kF32, DType::kF16}) {
+        const uint64_t bytes = (r1 - r0) * row * DTypeSize(dt);
+        ref.assign(bytes, 0);
+        Status st = codec->Decode(data.view, r0, r1, dt, ref.data(), Backend::kScalar);
+        if (!st.ok()) {
+          if (!bad[0]) {
+            ++reports[0].mismatched;
+            bad[0] = true;
+          }
+          if (reports[0].first_problem.empty()) reports[0].first_problem = Where(bi, b, r0, dt) + ": " + st.ToString();
+          continue;
+        }
+        for (size_t i = 1; i < reports.size(); ++i) {
+          BackendReport& r = reports[i];
+          if (!r.available) continue;
+          got.assign(bytes, 0xA5);  // not zero: a decoder that writes nothing must not pass
+          Status gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend);
+          std::string problem;
+          if (!gs.ok()) {
+            problem = gs.ToString();
+          } else if (std::memcmp(ref.data(), got.data(), bytes) != 0) {
+            uint64_t at = 0;
+            while (ref[at] == got[at]) ++at;
+            problem = "differs from scalar first at output byte " + std::to_string(at);
+          }
+          if (problem.empty()) continue;
+          if (!bad[i]) {
+            ++r.mismatched;
+            bad[i] = true;
+          }
+          if (r.first_problem.empty()) r.first_problem = Where(bi, b, r0, dt) + ": " + problem;
+        }
+      }
+    }
+    for (BackendReport& r : reports)
+      if (r.available) ++r.blocks;
+  }
+  return reports;
+}
+
+}  // namespace mqkv
