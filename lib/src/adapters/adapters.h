@@ -21,4 +21,14 @@ const Adapter& NpzAdapter();          // npy.cpp
 // llama.cpp state: one adapter object per FileFormat variant (llama_state.cpp).
 const Adapter& LlamaAdapter(FileFormat f);
 
+// mqkv.cpp: rows [begin, end) of an mqkv file, decoding only the blocks that hold them
+// (ReadKvSet's path for ReadOptions.tokens); the result is what SliceTokens would give.
+Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end);
+
+// kvset.cpp: InvalidArgument when begin > end, OutOfRange when end > n_tokens.
+Status CheckTokenRange(uint32_t begin, uint32_t end, uint32_t n_tokens);
+// kvset.cpp: the part of SliceTokens after the K/V rows are cut: Q rows whose position lies in
+// [begin, end) (re-based to begin), and the token / position / sequence-id vectors.
+Status SliceQueriesAndPrefix(KvSet* set, uint32_t begin, uint32_t end);
+
 }  // namespace mqkv::adapters

@@ -74,12 +74,14 @@ Result<FileFormat> DetectFileFormat(const std::string& path) {
 
 Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOptions& opts) {
   const auto& a = AdapterFor(format);
-  auto r = a.read(path, format);
+  // mqkv with a token range decodes only the blocks holding those rows.
+  auto r = format == FileFormat::kMqkv && opts.tokens ? adapters::ReadMqkvRows(path, opts.tokens->first, opts.tokens->second)
+                                                      : a.read(path, format);
   if (!r.ok()) {
     Status s = r.status();
     return s.WithFile(path);
   }
-  if (opts.tokens) {
+  if (opts.tokens && format != FileFormat::kMqkv) {
     Status s = SliceTokens(&*r, opts.tokens->first, opts.tokens->second);
     if (!s.ok()) return s.WithFile(path);
   }
@@ -91,31 +93,41 @@ Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, 
   return s.WithFile(path);
 }
 
-Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end) {
+Status adapters::CheckTokenRange(uint32_t begin, uint32_t end, uint32_t n_tokens) {
   if (begin > end) return InvalidArgument("token range " + std::to_string(begin) + ":" + std::to_string(end) + " is empty or reversed");
-  for (KvTensor& t : set->tensors) {
-    if (t.desc.kind == Kind::kQ) continue;
-    if (end > t.desc.n_tokens)
-      return OutOfRange("token range " + std::to_string(begin) + ":" + std::to_string(end) + " exceeds the " + std::to_string(t.desc.n_tokens) + " tokens held");
-  }
+  if (end > n_tokens)
+    return OutOfRange("token range " + std::to_string(begin) + ":" + std::to_string(end) + " exceeds the " + std::to_string(n_tokens) + " tokens held");
+  return Status::OK();
+}
+
+Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end) {
+  MQKV_RETURN_IF_ERROR(adapters::CheckTokenRange(begin, end, UINT32_MAX));
+  for (KvTensor& t : set->tensors)
+    if (t.desc.kind != Kind::kQ) MQKV_RETURN_IF_ERROR(adapters::CheckTokenRange(begin, end, t.desc.n_tokens));
   const auto row = [](const KvTensor& t) { return uint64_t(t.desc.n_heads) * t.desc.head_dim; };
   for (KvTensor& t : set->tensors) {
-    if (t.desc.kind == Kind::kQ) {
-      std::vector<float> keep;
-      std::vector<int32_t> pos;
-      for (uint32_t i = 0; i < t.desc.n_tokens; ++i) {
-        const int32_t p = t.desc.positions[i];
-        if (p < int64_t(begin) || p >= int64_t(end)) continue;
-        pos.push_back(p - static_cast<int32_t>(begin));
-        keep.insert(keep.end(), t.data.begin() + i * row(t), t.data.begin() + (i + 1) * row(t));
-      }
-      t.desc.positions = std::move(pos);
-      t.desc.n_tokens = static_cast<uint32_t>(t.desc.positions.size());
-      t.data = std::move(keep);
-      continue;
-    }
+    if (t.desc.kind == Kind::kQ) continue;
     t.data = std::vector<float>(t.data.begin() + begin * row(t), t.data.begin() + end * row(t));
     t.desc.n_tokens = end - begin;
+  }
+  return adapters::SliceQueriesAndPrefix(set, begin, end);
+}
+
+Status adapters::SliceQueriesAndPrefix(KvSet* set, uint32_t begin, uint32_t end) {
+  const auto row = [](const KvTensor& t) { return uint64_t(t.desc.n_heads) * t.desc.head_dim; };
+  for (KvTensor& t : set->tensors) {
+    if (t.desc.kind != Kind::kQ) continue;
+    std::vector<float> keep;
+    std::vector<int32_t> pos;
+    for (uint32_t i = 0; i < t.desc.n_tokens; ++i) {
+      const int32_t p = t.desc.positions[i];
+      if (p < int64_t(begin) || p >= int64_t(end)) continue;
+      pos.push_back(p - static_cast<int32_t>(begin));
+      keep.insert(keep.end(), t.data.begin() + i * row(t), t.data.begin() + (i + 1) * row(t));
+    }
+    t.desc.positions = std::move(pos);
+    t.desc.n_tokens = static_cast<uint32_t>(t.desc.positions.size());
+    t.data = std::move(keep);
   }
   set->tensors.erase(std::remove_if(set->tensors.begin(), set->tensors.end(),
                                     [](const KvTensor& t) { return t.desc.kind == Kind::kQ && t.desc.n_tokens == 0; }),

@@ -23,6 +23,33 @@ Result<KvSet> Read(const std::string& path, FileFormat) {
   return set;
 }
 
+}  // namespace
+
+Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
+  MQKV_RETURN_IF_ERROR(CheckTokenRange(begin, end, UINT32_MAX));
+  for (const TensorInfo& t : s->tensors())
+    if (t.kind != Kind::kQ) MQKV_RETURN_IF_ERROR(CheckTokenRange(begin, end, t.n_tokens));
+  KvSet set;
+  set.model = s->model();
+  for (size_t i = 0; i < s->tensors().size(); ++i) {
+    const TensorInfo& t = s->tensors()[i];
+    KvTensor kt;
+    kt.desc = t;
+    if (t.kind == Kind::kQ) {
+      MQKV_ASSIGN_OR_RETURN(kt.data, s->DecodeF32(i, 0, t.n_tokens));
+    } else {
+      MQKV_ASSIGN_OR_RETURN(kt.data, s->DecodeF32(i, begin, end));
+      kt.desc.n_tokens = end - begin;
+    }
+    set.tensors.push_back(std::move(kt));
+  }
+  MQKV_RETURN_IF_ERROR(SliceQueriesAndPrefix(&set, begin, end));
+  return set;
+}
+
+namespace {
+
 Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Writer> w, Writer::Create(path, opts.writer));
   w->SetModel(set.model);

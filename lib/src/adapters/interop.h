@@ -1,0 +1,68 @@
+// Internal: what safetensors, npz and npy share (spec/INTEROP.md): element types, the tensor
+// naming convention, ModelInfo <-> string map, and KvSet <-> named arrays.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mqkv/kvset.h"
+
+namespace mqkv::adapters::interop {
+
+enum class ElemType : uint8_t { kF64, kF32, kF16, kBF16, kI32, kI64 };
+size_t ElemSize(ElemType t);
+const char* ElemName(ElemType t);  // "f64", "f32", "f16", "bf16", "i32", "i64"
+inline bool IsFloat(ElemType t) { return t == ElemType::kF64 || t == ElemType::kF32 || t == ElemType::kF16 || t == ElemType::kBF16; }
+
+using StringMap = std::vector<std::pair<std::string, std::string>>;
+
+// An array as found in a file. `data` holds product(shape) elements (the parser checked the
+// byte count), little-endian unless big_endian (npy '>' descriptors).
+struct ArrayView {
+  std::string name;
+  ElemType type = ElemType::kF32;
+  std::vector<uint64_t> shape;
+  const uint8_t* data = nullptr;
+  bool big_endian = false;
+  uint64_t count() const;
+};
+
+// Product of dims times elem_size, false on overflow.
+bool ByteSize(const std::vector<uint64_t>& shape, size_t elem_size, uint64_t* bytes);
+
+// Converts elements [first, first + n) of `a` to fp32 (f64 rounds to nearest; f16/bf16 exact).
+void ToF32(const ArrayView& a, uint64_t first, uint64_t n, float* dst);
+
+// Builds a KvSet from named arrays (spec/INTEROP.md, "Names and shapes") and the string map
+// ("Metadata"). `origin` becomes model.source_format when the map does not set it.
+Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& meta, std::string_view origin);
+
+// One array to write: its bytes are produced on demand so a writer holds one tensor at a time.
+struct ArrayOut {
+  std::string name;
+  ElemType type = ElemType::kF32;
+  std::vector<uint64_t> shape;
+  const float* f32 = nullptr;    // source values (K, V, Q), or
+  const int32_t* i32 = nullptr;  // source integers (tokens, positions, seq ids, q positions)
+  uint64_t count = 0;
+  uint64_t bytes() const { return count * ElemSize(type); }
+  void Encode(uint8_t* dst) const;  // little-endian
+};
+
+struct WritePlan {
+  std::vector<ArrayOut> arrays;
+  StringMap metadata;  // "mqkv.*" model fields, "mqkv.source_dtype.<name>", "meta.<key>"
+};
+
+// Lays a KvSet out as named arrays. Each K/V/Q tensor is written as f16 (bf16 when
+// allow_bf16) when its source_dtype says so and every value is exactly representable,
+// else as f32: writing never loses a bit.
+Result<WritePlan> Plan(const KvSet& set, bool allow_bf16);
+
+// Values of the ModelInfo string map.
+StringMap ModelToMap(const ModelInfo& m);
+
+}  // namespace mqkv::adapters::interop

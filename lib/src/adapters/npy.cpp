@@ -1,0 +1,698 @@
+// npy and npz <-> KvSet (spec/INTEROP.md, "npy" and "npz"), with the zip reader and writer
+// npz needs: stored and deflated members, ZIP64, CRC-32 checked, every size bounded by the file.
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "../format/io.h"
+#include "adapters.h"
+#include "interop.h"
+#include "json.h"
+#include "mqkv/numeric.h"
+
+namespace mqkv::adapters {
+namespace {
+
+using interop::ElemType;
+
+constexpr uint8_t kNpyMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+constexpr const char* kMetadataMember = "__metadata__";
+
+// ---------------------------------------------------------------------------------------------
+// npy
+
+struct NpyArray {
+  bool is_unicode = false;  // '<U{width}' (the npz metadata array)
+  uint64_t unicode_width = 0;
+  ElemType type = ElemType::kF32;
+  bool big_endian = false;
+  std::vector<uint64_t> shape;
+  const uint8_t* data = nullptr;
+  uint64_t data_bytes = 0;
+};
+
+// The header is a Python dict literal; this parses the subset numpy writes:
+// {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } plus spaces and a final newline.
+class HeaderParser {
+ public:
+  HeaderParser(std::string_view t, uint64_t base) : t_(t), base_(base) {}
+
+  Status Parse(std::string* descr, bool* fortran, std::vector<uint64_t>* shape) {
+    bool have_descr = false, have_fortran = false, have_shape = false;
+    Ws();
+    if (!Eat('{')) return Err("header is not a Python dict literal");
+    for (;;) {
+      Ws();
+      if (Eat('}')) break;
+      std::string key;
+      MQKV_RETURN_IF_ERROR(Str(&key));
+      Ws();
+      if (!Eat(':')) return Err("expected ':'");
+      Ws();
+      if (key == "descr") {
+        if (have_descr) return Err("duplicate key 'descr'");
+        have_descr = true;
+        MQKV_RETURN_IF_ERROR(Str(descr));
+      } else if (key == "fortran_order") {
+        if (have_fortran) return Err("duplicate key 'fortran_order'");
+        have_fortran = true;
+        if (Word("True")) *fortran = true;
+        else if (Word("False")) *fortran = false;
+        else return Err("fortran_order must be True or False");
+      } else if (key == "shape") {
+        if (have_shape) return Err("duplicate key 'shape'");
+        have_shape = true;
+        MQKV_RETURN_IF_ERROR(Tuple(shape));
+      } else {
+        return Err("unexpected key '" + key + "' (numpy headers hold descr, fortran_order and shape)");
+      }
+      Ws();
+      if (Eat('}')) break;
+      if (!Eat(',')) return Err("expected ',' or '}'");
+    }
+    Ws();
+    if (p_ != t_.size()) return Err("unexpected bytes after the header dict");
+    if (!have_descr || !have_fortran || !have_shape) return Err("header lacks one of descr, fortran_order, shape");
+    return Status::OK();
+  }
+
+ private:
+  Status Err(const std::string& m) const { return FormatErrorAt(base_ + p_, "npy header: " + m); }
+  void Ws() {
+    while (p_ < t_.size() && (t_[p_] == ' ' || t_[p_] == '\n' || t_[p_] == '\t' || t_[p_] == '\r')) ++p_;
+  }
+  bool Eat(char c) {
+    if (p_ < t_.size() && t_[p_] == c) return ++p_, true;
+    return false;
+  }
+  bool Word(std::string_view w) {
+    if (t_.substr(p_, w.size()) != w) return false;
+    p_ += w.size();
+    return true;
+  }
+  Status Str(std::string* out) {
+    if (p_ >= t_.size() || (t_[p_] != '\'' && t_[p_] != '"')) return Err("expected a quoted string");
+    const char q = t_[p_++];
+    const size_t start = p_;
+    while (p_ < t_.size() && t_[p_] != q) {
+      if (t_[p_] == '\\' || static_cast<unsigned char>(t_[p_]) < 0x20) return Err("unsupported character in string");
+      ++p_;
+    }
+    if (p_ >= t_.size()) return Err("unterminated string");
+    *out = std::string(t_.substr(start, p_ - start));
+    ++p_;
+    return Status::OK();
+  }
+  Status Tuple(std::vector<uint64_t>* out) {
+    if (!Eat('(')) return Err("shape must be a tuple");
+    for (;;) {
+      Ws();
+      if (Eat(')')) return Status::OK();
+      if (p_ >= t_.size() || t_[p_] < '0' || t_[p_] > '9') return Err("shape entries must be non-negative integers");
+      uint64_t x = 0;
+      while (p_ < t_.size() && t_[p_] >= '0' && t_[p_] <= '9') {
+        if (__builtin_mul_overflow(x, 10u, &x) || __builtin_add_overflow(x, uint64_t(t_[p_] - '0'), &x)) return Err("shape entry overflows 64 bits");
+        ++p_;
+      }
+      out->push_back(x);
+      if (out->size() > 32) return Err("more than 32 dimensions");
+      Ws();
+      if (Eat(')')) return Status::OK();
+      if (!Eat(',')) return Err("expected ',' or ')' in shape");
+    }
+  }
+
+  std::string_view t_;
+  uint64_t base_;
+  size_t p_ = 0;
+};
+
+Status ParseDescr(const std::string& descr, NpyArray* a, uint64_t* itemsize) {
+  if (descr.size() < 3) return Unsupported("npy dtype '" + descr + "' is not supported");
+  const char order = descr[0];
+  const std::string rest = descr.substr(1);
+  if (order != '<' && order != '>' && order != '=' && order != '|') return Unsupported("npy dtype '" + descr + "' is not supported");
+  a->big_endian = order == '>';
+  static const std::pair<const char*, ElemType> kTypes[] = {
+      {"f8", ElemType::kF64}, {"f4", ElemType::kF32}, {"f2", ElemType::kF16}, {"i4", ElemType::kI32}, {"i8", ElemType::kI64}};
+  for (const auto& [n, t] : kTypes)
+    if (rest == n) {
+      a->type = t;
+      *itemsize = interop::ElemSize(t);
+      return Status::OK();
+    }
+  if (rest[0] == 'U' && rest.size() <= 8 && order != '>') {
+    uint64_t w = 0;
+    for (size_t i = 1; i < rest.size(); ++i) {
+      if (rest[i] < '0' || rest[i] > '9') return Unsupported("npy dtype '" + descr + "' is not supported");
+      w = w * 10 + uint64_t(rest[i] - '0');
+    }
+    if (w == 0) return Unsupported("npy dtype '" + descr + "' is not supported");
+    a->is_unicode = true;
+    a->unicode_width = w;
+    *itemsize = 4 * w;
+    return Status::OK();
+  }
+  return Unsupported("npy dtype '" + descr + "' is not supported (little- or big-endian f2, f4, f8, i4, i8)");
+}
+
+// Parses one .npy image of n bytes. Offsets in errors are relative to p.
+Result<NpyArray> ParseNpy(const uint8_t* p, uint64_t n) {
+  if (n < 10 || std::memcmp(p, kNpyMagic, 6) != 0) return FormatErrorAt(0, "missing the npy magic \"\\x93NUMPY\"");
+  const uint8_t major = p[6], minor = p[7];
+  if (major < 1 || major > 3 || minor != 0)
+    return Unsupported("npy format version " + std::to_string(major) + "." + std::to_string(minor) + " (this build reads 1.0, 2.0, 3.0)");
+  uint64_t hlen, hstart;
+  if (major == 1) {
+    uint16_t h16;
+    std::memcpy(&h16, p + 8, 2);
+    hlen = h16, hstart = 10;
+  } else {
+    if (n < 12) return FormatErrorAt(0, "npy file too short for its header length");
+    uint32_t h32;
+    std::memcpy(&h32, p + 8, 4);
+    hlen = h32, hstart = 12;
+  }
+  if (hlen > n - hstart)
+    return FormatErrorAt(8, "npy header length " + std::to_string(hlen) + " runs past the end (" + std::to_string(n) + " bytes)");
+  const std::string_view text(reinterpret_cast<const char*>(p + hstart), hlen);
+  std::string descr;
+  bool fortran = false;
+  NpyArray a;
+  MQKV_RETURN_IF_ERROR(HeaderParser(text, hstart).Parse(&descr, &fortran, &a.shape));
+  uint64_t itemsize = 0;
+  MQKV_RETURN_IF_ERROR(ParseDescr(descr, &a, &itemsize));
+  if (fortran && a.shape.size() > 1)
+    return Unsupported("fortran_order True (column-major) arrays are not supported; save a C-order array (numpy.ascontiguousarray)");
+  uint64_t bytes;
+  if (!interop::ByteSize(a.shape, itemsize, &bytes)) return FormatErrorAt(hstart, "npy shape x item size overflows 64 bits");
+  const uint64_t data_at = hstart + hlen;
+  if (bytes != n - data_at)
+    return FormatErrorAt(data_at, "npy shape and dtype need " + std::to_string(bytes) + " data bytes, the file holds " + std::to_string(n - data_at));
+  a.data = p + data_at;
+  a.data_bytes = bytes;
+  return a;
+}
+
+// The header text numpy would write: padded with spaces so magic + length + header is a
+// multiple of 64, ending in '\n'. Version 1.0 unless the header needs more than 65535 bytes.
+std::string NpyHeader(const char* descr, const std::vector<uint64_t>& shape) {
+  std::string d = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (";
+  for (size_t i = 0; i < shape.size(); ++i) d += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? ", " : "");
+  if (shape.size() == 1) d.pop_back();  // "(5,)"
+  d += "), }";
+  const bool v2 = d.size() + 1 + 10 > 0xFFFF;
+  const size_t pre = v2 ? 12 : 10;
+  d.append((64 - (pre + d.size() + 1) % 64) % 64, ' ');
+  d += '\n';
+  std::string out(reinterpret_cast<const char*>(kNpyMagic), 6);
+  out += char(v2 ? 2 : 1);
+  out += char(0);
+  if (v2) {
+    const uint32_t l = static_cast<uint32_t>(d.size());
+    out.append(reinterpret_cast<const char*>(&l), 4);
+  } else {
+    const uint16_t l = static_cast<uint16_t>(d.size());
+    out.append(reinterpret_cast<const char*>(&l), 2);
+  }
+  return out + d;
+}
+
+const char* NpyDescr(ElemType t) {
+  switch (t) {
+    case ElemType::kF64: return "<f8";
+    case ElemType::kF32: return "<f4";
+    case ElemType::kF16: return "<f2";
+    case ElemType::kI32: return "<i4";
+    case ElemType::kI64: return "<i8";
+    case ElemType::kBF16: break;
+  }
+  return "<f4";
+}
+
+bool SniffNpy(const uint8_t* h, size_t n) { return n >= 6 && std::memcmp(h, kNpyMagic, 6) == 0; }
+
+Result<interop::ArrayView> NumericView(const NpyArray& a, std::string name) {
+  if (a.is_unicode) return FormatError("array \"" + name + "\" holds strings, not numbers");
+  interop::ArrayView v;
+  v.name = std::move(name);
+  v.type = a.type;
+  v.shape = a.shape;
+  v.data = a.data;
+  v.big_endian = a.big_endian;
+  return v;
+}
+
+Result<KvSet> ReadNpy(const std::string& path, FileFormat) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
+  MQKV_ASSIGN_OR_RETURN(NpyArray a, ParseNpy(f->data(), f->size()));
+  if (a.is_unicode || !interop::IsFloat(a.type)) return FormatError("npy array must hold floating-point K/V values");
+  const auto& s = a.shape;
+  if (s.size() != 5 || s[1] != 2)
+    return FormatError("npy array must have shape [n_layers, 2 (k, v), n_tokens, n_kv_heads, head_dim]; it has " + std::to_string(s.size()) +
+                       " dimensions" + (s.size() == 5 ? " and dimension 1 = " + std::to_string(s[1]) : ""));
+  if (s[0] > (1u << 20)) return FormatError("npy array claims " + std::to_string(s[0]) + " layers");
+  const uint64_t per = s[2] * s[3] * s[4] * interop::ElemSize(a.type);  // bounded: the file holds it
+  std::vector<interop::ArrayView> views;
+  for (uint64_t l = 0; l < s[0]; ++l)
+    for (int kv = 0; kv < 2; ++kv) {
+      interop::ArrayView v;
+      v.name = "layers." + std::to_string(l) + (kv ? ".v" : ".k");
+      v.type = a.type;
+      v.shape = {s[2], s[3], s[4]};
+      v.data = a.data + (l * 2 + kv) * per;
+      v.big_endian = a.big_endian;
+      views.push_back(std::move(v));
+    }
+  return interop::Assemble(views, {}, "npy");
+}
+
+Status WriteNpy(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
+  std::map<std::pair<uint32_t, int>, const KvTensor*> kv;
+  for (const KvTensor& t : set.tensors) {
+    if (t.desc.kind == Kind::kQ)
+      return InvalidArgument("a .npy file holds K and V only and this set has query tensors; write npz or safetensors to keep them");
+    if (!kv.emplace(std::make_pair(t.desc.layer, int(t.desc.kind)), &t).second)
+      return InvalidArgument("the set holds layer " + std::to_string(t.desc.layer) + " " + KindName(t.desc.kind) + " twice");
+  }
+  if (kv.empty()) return InvalidArgument("the set has no K/V tensors to write as npy");
+  const uint32_t layers = kv.rbegin()->first.first + 1;
+  const KvTensor* first = kv.begin()->second;
+  bool f16 = true;
+  for (uint32_t l = 0; l < layers; ++l)
+    for (int k = 0; k < 2; ++k) {
+      auto it = kv.find({l, k});
+      if (it == kv.end())
+        return InvalidArgument("a .npy file holds every layer's K and V in one array, but layer " + std::to_string(l) + " " +
+                               KindName(Kind(k)) + " is missing");
+      const TensorDesc& d = it->second->desc;
+      if (d.n_tokens != first->desc.n_tokens || d.n_heads != first->desc.n_heads || d.head_dim != first->desc.head_dim)
+        return InvalidArgument("a .npy file needs equal K/V shapes in every layer; layer " + std::to_string(l) + " " + KindName(d.kind) +
+                               " is [" + std::to_string(d.n_tokens) + ", " + std::to_string(d.n_heads) + ", " + std::to_string(d.head_dim) +
+                               "] (write npz or safetensors)");
+      if (d.source_dtype != "f16") f16 = false;
+    }
+  // f16 only when every value is exactly an f16 (npy has no bf16: bf16 sources are written f4).
+  for (auto it = kv.begin(); f16 && it != kv.end(); ++it)
+    for (float x : it->second->data)
+      if (f32_bits(f16_to_f32(f32_to_f16(x))) != f32_bits(x)) {
+        f16 = false;
+        break;
+      }
+  const ElemType type = f16 ? ElemType::kF16 : ElemType::kF32;
+  const std::vector<uint64_t> shape = {layers, 2, first->desc.n_tokens, first->desc.n_heads, first->desc.head_dim};
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
+  const std::string header = NpyHeader(NpyDescr(type), shape);
+  MQKV_RETURN_IF_ERROR(out->Write(header.data(), header.size()));
+  std::vector<uint8_t> buf;
+  for (const auto& [key, t] : kv) {
+    interop::ArrayOut a{"", type, {}, t->data.data(), nullptr, t->data.size()};
+    if (type == ElemType::kF32) {
+      MQKV_RETURN_IF_ERROR(out->Write(t->data.data(), a.bytes()));
+      continue;
+    }
+    buf.resize(a.bytes());
+    a.Encode(buf.data());
+    MQKV_RETURN_IF_ERROR(out->Write(buf.data(), buf.size()));
+  }
+  return out->Commit();
+}
+
+// ---------------------------------------------------------------------------------------------
+// zip (the subset npz needs)
+
+constexpr uint32_t kSigLocal = 0x04034b50, kSigCentral = 0x02014b50, kSigEnd = 0x06054b50;
+constexpr uint32_t kSigEnd64 = 0x06064b50, kSigLocator64 = 0x07064b50;
+constexpr uint64_t kMaxDeflateRatio = 1032;  // deflate cannot expand a byte into more than ~1032
+
+template <typename T>
+T Get(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+struct ZipMember {
+  std::string name;
+  uint16_t method = 0, flags = 0;
+  uint32_t crc = 0;
+  uint64_t csize = 0, usize = 0, local = 0;
+};
+
+Result<std::vector<ZipMember>> ReadCentralDirectory(const uint8_t* d, uint64_t n) {
+  if (n < 22) return FormatErrorAt(0, "zip file of " + std::to_string(n) + " bytes is too short for an end-of-central-directory record");
+  uint64_t eocd = UINT64_MAX;
+  const uint64_t lowest = n - 22 > 0xFFFF ? n - 22 - 0xFFFF : 0;
+  for (uint64_t p = n - 22 + 1; p-- > lowest;)
+    if (Get<uint32_t>(d + p) == kSigEnd && p + 22 + Get<uint16_t>(d + p + 20) == n) {
+      eocd = p;
+      break;
+    }
+  if (eocd == UINT64_MAX) return FormatErrorAt(n, "no zip end-of-central-directory record (truncated zip?)");
+  if (Get<uint16_t>(d + eocd + 4) != 0 || Get<uint16_t>(d + eocd + 6) != 0) return Unsupported("multi-disk zip archives are not supported");
+  uint64_t entries = Get<uint16_t>(d + eocd + 10);
+  uint64_t cd_size = Get<uint32_t>(d + eocd + 12);
+  uint64_t cd_off = Get<uint32_t>(d + eocd + 16);
+  if (eocd >= 20 && Get<uint32_t>(d + eocd - 20) == kSigLocator64) {
+    const uint64_t z = Get<uint64_t>(d + eocd - 20 + 8);
+    if (z > eocd - 20 || eocd - 20 - z < 56 || Get<uint32_t>(d + z) != kSigEnd64)
+      return FormatErrorAt(eocd - 20, "zip64 end-of-central-directory locator points to no zip64 record");
+    entries = Get<uint64_t>(d + z + 32);
+    cd_size = Get<uint64_t>(d + z + 40);
+    cd_off = Get<uint64_t>(d + z + 48);
+  }
+  if (cd_off > n || cd_size > n - cd_off)
+    return FormatErrorAt(eocd, "zip central directory [" + std::to_string(cd_off) + ", +" + std::to_string(cd_size) + ") lies outside the " +
+                                   std::to_string(n) + "-byte file");
+  if (entries > cd_size / 46) return FormatErrorAt(eocd, "zip claims " + std::to_string(entries) + " entries, more than its central directory holds");
+  std::vector<ZipMember> out;
+  uint64_t p = cd_off;
+  const uint64_t end = cd_off + cd_size;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (end - p < 46 || Get<uint32_t>(d + p) != kSigCentral) return FormatErrorAt(p, "bad zip central directory entry");
+    ZipMember m;
+    m.flags = Get<uint16_t>(d + p + 8);
+    m.method = Get<uint16_t>(d + p + 10);
+    m.crc = Get<uint32_t>(d + p + 16);
+    m.csize = Get<uint32_t>(d + p + 20);
+    m.usize = Get<uint32_t>(d + p + 24);
+    const uint16_t nlen = Get<uint16_t>(d + p + 28), xlen = Get<uint16_t>(d + p + 30), clen = Get<uint16_t>(d + p + 32);
+    m.local = Get<uint32_t>(d + p + 42);
+    if (uint64_t(46) + nlen + xlen + clen > end - p) return FormatErrorAt(p, "zip central directory entry runs past the directory");
+    m.name.assign(reinterpret_cast<const char*>(d + p + 46), nlen);
+    // ZIP64 extended information: the fields whose 32-bit value is 0xFFFFFFFF, in this order.
+    const uint8_t* x = d + p + 46 + nlen;
+    for (uint32_t q = 0; q + 4 <= xlen;) {
+      const uint16_t id = Get<uint16_t>(x + q), sz = Get<uint16_t>(x + q + 2);
+      if (q + 4 + sz > xlen) return FormatErrorAt(p, "zip extra field runs past its entry");
+      if (id == 0x0001) {
+        uint32_t r = q + 4;
+        for (uint64_t* field : {&m.usize, &m.csize, &m.local}) {
+          if (*field != 0xFFFFFFFFu) continue;
+          if (r + 8 > q + 4 + sz) return FormatErrorAt(p, "zip64 extra field is too short");
+          *field = Get<uint64_t>(x + r);
+          r += 8;
+        }
+      }
+      q += 4 + sz;
+    }
+    out.push_back(std::move(m));
+    p += 46 + nlen + xlen + clen;
+  }
+  return out;
+}
+
+// A member's bytes: a view into the mapping when stored, else inflated into `owned`.
+Result<std::pair<const uint8_t*, uint64_t>> MemberBytes(const uint8_t* d, uint64_t n, const ZipMember& m, std::vector<uint8_t>* owned) {
+  const std::string where = "zip member \"" + m.name + "\"";
+  if (m.flags & 1) return Unsupported(where + " is encrypted");
+  if (m.method != 0 && m.method != 8) return Unsupported(where + " uses compression method " + std::to_string(m.method) + " (stored and deflate only)");
+  if (m.local > n || n - m.local < 30 || Get<uint32_t>(d + m.local) != kSigLocal)
+    return FormatErrorAt(m.local, where + ": no local header at offset " + std::to_string(m.local));
+  const uint16_t nlen = Get<uint16_t>(d + m.local + 26), xlen = Get<uint16_t>(d + m.local + 28);
+  const uint64_t data = m.local + 30 + nlen + xlen;
+  if (data > n || m.csize > n - data)
+    return FormatErrorAt(m.local, where + ": " + std::to_string(m.csize) + " compressed bytes run past the end of the file (truncated zip?)");
+  if (std::string_view(reinterpret_cast<const char*>(d + m.local + 30), nlen) != m.name)
+    return FormatErrorAt(m.local, where + ": local header names a different member");
+  const uint8_t* src = d + data;
+  const uint8_t* bytes = src;
+  if (m.method == 0) {
+    if (m.csize != m.usize) return FormatErrorAt(m.local, where + ": stored member with different compressed and uncompressed sizes");
+  } else {
+    if (m.usize / kMaxDeflateRatio > m.csize + 1)
+      return FormatErrorAt(m.local, where + ": claims " + std::to_string(m.usize) + " bytes from " + std::to_string(m.csize) +
+                                        " deflated bytes, more than deflate can produce");
+    owned->resize(m.usize);
+    z_stream zs{};
+    if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) return Internal("zlib inflateInit2 failed");
+    uint64_t in_left = m.csize, out_left = m.usize;
+    zs.next_in = const_cast<Bytef*>(src);
+    zs.next_out = owned->data();
+    int rc = Z_OK;
+    while (rc == Z_OK) {
+      const uInt in_chunk = static_cast<uInt>(std::min<uint64_t>(in_left, 1u << 30));
+      const uInt out_chunk = static_cast<uInt>(std::min<uint64_t>(out_left, 1u << 30));
+      zs.avail_in = in_chunk;
+      zs.avail_out = out_chunk;
+      rc = inflate(&zs, Z_NO_FLUSH);
+      in_left -= in_chunk - zs.avail_in;
+      out_left -= out_chunk - zs.avail_out;
+      if (rc == Z_BUF_ERROR && (in_left == 0 || out_left == 0)) break;
+      if (rc == Z_OK && in_chunk == zs.avail_in && out_chunk == zs.avail_out) break;  // no progress
+    }
+    inflateEnd(&zs);
+    if (rc != Z_STREAM_END || out_left != 0)
+      return FormatErrorAt(data, where + ": deflate stream is corrupt or does not give the " + std::to_string(m.usize) + " bytes its entry states");
+    bytes = owned->data();
+  }
+  uint32_t crc = static_cast<uint32_t>(crc32_z(0, nullptr, 0));
+  crc = static_cast<uint32_t>(crc32_z(crc, bytes, m.usize));
+  if (crc != m.crc) {
+    Status s = ChecksumMismatch(where + ": CRC-32 mismatch (stored " + std::to_string(m.crc) + ", computed " + std::to_string(crc) + ")");
+    return s.WithOffset(data);
+  }
+  return std::make_pair(bytes, m.usize);
+}
+
+void Put16(std::string* s, uint16_t v) { s->append(reinterpret_cast<const char*>(&v), 2); }
+void Put32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
+void Put64(std::string* s, uint64_t v) { s->append(reinterpret_cast<const char*>(&v), 8); }
+
+// Writes stored members (no compression: members stay mmap-able), ZIP64 where needed.
+class ZipWriter {
+ public:
+  explicit ZipWriter(io::AtomicFile* f) : f_(f) {}
+
+  // Member bytes = prefix followed by body.
+  Status Add(const std::string& name, const std::string& prefix, const uint8_t* body, uint64_t body_bytes) {
+    Entry e;
+    e.name = name;
+    e.size = prefix.size() + body_bytes;
+    e.offset = f_->position();
+    uint32_t crc = static_cast<uint32_t>(crc32_z(0, nullptr, 0));
+    crc = static_cast<uint32_t>(crc32_z(crc, reinterpret_cast<const Bytef*>(prefix.data()), prefix.size()));
+    e.crc = static_cast<uint32_t>(crc32_z(crc, body, body_bytes));
+    const bool z64 = e.size >= 0xFFFFFFFFull;
+    std::string h;
+    Put32(&h, kSigLocal);
+    Put16(&h, z64 ? 45 : 20);
+    Put16(&h, 0);             // flags
+    Put16(&h, 0);             // stored
+    Put16(&h, 0);             // time 00:00:00
+    Put16(&h, (0 << 9) | (1 << 5) | 1);  // date 1980-01-01: reproducible bytes
+    Put32(&h, e.crc);
+    Put32(&h, z64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.size));
+    Put32(&h, z64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.size));
+    Put16(&h, static_cast<uint16_t>(name.size()));
+    Put16(&h, z64 ? 20 : 0);
+    h += name;
+    if (z64) {
+      Put16(&h, 0x0001);
+      Put16(&h, 16);
+      Put64(&h, e.size);
+      Put64(&h, e.size);
+    }
+    MQKV_RETURN_IF_ERROR(f_->Write(h.data(), h.size()));
+    MQKV_RETURN_IF_ERROR(f_->Write(prefix.data(), prefix.size()));
+    MQKV_RETURN_IF_ERROR(f_->Write(body, body_bytes));
+    entries_.push_back(std::move(e));
+    return Status::OK();
+  }
+
+  Status Finish() {
+    const uint64_t cd_off = f_->position();
+    std::string cd;
+    for (const Entry& e : entries_) {
+      const bool big_size = e.size >= 0xFFFFFFFFull, big_off = e.offset >= 0xFFFFFFFFull;
+      const uint16_t xlen = static_cast<uint16_t>((big_size ? 16 : 0) + (big_off ? 8 : 0));
+      Put32(&cd, kSigCentral);
+      Put16(&cd, (3 << 8) | 45);  // made by: Unix, 4.5
+      Put16(&cd, big_size || big_off ? 45 : 20);
+      Put16(&cd, 0);
+      Put16(&cd, 0);
+      Put16(&cd, 0);
+      Put16(&cd, (0 << 9) | (1 << 5) | 1);
+      Put32(&cd, e.crc);
+      Put32(&cd, big_size ? 0xFFFFFFFFu : static_cast<uint32_t>(e.size));
+      Put32(&cd, big_size ? 0xFFFFFFFFu : static_cast<uint32_t>(e.size));
+      Put16(&cd, static_cast<uint16_t>(e.name.size()));
+      Put16(&cd, xlen ? xlen + 4 : 0);
+      Put16(&cd, 0);  // comment
+      Put16(&cd, 0);  // disk
+      Put16(&cd, 0);  // internal attributes
+      Put32(&cd, 0644u << 16);  // external attributes: -rw-r--r--
+      Put32(&cd, big_off ? 0xFFFFFFFFu : static_cast<uint32_t>(e.offset));
+      cd += e.name;
+      if (xlen) {
+        Put16(&cd, 0x0001);
+        Put16(&cd, xlen);
+        if (big_size) Put64(&cd, e.size), Put64(&cd, e.size);
+        if (big_off) Put64(&cd, e.offset);
+      }
+    }
+    const uint64_t n = entries_.size(), cd_size = cd.size();
+    const bool z64 = n >= 0xFFFF || cd_size >= 0xFFFFFFFFull || cd_off >= 0xFFFFFFFFull;
+    if (z64) {
+      const uint64_t rec = cd_off + cd_size;
+      Put32(&cd, kSigEnd64);
+      Put64(&cd, 44);
+      Put16(&cd, (3 << 8) | 45);
+      Put16(&cd, 45);
+      Put32(&cd, 0);
+      Put32(&cd, 0);
+      Put64(&cd, n);
+      Put64(&cd, n);
+      Put64(&cd, cd_size);
+      Put64(&cd, cd_off);
+      Put32(&cd, kSigLocator64);
+      Put32(&cd, 0);
+      Put64(&cd, rec);
+      Put32(&cd, 1);
+    }
+    Put32(&cd, kSigEnd);
+    Put16(&cd, 0);
+    Put16(&cd, 0);
+    Put16(&cd, z64 ? 0xFFFF : static_cast<uint16_t>(n));
+    Put16(&cd, z64 ? 0xFFFF : static_cast<uint16_t>(n));
+    Put32(&cd, z64 ? 0xFFFFFFFFu : static_cast<uint32_t>(cd_size));
+    Put32(&cd, z64 ? 0xFFFFFFFFu : static_cast<uint32_t>(cd_off));
+    Put16(&cd, 0);
+    return f_->Write(cd.data(), cd.size());
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    uint64_t size = 0, offset = 0;
+    uint32_t crc = 0;
+  };
+  io::AtomicFile* f_;
+  std::vector<Entry> entries_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// npz
+
+bool SniffNpz(const uint8_t* h, size_t n) { return n >= 4 && h[0] == 'P' && h[1] == 'K' && h[2] == 3 && h[3] == 4; }
+
+// UTF-32LE code units (one '<U{width}' element, NUL-padded) -> UTF-8.
+Result<std::string> Utf32ToUtf8(const uint8_t* p, uint64_t width) {
+  std::string o;
+  uint64_t len = width;
+  while (len > 0 && Get<uint32_t>(p + 4 * (len - 1)) == 0) --len;
+  for (uint64_t i = 0; i < len; ++i) {
+    const uint32_t cp = Get<uint32_t>(p + 4 * i);
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return FormatError("metadata string holds invalid code point " + std::to_string(cp));
+    if (cp < 0x80) o += char(cp);
+    else if (cp < 0x800) o += char(0xC0 | (cp >> 6)), o += char(0x80 | (cp & 0x3F));
+    else if (cp < 0x10000) o += char(0xE0 | (cp >> 12)), o += char(0x80 | ((cp >> 6) & 0x3F)), o += char(0x80 | (cp & 0x3F));
+    else o += char(0xF0 | (cp >> 18)), o += char(0x80 | ((cp >> 12) & 0x3F)), o += char(0x80 | ((cp >> 6) & 0x3F)), o += char(0x80 | (cp & 0x3F));
+  }
+  return o;
+}
+
+// Valid UTF-8 -> code points (the caller checked validity).
+std::vector<uint32_t> Utf8ToUtf32(std::string_view s) {
+  std::vector<uint32_t> o;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const int n = c < 0x80 ? 0 : c < 0xE0 ? 1 : c < 0xF0 ? 2 : 3;
+    uint32_t cp = n == 0 ? c : n == 1 ? (c & 0x1F) : n == 2 ? (c & 0x0F) : (c & 0x07);
+    for (int k = 1; k <= n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    o.push_back(cp);
+    i += n + 1;
+  }
+  return o;
+}
+
+Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
+  const uint8_t* d = f->data();
+  const uint64_t n = f->size();
+  MQKV_ASSIGN_OR_RETURN(std::vector<ZipMember> members, ReadCentralDirectory(d, n));
+  std::vector<std::vector<uint8_t>> owned(members.size());
+  std::vector<interop::ArrayView> arrays;
+  interop::StringMap meta;
+  std::map<std::string, bool> seen;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const ZipMember& m = members[i];
+    if (m.name.size() < 5 || m.name.compare(m.name.size() - 4, 4, ".npy") != 0)
+      return FormatError("zip member \"" + m.name + "\" is not a .npy array (an npz holds only NAME.npy members)");
+    const std::string name = m.name.substr(0, m.name.size() - 4);
+    if (!seen.emplace(name, true).second) return FormatError("zip member \"" + m.name + "\" appears twice");
+    MQKV_ASSIGN_OR_RETURN(auto bytes, MemberBytes(d, n, m, &owned[i]));
+    auto parsed = ParseNpy(bytes.first, bytes.second);
+    if (!parsed.ok()) {
+      Status s = parsed.status();
+      return s.Prepend("zip member \"" + m.name + "\"");
+    }
+    const NpyArray& a = *parsed;
+    if (name == kMetadataMember) {
+      if (!a.is_unicode || a.shape.size() != 2 || a.shape[1] != 2)
+        return FormatError("\"__metadata__.npy\" must be a [n, 2] array of unicode strings (key, value)");
+      for (uint64_t r = 0; r < a.shape[0]; ++r) {
+        MQKV_ASSIGN_OR_RETURN(std::string k, Utf32ToUtf8(a.data + (2 * r) * 4 * a.unicode_width, a.unicode_width));
+        MQKV_ASSIGN_OR_RETURN(std::string v, Utf32ToUtf8(a.data + (2 * r + 1) * 4 * a.unicode_width, a.unicode_width));
+        meta.emplace_back(std::move(k), std::move(v));
+      }
+      continue;
+    }
+    MQKV_ASSIGN_OR_RETURN(interop::ArrayView v, NumericView(a, name));
+    arrays.push_back(std::move(v));
+  }
+  return interop::Assemble(arrays, meta, "npz");
+}
+
+Status WriteNpz(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(interop::WritePlan plan, interop::Plan(set, /*allow_bf16=*/false));
+  // Metadata as a [n, 2] '<U{width}' array: numpy reads it without pickle.
+  uint64_t width = 1;
+  std::vector<std::vector<uint32_t>> cells;
+  for (const auto& [k, v] : plan.metadata)
+    for (const std::string* s : {&k, &v}) {
+      if (!json::ValidUtf8(*s) || s->find('\0') != std::string::npos)
+        return InvalidArgument("metadata \"" + k + "\" is not valid UTF-8 without NUL characters, which an npz string array cannot hold");
+      cells.push_back(Utf8ToUtf32(*s));
+      width = std::max<uint64_t>(width, cells.back().size());
+    }
+  std::vector<uint8_t> meta_bytes(cells.size() * width * 4, 0);
+  for (size_t c = 0; c < cells.size(); ++c)
+    if (!cells[c].empty()) std::memcpy(meta_bytes.data() + c * width * 4, cells[c].data(), cells[c].size() * 4);
+
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
+  ZipWriter zip(out.get());
+  const std::string udescr = "<U" + std::to_string(width);
+  MQKV_RETURN_IF_ERROR(zip.Add(std::string(kMetadataMember) + ".npy", NpyHeader(udescr.c_str(), {plan.metadata.size(), 2}), meta_bytes.data(),
+                               meta_bytes.size()));
+  std::vector<uint8_t> buf;
+  for (const interop::ArrayOut& a : plan.arrays) {
+    const uint8_t* body;
+    if (a.type == ElemType::kF32 || a.type == ElemType::kI32) {
+      body = a.f32 ? reinterpret_cast<const uint8_t*>(a.f32) : reinterpret_cast<const uint8_t*>(a.i32);
+    } else {
+      buf.resize(a.bytes());
+      a.Encode(buf.data());
+      body = buf.data();
+    }
+    MQKV_RETURN_IF_ERROR(zip.Add(a.name + ".npy", NpyHeader(NpyDescr(a.type), a.shape), body, a.bytes()));
+  }
+  MQKV_RETURN_IF_ERROR(zip.Finish());
+  return out->Commit();
+}
+
+}  // namespace
+
+const Adapter& NpyAdapter() {
+  static const Adapter a{FileFormat::kNpy, SniffNpy, ReadNpy, WriteNpy};
+  return a;
+}
+
+const Adapter& NpzAdapter() {
+  static const Adapter a{FileFormat::kNpz, SniffNpz, ReadNpz, WriteNpz};
+  return a;
+}
+
+}  // namespace mqkv::adapters
