@@ -1,0 +1,99 @@
+// The affine codec (CodecId 3, spec/CODECS.md "affine"): groupwise asymmetric uniform codes,
+// x' = q * s + mn, with fp16 or M-bit meta-coded (s, mn), optional Hadamard rotation, fp16
+// sink and residual rows.
+#include <algorithm>
+#include <vector>
+
+#include "codecs.h"
+#include "lowbit.h"
+
+namespace mqkv::codec {
+namespace lowbit {
+
+void DecodeAffineRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, float* out) {
+  namespace lb = mqkv::lowbit;
+  const lb::Geometry g = lb::geometry(h);
+  const uint8_t* codes = payload + h.parts[kPartCodes].offset;
+  std::vector<float> scale(g.group_cols), min(g.group_cols);
+  uint32_t cur = UINT32_MAX;
+  for (uint32_t t = t0; t < t1; ++t) {
+    const uint32_t gr = t / g.row_span;
+    if (gr != cur) {
+      for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
+        scale[gc] = lb::meta_field(h, g, payload, lb::kFieldScale, gr, gc);
+        min[gc] = lb::meta_field(h, g, payload, lb::kFieldMin, gr, gc);
+      }
+      cur = gr;
+    }
+    float* o = out + uint64_t(t - t0) * g.row_values;
+    const uint64_t base = uint64_t(t) * g.row_values;
+    for (uint32_t e = 0; e < g.row_values; ++e) {
+      const uint32_t gc = e / g.col_span;
+      o[e] = lb::affine_value(lb::read_code(codes, base + e, h.bits), scale[gc], min[gc]);
+    }
+    if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
+      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, h.rot_seed);
+  }
+}
+
+}  // namespace lowbit
+
+namespace {
+
+class AffineCodec final : public Codec {
+ public:
+  CodecId id() const override { return CodecId::kAffine; }
+  const char* name() const override { return "affine"; }
+
+  Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const override {
+    return lowbit::PartSizes(CodecId::kAffine, h, sizes);
+  }
+
+  Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
+    namespace lb = mqkv::lowbit;
+    if (spec.codec != CodecId::kAffine) return InvalidArgument("affine encoder given spec " + spec.ToString());
+    std::vector<float> x;
+    MQKV_RETURN_IF_ERROR(lowbit::BeginEncode(spec, src, shape, out, &x));
+    const BlockHeader& h = out->header;
+    const lb::Geometry g = lb::geometry(h);
+    const uint32_t qmax = (1u << h.bits) - 1u;
+    const float levels = static_cast<float>(qmax);
+    // Per group: mn = min, s = (max - mn) / (2^b - 1), in fp32.
+    const uint64_t groups = uint64_t(g.group_rows) * g.group_cols;
+    std::vector<float> mins(groups), scales(groups);
+    lowbit::ForEachGroup(g, x.data(), [&](uint32_t gr, uint32_t gc, const std::vector<float>& v) {
+      const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+      const uint64_t i = uint64_t(gr) * g.group_cols + gc;
+      mins[i] = *lo;
+      scales[i] = (*hi - *lo) / levels;
+    });
+    std::vector<float> s, mn;  // what the decoder will see
+    MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, lb::kFieldScale, scales, out, &s));
+    MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, lb::kFieldMin, mins, out, &mn));
+    // Codes against the dequantized metadata, so decode reproduces what encode measured.
+    lowbit::WriteCodes(g, h.bits, &out->parts[kPartCodes], [&](uint32_t t, uint32_t e, uint32_t gr, uint32_t gc) {
+      const uint64_t i = uint64_t(gr) * g.group_cols + gc;
+      if (!(s[i] > 0.0f)) return 0u;
+      const float r = lowbit::RoundEven((x[uint64_t(t) * g.row_values + e] - mn[i]) / s[i]);
+      return r <= 0.0f ? 0u : r >= levels ? qmax : static_cast<uint32_t>(r);
+    });
+    return Status::OK();
+  }
+
+  Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {
+    return lowbit::Decode(b, r0, r1, out, dst, backend, &lowbit::DecodeAffineRowsScalar);
+  }
+
+  Accounting Account(const BlockHeader& h) const override { return lowbit::Account(CodecId::kAffine, h); }
+
+  CodecSpec SpecOf(const BlockHeader& h, const uint8_t*) const override { return lowbit::SpecOfHeader(h); }
+};
+
+}  // namespace
+
+const Codec* Affine() {
+  static const AffineCodec c;
+  return &c;
+}
+
+}  // namespace mqkv::codec

@@ -1,0 +1,134 @@
+// The codebook codec (CodecId 4, spec/CODECS.md "codebook"): x' = L[q] * s with 2^b fp32 levels
+// stored in the block and one fp16 scale per group; same groups, code stream, sinks, residual
+// and rotation as affine.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "codecs.h"
+#include "lowbit.h"
+
+namespace mqkv::codec {
+namespace lowbit {
+
+void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, float* out) {
+  namespace lb = mqkv::lowbit;
+  const lb::Geometry g = lb::geometry(h);
+  const uint8_t* codes = payload + h.parts[kPartCodes].offset;
+  float levels[16];
+  for (uint32_t i = 0; i < (1u << h.bits); ++i) levels[i] = lb::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i);
+  std::vector<float> scale(g.group_cols);
+  uint32_t cur = UINT32_MAX;
+  for (uint32_t t = t0; t < t1; ++t) {
+    const uint32_t gr = t / g.row_span;
+    if (gr != cur) {
+      for (uint32_t gc = 0; gc < g.group_cols; ++gc) scale[gc] = lb::meta_field(h, g, payload, lb::kFieldScale, gr, gc);
+      cur = gr;
+    }
+    float* o = out + uint64_t(t - t0) * g.row_values;
+    const uint64_t base = uint64_t(t) * g.row_values;
+    for (uint32_t e = 0; e < g.row_values; ++e)
+      o[e] = lb::codebook_value(levels[lb::read_code(codes, base + e, h.bits)], scale[e / g.col_span]);
+    if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
+      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, h.rot_seed);
+  }
+}
+
+}  // namespace lowbit
+
+namespace {
+
+// Encoder scale of one group (informative, spec/CODECS.md "codebook encoder").
+float GroupScale(ScaleRule rule, std::vector<float> v, float max_level) {
+  for (float& x : v) x = std::fabs(x);
+  if (rule == ScaleRule::kAbsMax) return *std::max_element(v.begin(), v.end()) / max_level;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  const double median = n % 2 ? double(v[n / 2]) : (double(v[n / 2 - 1]) + double(v[n / 2])) / 2.0;
+  double sum = 0.0;
+  for (float x : v) sum += x;
+  return static_cast<float>(0.6 * median + 0.4 * (sum / double(n)));
+}
+
+class CodebookCodec final : public Codec {
+ public:
+  CodecId id() const override { return CodecId::kCodebook; }
+  const char* name() const override { return "codebook"; }
+
+  Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const override {
+    return lowbit::PartSizes(CodecId::kCodebook, h, sizes);
+  }
+
+  Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
+    namespace lb = mqkv::lowbit;
+    if (spec.codec != CodecId::kCodebook) return InvalidArgument("codebook encoder given spec " + spec.ToString());
+    // Specs built in code skip CodecSpec::Parse: check the levels and thresholds here too.
+    const std::vector<float>& L = spec.levels;
+    if (spec.bits < 1 || spec.bits > 4 || L.size() != (1u << spec.bits))
+      return InvalidArgument("codebook bits=" + std::to_string(spec.bits) + " needs 2^bits levels, got " + std::to_string(L.size()));
+    for (size_t i = 0; i < L.size(); ++i)
+      if (!std::isfinite(L[i]) || (i && !(L[i - 1] < L[i]))) return InvalidArgument("codebook levels must be finite and strictly ascending");
+    std::vector<float> thr = spec.thresholds;
+    if (thr.empty())
+      for (size_t i = 0; i + 1 < L.size(); ++i) thr.push_back((L[i] + L[i + 1]) / 2.0f);
+    if (thr.size() != L.size() - 1) return InvalidArgument("codebook needs one threshold fewer than levels");
+    for (size_t i = 0; i < thr.size(); ++i)
+      if (!(L[i] <= thr[i] && thr[i] <= L[i + 1])) return InvalidArgument("codebook thresholds must lie between neighbouring levels");
+
+    std::vector<float> x;
+    MQKV_RETURN_IF_ERROR(lowbit::BeginEncode(spec, src, shape, out, &x));
+    const BlockHeader& h = out->header;
+    const lb::Geometry g = lb::geometry(h);
+    uint8_t* cbp = out->parts[kPartCodebook].data();
+    for (size_t i = 0; i < L.size(); ++i) {
+      const uint32_t u = f32_bits(L[i]);
+      for (int k = 0; k < 4; ++k) cbp[4 * i + k] = static_cast<uint8_t>(u >> (8 * k));
+    }
+    const float max_level = std::max(std::fabs(L.front()), std::fabs(L.back()));
+    std::vector<float> scales(uint64_t(g.group_rows) * g.group_cols);
+    lowbit::ForEachGroup(g, x.data(), [&](uint32_t gr, uint32_t gc, const std::vector<float>& v) {
+      scales[uint64_t(gr) * g.group_cols + gc] = GroupScale(spec.scale_rule, v, max_level);
+    });
+    std::vector<float> s;
+    MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, lb::kFieldScale, scales, out, &s));
+    // q = number of thresholds t_i with x >= t_i * s' (against the stored fp16 scale).
+    std::vector<float> cut(thr.size());
+    uint64_t cur = UINT64_MAX;
+    lowbit::WriteCodes(g, h.bits, &out->parts[kPartCodes], [&](uint32_t t, uint32_t e, uint32_t gr, uint32_t gc) {
+      const uint64_t i = uint64_t(gr) * g.group_cols + gc;
+      if (i != cur) {
+        for (size_t k = 0; k < thr.size(); ++k) cut[k] = thr[k] * s[i];
+        cur = i;
+      }
+      const float v = x[uint64_t(t) * g.row_values + e];
+      uint32_t q = 0;
+      for (float c : cut) q += v >= c ? 1u : 0u;
+      return q;
+    });
+    return Status::OK();
+  }
+
+  Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {
+    return lowbit::Decode(b, r0, r1, out, dst, backend, &lowbit::DecodeCodebookRowsScalar);
+  }
+
+  Accounting Account(const BlockHeader& h) const override { return lowbit::Account(CodecId::kCodebook, h); }
+
+  // Levels come from the block; thresholds and the scale rule are encoder choices that the block
+  // does not record (the tensor's spec string in the footer keeps them), so they read as defaults.
+  CodecSpec SpecOf(const BlockHeader& h, const uint8_t* payload) const override {
+    CodecSpec s = lowbit::SpecOfHeader(h);
+    for (uint32_t i = 0; i < (1u << h.bits); ++i)
+      s.levels.push_back(mqkv::lowbit::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i));
+    return s;
+  }
+};
+
+}  // namespace
+
+const Codec* Codebook() {
+  static const CodebookCodec c;
+  return &c;
+}
+
+}  // namespace mqkv::codec

@@ -1,0 +1,296 @@
+// Shared internals of the low-bit codecs (spec/CODECS.md): header validation and part sizes,
+// encoder front half (sinks, residual, rotation), metadata storage, decode driver, accounting.
+#include "lowbit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "../format/container.h"
+#include "codecs.h"
+
+namespace mqkv::codec::lowbit {
+
+using format::AddOk;
+using format::MulOk;
+namespace lb = mqkv::lowbit;
+
+namespace {
+
+std::string Field(const char* name, uint64_t v) { return std::string(name) + "=" + std::to_string(v); }
+
+void StoreF16Rows(const float* src, uint64_t n, uint8_t* dst) {
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint16_t u = f32_to_f16(src[i]);
+    dst[2 * i] = static_cast<uint8_t>(u & 0xFF);
+    dst[2 * i + 1] = static_cast<uint8_t>(u >> 8);
+  }
+}
+
+// fp16 rows of a part (sinks or residual) -> `out`.
+void LoadF16Rows(const uint8_t* src, uint64_t n, DType out, void* dst) {
+  if (out == DType::kF16) {
+    std::memcpy(dst, src, n * 2);
+    return;
+  }
+  float tmp[1024];
+  auto* o = static_cast<uint8_t*>(dst);
+  for (uint64_t i = 0; i < n; i += 1024) {
+    const uint64_t k = std::min<uint64_t>(1024, n - i);
+    for (uint64_t j = 0; j < k; ++j) tmp[j] = lb::load_f16(src + 2 * (i + j));
+    StoreF32(tmp, k, out, o + i * DTypeSize(out));
+  }
+}
+
+}  // namespace
+
+Status PartSizes(CodecId id, const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) {
+  const bool cb = id == CodecId::kCodebook;
+  const std::string name = cb ? "codebook" : "affine";
+  if (cb ? (h.bits < 1 || h.bits > 4) : (h.bits != 2 && h.bits != 3 && h.bits != 4 && h.bits != 8))
+    return FormatError(Field("bits", h.bits) + ": " + name + " codes are " + (cb ? "1..4" : "2, 3, 4 or 8") + " bits");
+  if (cb ? h.meta_bits != 16 : (h.meta_bits != 4 && h.meta_bits != 8 && h.meta_bits != 16))
+    return FormatError(Field("meta_bits", h.meta_bits) + ": " + name + (cb ? " scales are fp16 (16)" : " metadata is 4, 8 or 16 (fp16) bits"));
+  if (h.group_axis > static_cast<uint8_t>(GroupAxis::kChannel))
+    return FormatError(Field("group_axis", h.group_axis) + ": expected 0 (token) or 1 (channel)");
+  if (h.rotation > static_cast<uint8_t>(Rotation::kHadamard))
+    return FormatError(Field("rotation", h.rotation) + ": expected 0 (none) or 1 (hadamard)");
+  if (h.n_heads == 0) return FormatError("n_heads=0: a block needs at least one head");
+  if (h.head_dim == 0 || h.head_dim % 8 != 0)
+    return FormatError(Field("head_dim", h.head_dim) + ": " + name + " blocks need a head_dim that is a positive multiple of 8");
+  if (h.group_axis == static_cast<uint8_t>(GroupAxis::kToken) &&
+      (h.group_size == 0 || h.group_size % 8 != 0 || h.head_dim % h.group_size != 0))
+    return FormatError(Field("group_size", h.group_size) + ": token-axis groups must be a multiple of 8 that divides head_dim=" + std::to_string(h.head_dim));
+  if (h.rotation == static_cast<uint8_t>(Rotation::kNone)) {
+    if (h.rot_block != 0) return FormatError(Field("rot_block", h.rot_block) + ": must be 0 without rotation");
+    if (h.rot_seed != 0) return FormatError(Field("rot_seed", h.rot_seed) + ": must be 0 without rotation");
+  } else if (h.rot_block != lb::largest_pow2_divisor(h.head_dim)) {
+    return FormatError(Field("rot_block", h.rot_block) + ": a Hadamard block of head_dim=" + std::to_string(h.head_dim) +
+                       " must be " + std::to_string(lb::largest_pow2_divisor(h.head_dim)) + " (largest power of two dividing it)");
+  }
+  uint64_t kept;
+  if (!AddOk(h.n_sink, h.n_residual, &kept) || kept > h.n_tokens)
+    return FormatError("n_sink=" + std::to_string(h.n_sink) + " + n_residual=" + std::to_string(h.n_residual) +
+                       " exceed n_tokens=" + std::to_string(h.n_tokens));
+
+  const lb::Geometry g = lb::geometry(h);
+  const uint64_t rv = g.row_values;
+  sizes->fill(0);
+  uint64_t v, groups;
+  if (!MulOk(uint64_t(g.q_rows), rv, &v) || !MulOk(v, h.bits, &v)) return FormatError("block dimensions overflow");
+  (*sizes)[kPartCodes] = (v + 7) / 8;
+  if (!MulOk(uint64_t(g.group_rows), g.group_cols, &groups) || !MulOk(groups, 2, &v)) return FormatError("group count overflows");
+  const uint64_t meta = h.meta_bits == 16 ? groups * 2 : (groups * h.meta_bits + 7) / 8;
+  (*sizes)[kPartScales] = meta;
+  if (!cb) {
+    (*sizes)[kPartMins] = meta;
+    if (h.meta_bits != 16 && groups > 0) (*sizes)[kPartRanges] = uint64_t(g.group_cols) * 8;
+  }
+  if (!MulOk(uint64_t(h.n_sink) * 2, rv, &(*sizes)[kPartSinkRows]) ||
+      !MulOk(uint64_t(h.n_residual) * 2, rv, &(*sizes)[kPartResidualRows]))
+    return FormatError("fp16 row parts overflow");
+  if (cb) (*sizes)[kPartCodebook] = (uint64_t(1) << h.bits) * 4;
+  return Status::OK();
+}
+
+uint16_t F16Down(float v) {
+  const uint16_t u = f32_to_f16(v);
+  if (!(f16_to_f32(u) > v)) return u;
+  if (u == 0x0000) return 0x8001;
+  return (u & 0x8000) ? static_cast<uint16_t>(u + 1) : static_cast<uint16_t>(u - 1);
+}
+
+uint16_t F16Up(float v) {
+  const uint16_t u = f32_to_f16(v);
+  if (!(f16_to_f32(u) < v)) return u;
+  if (u == 0x8000) return 0x0001;
+  return (u & 0x8000) ? static_cast<uint16_t>(u - 1) : static_cast<uint16_t>(u + 1);
+}
+
+float RoundEven(float v) { return std::nearbyint(v); }
+
+Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out,
+                   std::vector<float>* quantized) {
+  const char* name = spec.codec == CodecId::kCodebook ? "codebook" : "affine";
+  if (shape.n_heads == 0 || shape.n_heads > 0xFFFF || shape.head_dim == 0 || shape.head_dim > 0xFFFF)
+    return InvalidArgument(std::string(name) + ": shape " + std::to_string(shape.n_heads) + " heads x " +
+                           std::to_string(shape.head_dim) + " dims is not supported (1..65535 each)");
+  if (shape.head_dim % 8 != 0)
+    return InvalidArgument(std::string(name) + " needs head_dim to be a multiple of 8 (got " + std::to_string(shape.head_dim) + ")");
+  if (uint64_t(spec.sinks) + spec.residual > shape.n_tokens)
+    return InvalidArgument("sinks=" + std::to_string(spec.sinks) + " + residual=" + std::to_string(spec.residual) +
+                           " exceed the block's " + std::to_string(shape.n_tokens) + " rows");
+  BlockHeader& h = out->header;
+  h.codec = static_cast<uint8_t>(spec.codec);
+  h.n_tokens = shape.n_tokens;
+  h.n_heads = static_cast<uint16_t>(shape.n_heads);
+  h.head_dim = static_cast<uint16_t>(shape.head_dim);
+  h.bits = spec.bits;
+  h.meta_bits = spec.meta_bits;
+  h.group_axis = static_cast<uint8_t>(spec.axis);
+  h.group_size = spec.axis == GroupAxis::kToken && spec.group == 0 ? static_cast<uint16_t>(shape.head_dim) : spec.group;
+  h.rotation = static_cast<uint8_t>(spec.rotation);
+  const bool rotate = spec.rotation == Rotation::kHadamard;
+  h.rot_block = rotate ? static_cast<uint16_t>(lb::largest_pow2_divisor(shape.head_dim)) : 0;
+  h.rot_seed = rotate ? spec.seed : 0;
+  h.n_sink = spec.sinks;
+  h.n_residual = spec.residual;
+  std::array<uint64_t, kNumParts> sizes{};
+  if (Status s = PartSizes(spec.codec, h, &sizes); !s.ok())
+    return InvalidArgument(std::string(name) + " spec " + spec.ToString() + " does not fit a block of " +
+                           std::to_string(shape.n_heads) + " heads x " + std::to_string(shape.head_dim) + " dims: " + s.message());
+  for (int p = 0; p < kNumParts; ++p) out->parts[p].assign(sizes[p], 0);
+
+  const lb::Geometry g = lb::geometry(h);
+  const uint64_t rv = g.row_values;
+  StoreF16Rows(src, uint64_t(h.n_sink) * rv, out->parts[kPartSinkRows].data());
+  StoreF16Rows(src + uint64_t(h.n_tokens - h.n_residual) * rv, uint64_t(h.n_residual) * rv,
+               out->parts[kPartResidualRows].data());
+  const float* q = src + uint64_t(h.n_sink) * rv;
+  const uint64_t n = uint64_t(g.q_rows) * rv;
+  for (uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(q[i]))
+      return InvalidArgument(std::string(name) + " needs finite input: row " + std::to_string(h.n_sink + i / rv) + " head " +
+                             std::to_string(i % rv / h.head_dim) + " dim " + std::to_string(i % h.head_dim) + " is " +
+                             std::to_string(q[i]));
+  quantized->assign(q, q + n);
+  if (rotate)
+    for (uint64_t v = 0; v < n; v += h.head_dim) lb::forward_rotate(quantized->data() + v, h.head_dim, h.rot_block, h.rot_seed);
+  return Status::OK();
+}
+
+Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<float>& values, EncodedBlock* out,
+                      std::vector<float>* decoded) {
+  const BlockHeader& h = out->header;
+  const char* fname = field == lb::kFieldScale ? "scale" : "minimum";
+  uint8_t* part = out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data();
+  decoded->resize(values.size());
+  if (values.empty()) return Status::OK();  // Q = 0: no groups, no metadata parts
+  auto too_big = [&](uint64_t i, float v) {
+    return InvalidArgument(std::string("group ") + fname + " " + std::to_string(v) + " (group row " + std::to_string(i / g.group_cols) +
+                           ", column " + std::to_string(i % g.group_cols) + ") is outside the fp16 metadata range (|v| <= 65504)");
+  };
+  if (h.meta_bits == 16) {
+    for (uint64_t i = 0; i < values.size(); ++i) {
+      const uint16_t u = f32_to_f16(values[i]);
+      const float f = f16_to_f32(u);
+      if (!std::isfinite(f)) return too_big(i, values[i]);
+      part[2 * i] = static_cast<uint8_t>(u & 0xFF);
+      part[2 * i + 1] = static_cast<uint8_t>(u >> 8);
+      (*decoded)[i] = f;
+    }
+    return Status::OK();
+  }
+  // Meta-coded: per column the fp16 range [lo, hi] of the field over all group rows, rounded
+  // outwards so every value lies inside; then M-bit codes against it.
+  const uint32_t m = h.meta_bits, cmax = (1u << m) - 1u;
+  uint8_t* ranges = out->parts[kPartRanges].data();
+  std::vector<float> lo(g.group_cols), step(g.group_cols);
+  for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
+    float a = values[gc], b = values[gc];
+    for (uint32_t gr = 1; gr < g.group_rows; ++gr) {
+      const float v = values[uint64_t(gr) * g.group_cols + gc];
+      a = std::min(a, v);
+      b = std::max(b, v);
+    }
+    const uint16_t a16 = F16Down(a), b16 = F16Up(b);
+    if (!std::isfinite(f16_to_f32(a16))) return too_big(gc, a);
+    if (!std::isfinite(f16_to_f32(b16))) return too_big(gc, b);
+    uint8_t* r = ranges + (uint64_t(field) * g.group_cols + gc) * 4;
+    r[0] = static_cast<uint8_t>(a16 & 0xFF);
+    r[1] = static_cast<uint8_t>(a16 >> 8);
+    r[2] = static_cast<uint8_t>(b16 & 0xFF);
+    r[3] = static_cast<uint8_t>(b16 >> 8);
+    lo[gc] = f16_to_f32(a16);
+    step[gc] = lb::meta_step(lo[gc], f16_to_f32(b16), m);
+  }
+  BitWriter w(part, m);
+  for (uint64_t i = 0; i < values.size(); ++i) {
+    const uint32_t gc = static_cast<uint32_t>(i % g.group_cols);
+    uint32_t c = 0;
+    if (step[gc] > 0.0f) {
+      const float r = RoundEven((values[i] - lo[gc]) / step[gc]);
+      c = r <= 0.0f ? 0u : r >= float(cmax) ? cmax : static_cast<uint32_t>(r);
+    }
+    w.Put(c);
+    (*decoded)[i] = lb::meta_value(c, lo[gc], step[gc]);
+  }
+  return Status::OK();
+}
+
+Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend, RowsFn rows) {
+  if (backend == Backend::kCuda) return Unsupported("the cuda backend decodes into device memory (mqkv/cuda.h)");
+  const BlockHeader& h = *b.header;
+  if (r0 > r1 || r1 > h.n_tokens)
+    return OutOfRange("rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") outside the block's " + std::to_string(h.n_tokens) + " rows");
+  const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
+  const size_t es = DTypeSize(out);
+  auto* o = static_cast<uint8_t*>(dst);
+  const uint32_t q_end = h.n_tokens - h.n_residual;  // first residual row
+  uint32_t r = r0;
+  // Sink rows.
+  if (r < std::min(r1, h.n_sink)) {
+    const uint32_t e = std::min(r1, h.n_sink);
+    LoadF16Rows(b.payload + h.parts[kPartSinkRows].offset + uint64_t(r) * rv * 2, uint64_t(e - r) * rv, out, o);
+    o += uint64_t(e - r) * rv * es;
+    r = e;
+  }
+  // Quantized rows, through an fp32 buffer unless the output is fp32.
+  if (r < std::min(r1, q_end)) {
+    const uint32_t e = std::min(r1, q_end);
+    if (out == DType::kF32) {
+      rows(h, b.payload, r - h.n_sink, e - h.n_sink, reinterpret_cast<float*>(o));
+      o += uint64_t(e - r) * rv * es;
+    } else {
+      const uint32_t chunk = static_cast<uint32_t>(std::max<uint64_t>(1, 16384 / rv));
+      std::vector<float> tmp(std::min<uint64_t>(chunk, e - r) * rv);
+      for (uint32_t t = r; t < e; t += chunk) {
+        const uint32_t k = std::min(chunk, e - t);
+        rows(h, b.payload, t - h.n_sink, t - h.n_sink + k, tmp.data());
+        StoreF32(tmp.data(), uint64_t(k) * rv, out, o);
+        o += uint64_t(k) * rv * es;
+      }
+    }
+    r = e;
+  }
+  // Residual rows.
+  if (r < r1)
+    LoadF16Rows(b.payload + h.parts[kPartResidualRows].offset + uint64_t(r - q_end) * rv * 2, uint64_t(r1 - r) * rv, out, o);
+  return Status::OK();
+}
+
+Accounting Account(CodecId id, const BlockHeader& h) {
+  const lb::Geometry g = lb::geometry(h);
+  const double rv = g.row_values;
+  const double groups = double(g.group_rows) * g.group_cols;
+  const double field_bits = id == CodecId::kCodebook ? 16.0 : 2.0 * h.meta_bits;
+  Accounting a;
+  a.modeled_bits = double(g.q_rows) * rv * h.bits + field_bits * groups +
+                   (h.meta_bits < 16 && groups > 0 ? double(g.group_cols) * 2 * 32 : 0.0) +
+                   (double(h.n_sink) + h.n_residual) * rv * 16;
+  a.codes = h.parts[kPartCodes].bytes;
+  a.group_meta = uint64_t(h.parts[kPartScales].bytes) + h.parts[kPartMins].bytes;
+  a.shared_ranges = h.parts[kPartRanges].bytes;
+  a.fp16_rows = uint64_t(h.parts[kPartSinkRows].bytes) + h.parts[kPartResidualRows].bytes;
+  a.codebook = h.parts[kPartCodebook].bytes;
+  const uint64_t used = a.codes + a.group_meta + a.shared_ranges + a.fp16_rows + a.codebook;
+  a.padding = h.payload_bytes > used ? h.payload_bytes - used : 0;
+  return a;
+}
+
+CodecSpec SpecOfHeader(const BlockHeader& h) {
+  CodecSpec s;
+  s.codec = static_cast<CodecId>(h.codec);
+  s.bits = h.bits;
+  s.group = h.group_size;
+  s.axis = static_cast<GroupAxis>(h.group_axis);
+  s.meta_bits = h.meta_bits;
+  s.rotation = static_cast<Rotation>(h.rotation);
+  if (s.rotation == Rotation::kHadamard) s.seed = h.rot_seed;
+  s.sinks = h.n_sink;
+  s.residual = h.n_residual;
+  return s;
+}
+
+}  // namespace mqkv::codec::lowbit

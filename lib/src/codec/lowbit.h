@@ -1,0 +1,106 @@
+// Internals shared by the low-bit codecs (affine.cpp, codebook.cpp): header validation and part
+// sizes, the bit-stream writer, the encoder's group walk and the scalar decode driver.
+// Normative description: spec/CODECS.md.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "mqkv/codec.h"
+#include "mqkv/detail/lowbit.h"
+
+namespace mqkv::codec::lowbit {
+
+using mqkv::lowbit::Geometry;
+
+// Checks every codec field of an affine / codebook header and computes the exact part sizes
+// (overflow-checked). Errors are FormatError naming the header field.
+Status PartSizes(CodecId id, const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes);
+
+// Appends `bits`-bit codes (1..8) to an LSB-first stream of a known final size.
+class BitWriter {
+ public:
+  BitWriter(uint8_t* out, uint32_t bits) : out_(out), bits_(bits) {}
+  void Put(uint32_t code) {
+    const uint32_t shift = static_cast<uint32_t>(bit_ & 7u);
+    uint8_t* p = out_ + (bit_ >> 3);
+    const uint32_t v = code << shift;
+    p[0] = static_cast<uint8_t>(p[0] | (v & 0xFFu));
+    if (shift + bits_ > 8u) p[1] = static_cast<uint8_t>(p[1] | (v >> 8));
+    bit_ += bits_;
+  }
+
+ private:
+  uint8_t* out_;
+  uint32_t bits_;
+  uint64_t bit_ = 0;
+};
+
+// Bytes of `count` codes of `bits` bits: ceil(count * bits / 8) (inputs already validated).
+inline uint64_t StreamBytes(uint64_t count, uint32_t bits) { return (count * bits + 7) / 8; }
+
+// fp16 nearest at or below / at or above v (directed rounding for shared metadata ranges).
+uint16_t F16Down(float v);
+uint16_t F16Up(float v);
+
+// Round half to even, as nearbyint in the default rounding mode.
+float RoundEven(float v);
+
+// Encoder front half shared by both codecs. Checks spec and shape, fills the header's codec
+// fields (codec, bits, meta_bits, group_axis, group_size, rotation, rot_block, rot_seed, n_sink,
+// n_residual), sizes every part, writes sink and residual rows as fp16 and returns the quantized
+// rows [Q][n_heads][head_dim], rotated when the spec asks for it.
+Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out,
+                   std::vector<float>* quantized);
+
+// Calls fn(gr, gc, values) for every group of the metadata grid, values gathered in stream order.
+template <typename Fn>
+void ForEachGroup(const Geometry& g, const float* q, Fn&& fn) {
+  std::vector<float> vals;
+  for (uint32_t gr = 0; gr < g.group_rows; ++gr) {
+    const uint32_t t0 = gr * g.row_span;
+    const uint32_t t1 = t0 + g.row_span < g.q_rows ? t0 + g.row_span : g.q_rows;
+    for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
+      vals.clear();
+      for (uint32_t t = t0; t < t1; ++t)
+        for (uint32_t e = gc * g.col_span; e < (gc + 1) * g.col_span; ++e)
+          vals.push_back(q[static_cast<uint64_t>(t) * g.row_values + e]);
+      fn(gr, gc, vals);
+    }
+  }
+}
+
+// Writes one code per quantized value, in [row][head][dim] order: code(t, e, gr, gc).
+template <typename CodeFn>
+void WriteCodes(const Geometry& g, uint32_t bits, std::vector<uint8_t>* part, CodeFn&& code) {
+  BitWriter w(part->data(), bits);
+  for (uint32_t t = 0; t < g.q_rows; ++t) {
+    const uint32_t gr = t / g.row_span;
+    for (uint32_t e = 0; e < g.row_values; ++e) w.Put(code(t, e, gr, e / g.col_span));
+  }
+}
+
+// Stores the per-group metadata field `field` (values [group_rows][group_cols], fp32) as the
+// header's meta_bits say, and sets *decoded to the values a decoder will see. Fails when a
+// value (or a shared range) does not fit fp16.
+Status StoreMetaField(const Geometry& g, mqkv::lowbit::MetaField field, const std::vector<float>& values,
+                      EncodedBlock* out, std::vector<float>* decoded);
+
+// Scalar decode of quantized rows [t0, t1) to fp32 (inverse rotation included), one function per
+// codec so a SIMD path can replace each.
+void DecodeAffineRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, float* out);
+void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, float* out);
+
+using RowsFn = void (*)(const BlockHeader&, const uint8_t*, uint32_t, uint32_t, float*);
+
+// Decode driver: block rows [r0, r1) (sink, quantized or residual) into dst as `out`.
+Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend, RowsFn rows);
+
+// Accounting (spec/CODECS.md, "Accounting") from a validated header.
+Accounting Account(CodecId id, const BlockHeader& h);
+
+// The spec fields every low-bit header carries (levels / thresholds / scale rule excluded).
+CodecSpec SpecOfHeader(const BlockHeader& h);
+
+}  // namespace mqkv::codec::lowbit
