@@ -40,7 +40,11 @@ double Cosine(const double* a, const double* b, size_t n) {
   }
   if (aa == 0 && bb == 0) return 1.0;
   if (aa == 0 || bb == 0) return 0.0;
-  return ab / (std::sqrt(aa) * std::sqrt(bb));
+  // sqrt(aa * bb) keeps the cosine of a vector with itself exactly 1 (sqrt(fl(x*x)) == x in
+  // binary floating point); fall back to separate roots when the product leaves the range.
+  const double prod = aa * bb;
+  const double den = std::isfinite(prod) && prod > 0 ? std::sqrt(prod) : std::sqrt(aa) * std::sqrt(bb);
+  return std::clamp(ab / den, -1.0, 1.0);
 }
 
 void CausalAttention(const double* q, const double* keys, const double* values, uint32_t n, uint32_t d_k, uint32_t d_v,

@@ -1,0 +1,262 @@
+// mqverify: checksums, honest accounting (actual bytes vs modeled bits), fidelity against a
+// reference, and bit-for-bit agreement of every decode backend (spec/MEASURE.md).
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "mqkv/measure.h"
+#include "tool.h"
+
+using namespace mqkv;
+using tool::JsonNumber;
+using tool::JsonString;
+using tool::Printable;
+
+namespace {
+
+constexpr const char* kProg = "mqverify";
+
+std::string BreakdownJson(const Breakdown& d, bool total) {
+  std::ostringstream o;
+  o << "{\"codes\":" << d.codes << ",\"group_meta\":" << d.group_meta << ",\"shared_ranges\":" << d.shared_ranges
+    << ",\"fp16_rows\":" << d.fp16_rows << ",\"codebook\":" << d.codebook << ",\"block_headers\":" << d.block_headers
+    << ",\"padding\":" << d.padding << ",\"entropy_coding\":" << d.entropy_coding;
+  if (total) o << ",\"footer_index\":" << d.footer_index;
+  o << "}";
+  return o.str();
+}
+
+std::string AccountingJson(const TensorAccounting& a, bool total) {
+  std::ostringstream o;
+  o << "\"values\":" << a.values << ",\"blocks\":" << a.n_blocks << ",\"stored_bytes\":" << a.stored_bytes
+    << ",\"modeled_bits\":" << JsonNumber(a.modeled_bits) << ",\"modeled_bits_per_dim\":" << JsonNumber(a.modeled_bits_per_dim())
+    << ",\"actual_bits_per_dim\":" << JsonNumber(a.actual_bits_per_dim())
+    << ",\"excess_bits_per_dim\":" << JsonNumber(a.excess_bits_per_dim()) << ",\"excess_percent\":" << JsonNumber(a.excess_percent())
+    << ",\"overhead_bits_per_dim\":" << JsonNumber(a.values ? 8.0 * double(a.breakdown.Overhead()) / double(a.values) : 0.0)
+    << ",\"excess_explained\":" << (a.explained() ? "true" : "false") << ",\"breakdown\":" << BreakdownJson(a.breakdown, total);
+  return o.str();
+}
+
+std::string TensorFidelityJson(const TensorFidelity& f) {
+  return "{\"rel_mse\":" + JsonNumber(f.rel_mse()) + ",\"mean_cosine\":" + JsonNumber(f.mean_cosine()) +
+         ",\"min_cosine\":" + JsonNumber(f.vectors ? f.cos_min : 1.0) + ",\"vectors\":" + std::to_string(f.vectors) + "}";
+}
+
+std::string AttentionJson(const AttentionFidelity& a) {
+  return "\"cases\":" + std::to_string(a.cases) + ",\"mean_output_cosine\":" + JsonNumber(a.mean_output_cosine()) +
+         ",\"min_output_cosine\":" + JsonNumber(a.cases ? a.out_cos_min : 1.0) +
+         ",\"mean_score_cosine\":" + JsonNumber(a.mean_score_cosine()) +
+         ",\"min_score_cosine\":" + JsonNumber(a.cases ? a.score_cos_min : 1.0);
+}
+
+const TensorFidelity* FindFidelity(const Fidelity* f, uint32_t layer, Kind k) {
+  if (!f) return nullptr;
+  for (const TensorFidelity& t : f->tensors)
+    if (t.layer == layer && t.kind == k) return &t;
+  return nullptr;
+}
+
+Result<std::vector<double>> ParsePositions(const std::string& text) {
+  std::vector<double> v;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const double f = std::strtod(item.c_str(), &end);
+    if (item.empty() || end != item.c_str() + item.size() || !(f > 0.0 && f <= 1.0))
+      return InvalidArgument("--positions: \"" + item + "\" is not a fraction in (0, 1]");
+    v.push_back(f);
+  }
+  if (v.empty()) return InvalidArgument("--positions: no positions given");
+  return v;
+}
+
+std::string Fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Verify an mqkv snapshot: checksums, actual bytes vs modeled bits, fidelity against a reference, "
+               "and bit-for-bit agreement of every decode backend (spec/MEASURE.md).",
+               kProg};
+  std::string path, ref_path, ref_format, positions_text = "0.25,0.5,0.75,1", backend_text = "all";
+  bool json = false;
+  app.add_option("FILE", path, "mqkv file")->required();
+  app.add_option("--reference", ref_path, "reference K/V (any format mqconvert reads) for fidelity");
+  app.add_option("--from", ref_format, "format of the reference (mqkv, safetensors, npy, npz, llama-session, ...); default: detect");
+  app.add_flag("--json", json, "print one JSON object instead of text");
+  app.add_option("--positions", positions_text, "query positions as fractions of the prefix (p = round(f*n) - 1)")->capture_default_str();
+  app.add_option("--backend", backend_text, "decoders to compare with scalar: all, scalar, simd or cuda")->capture_default_str();
+  return tool::Run(app, argc, argv, [&]() -> int {
+    auto positions = ParsePositions(positions_text);
+    if (!positions.ok()) return tool::Fail(kProg, positions.status());
+    std::vector<Backend> backends;
+    if (backend_text == "all") {
+      for (Backend b : {Backend::kSimd, Backend::kCuda})
+        if (BackendAvailable(b)) backends.push_back(b);
+    } else {
+      auto b = ParseBackend(backend_text);
+      if (!b.ok() || *b == Backend::kAuto)
+        return tool::Fail(kProg, InvalidArgument("--backend \"" + backend_text + "\": expected all, scalar, simd or cuda"));
+      if (!BackendAvailable(*b))
+        return tool::Fail(kProg, InvalidArgument(std::string("--backend ") + BackendName(*b) + ": not available in this build or on this machine"));
+      backends.push_back(*b);
+    }
+    if (!ref_format.empty() && ref_path.empty()) return tool::Fail(kProg, InvalidArgument("--from needs --reference"));
+
+    auto opened = Snapshot::Open(path);
+    if (!opened.ok()) return tool::Fail(kProg, opened.status());
+    const Snapshot& s = **opened;
+
+    // 1. Checksums of every block (the footer's was checked at open).
+    std::vector<std::string> checksum_errors;
+    for (size_t b = 0; b < s.blocks().size(); ++b)
+      if (Status st = s.VerifyBlock(b); !st.ok()) checksum_errors.push_back(st.ToString());
+    const bool checksums_ok = checksum_errors.empty();
+
+    // 2. Accounting.
+    auto acc = AccountSnapshot(s);
+    if (!acc.ok()) return tool::Fail(kProg, acc.status());
+    bool accounting_ok = acc->total.explained();
+    for (const TensorAccounting& t : acc->tensors) accounting_ok = accounting_ok && (t.kind == Kind::kQ || t.explained());
+
+    // 3. Backends.
+    auto reps = CompareBackends(s, backends);
+    if (!reps.ok()) return tool::Fail(kProg, reps.status());
+    bool backends_ok = true;
+    for (const BackendReport& r : *reps) backends_ok = backends_ok && (!r.available || r.agrees());
+
+    // 4. Fidelity.
+    std::optional<Fidelity> fid;
+    std::string fid_error, ref_fmt_name;
+    if (!ref_path.empty()) {
+      auto fmt = ref_format.empty() ? DetectFileFormat(ref_path) : ParseFileFormat(ref_format);
+      if (!fmt.ok()) return tool::Fail(kProg, fmt.status());
+      ref_fmt_name = FileFormatName(*fmt);
+      auto ref = ReadKvSet(ref_path, *fmt);
+      if (!ref.ok()) return tool::Fail(kProg, ref.status());
+      if (!checksums_ok) {
+        fid_error = "not measured: the file has checksum mismatches";
+      } else {
+        auto dec = ReadKvSet(path, FileFormat::kMqkv);
+        if (!dec.ok()) return tool::Fail(kProg, dec.status());
+        FidelityOptions fo;
+        fo.positions = *positions;
+        auto f = MeasureFidelity(*dec, *ref, fo);
+        if (!f.ok()) {
+          Status st = f.status();
+          st.Prepend("comparing with reference " + ref_path);
+          return tool::Fail(kProg, st.WithFile(path));
+        }
+        fid = std::move(*f);
+      }
+    }
+    const Fidelity* F = fid ? &*fid : nullptr;
+    const SnapshotAccounting& A = *acc;
+
+    std::ostringstream o;
+    if (json) {
+      o << "{\"file\":" << JsonString(path) << ",\"file_bytes\":" << A.file_bytes << ",\"checksums_ok\":" << (checksums_ok ? "true" : "false")
+        << ",\"checksum_errors\":[";
+      for (size_t i = 0; i < checksum_errors.size(); ++i) o << (i ? "," : "") << JsonString(checksum_errors[i]);
+      o << "],\"accounting_ok\":" << (accounting_ok ? "true" : "false") << ",\"backends_ok\":" << (backends_ok ? "true" : "false")
+        << ",\"tensors\":[";
+      for (size_t i = 0; i < A.tensors.size(); ++i) {
+        const TensorAccounting& t = A.tensors[i];
+        o << (i ? "," : "") << "{\"layer\":" << t.layer << ",\"kind\":\"" << KindName(t.kind) << "\",\"codec\":" << JsonString(t.codec)
+          << ",\"in_total\":" << (t.kind == Kind::kQ ? "false" : "true") << "," << AccountingJson(t, false);
+        if (const TensorFidelity* tf = FindFidelity(F, t.layer, t.kind)) o << ",\"fidelity\":" << TensorFidelityJson(*tf);
+        o << "}";
+      }
+      o << "],\"total\":{\"scope\":\"k and v tensors plus file header, footer and tail; query tensors excluded\","
+        << AccountingJson(A.total, true);
+      if (F) o << ",\"fidelity\":" << TensorFidelityJson(F->total);
+      o << "},\"queries_in_file\":{\"tensors\":" << A.query_tensors << ",\"values\":" << A.query_values << ",\"stored_bytes\":" << A.query_bytes
+        << ",\"excluded_from_total\":true},\"fidelity\":";
+      if (F) {
+        o << "{\"reference\":" << JsonString(ref_path) << ",\"reference_format\":" << JsonString(ref_fmt_name)
+          << ",\"queries\":" << JsonString(F->queries) << ",\"position_fractions\":[";
+        for (size_t i = 0; i < positions->size(); ++i) o << (i ? "," : "") << JsonNumber((*positions)[i]);
+        o << "],\"score_metric\":\"cosine of softmax attention weights over j <= p\",\"attention\":{" << AttentionJson(F->attention)
+          << "},\"layers\":[";
+        for (size_t i = 0; i < F->layers.size(); ++i) {
+          const LayerAttention& la = F->layers[i];
+          o << (i ? "," : "") << "{\"layer\":" << la.layer << ",\"positions\":[";
+          for (size_t j = 0; j < la.positions.size(); ++j) o << (j ? "," : "") << la.positions[j];
+          o << "]," << AttentionJson(la.attention) << "}";
+        }
+        o << "]}";
+      } else if (!fid_error.empty()) {
+        o << "{\"reference\":" << JsonString(ref_path) << ",\"error\":" << JsonString(fid_error) << "}";
+      } else {
+        o << "null";
+      }
+      o << ",\"backends\":[";
+      for (size_t i = 0; i < reps->size(); ++i) {
+        const BackendReport& r = (*reps)[i];
+        o << (i ? "," : "") << "{\"backend\":\"" << BackendName(r.backend) << "\",\"available\":" << (r.available ? "true" : "false")
+          << ",\"reference\":" << (r.backend == Backend::kScalar ? "true" : "false");
+        if (r.available)
+          o << ",\"blocks\":" << r.blocks << ",\"mismatched_blocks\":" << r.mismatched << ",\"agrees\":" << (r.agrees() ? "true" : "false")
+            << ",\"problem\":" << (r.first_problem.empty() ? "null" : JsonString(r.first_problem));
+        o << "}";
+      }
+      o << "]}\n";
+    } else {
+      o << "file        " << Printable(path) << " (" << A.file_bytes << " bytes)\n";
+      o << "checksums   " << (checksums_ok ? "ok (footer and " + std::to_string(s.blocks().size()) + " blocks)" : "MISMATCH in " + std::to_string(checksum_errors.size()) + " block(s)") << "\n";
+      for (size_t i = 0; i < checksum_errors.size() && i < 5; ++i) o << "            " << Printable(checksum_errors[i]) << "\n";
+      char line[512];
+      std::snprintf(line, sizeof line, "  %5s %-4s %12s %12s %9s %9s %8s  %-9s %s\n", "layer", "kind", "values", "stored", "modeled", "actual",
+                    "excess%", F ? "rel_mse" : "", F ? "cos" : "");
+      o << "accounting  bits per value (modeled = codec formula, actual = 8 x stored bytes / values)\n" << line;
+      for (const TensorAccounting& t : A.tensors) {
+        const TensorFidelity* tf = FindFidelity(F, t.layer, t.kind);
+        std::snprintf(line, sizeof line, "  %5u %-4s %12llu %12llu %9.5f %9.5f %8.3f  %-9s %s%s  %s\n", t.layer, KindName(t.kind),
+                      (unsigned long long)t.values, (unsigned long long)t.stored_bytes, t.modeled_bits_per_dim(), t.actual_bits_per_dim(),
+                      t.excess_percent(), tf ? Fmt("%.3e", tf->rel_mse()).c_str() : "", tf ? Fmt("%.6f", tf->mean_cosine()).c_str() : "",
+                      t.kind == Kind::kQ ? " (reference queries, not in total)" : "", Printable(t.codec).c_str());
+        o << line;
+      }
+      const TensorAccounting& T = A.total;
+      std::snprintf(line, sizeof line, "  %-10s %12llu %12llu %9.5f %9.5f %8.3f  %-9s %s\n", "total k+v", (unsigned long long)T.values,
+                    (unsigned long long)T.stored_bytes, T.modeled_bits_per_dim(), T.actual_bits_per_dim(), T.excess_percent(),
+                    F ? Fmt("%.3e", F->total.rel_mse()).c_str() : "", F ? Fmt("%.6f", F->total.mean_cosine()).c_str() : "");
+      o << line;
+      const Breakdown& d = T.breakdown;
+      o << "breakdown   codes " << d.codes << ", group meta " << d.group_meta << ", shared ranges " << d.shared_ranges << ", fp16 rows "
+        << d.fp16_rows << ", codebook " << d.codebook << ", block headers " << d.block_headers << ", padding " << d.padding
+        << ", entropy coding " << d.entropy_coding << ", footer+index " << d.footer_index << " = " << d.Sum() << " bytes";
+      if (A.query_tensors) o << " (+ " << A.query_bytes << " bytes of " << A.query_tensors << " query tensors = " << A.file_bytes << ")";
+      o << "\n";
+      o << "excess      " << Fmt("%.5f", T.excess_bits_per_dim()) << " bits/value over modeled; overheads account for "
+        << Fmt("%.5f", T.values ? 8.0 * double(d.Overhead()) / double(T.values) : 0.0) << ": "
+        << (accounting_ok ? "explained" : "NOT EXPLAINED by headers, index, padding and codebook") << "\n";
+      if (F) {
+        const AttentionFidelity& at = F->attention;
+        o << "fidelity    vs " << Printable(ref_path) << " (" << ref_fmt_name << "), queries: " << F->queries << "\n"
+          << "attention   " << at.cases << " cases: output cosine mean " << Fmt("%.6f", at.mean_output_cosine()) << " min "
+          << Fmt("%.6f", at.cases ? at.out_cos_min : 1.0) << "; score cosine mean " << Fmt("%.6f", at.mean_score_cosine()) << " min "
+          << Fmt("%.6f", at.cases ? at.score_cos_min : 1.0) << "\n";
+      } else if (!fid_error.empty()) {
+        o << "fidelity    " << fid_error << "\n";
+      }
+      for (const BackendReport& r : *reps) {
+        o << "backend     " << BackendName(r.backend) << ": ";
+        if (!r.available) o << "not available";
+        else if (r.backend == Backend::kScalar) o << (r.agrees() ? "reference, decoded " + std::to_string(r.blocks) + " blocks" : "DECODE FAILED: " + Printable(r.first_problem));
+        else o << (r.agrees() ? "bit-identical to scalar on " + std::to_string(r.blocks) + " blocks (f32 and f16)" : "DISAGREES on " + std::to_string(r.mismatched) + " block(s): " + Printable(r.first_problem));
+        o << "\n";
+      }
+    }
+    std::cout << o.str() << std::flush;
+    if (!checksums_ok) std::fprintf(stderr, "%s: %s\n", kProg, Printable(checksum_errors[0]).c_str());
+    if (!backends_ok) std::fprintf(stderr, "%s: decode backends disagree\n", kProg);
+    if (!accounting_ok) std::fprintf(stderr, "%s: actual size exceeds modeled bits by more than the listed overheads\n", kProg);
+    return checksums_ok && backends_ok && accounting_ok ? tool::kExitOk : tool::kExitVerify;
+  });
+}
