@@ -1,0 +1,824 @@
+// llama.cpp state files <-> KvSet (spec/LLAMA.md). Pinned to the llama.cpp vendored by
+// llama-cpp-python 0.3.36: session files version 10, sequence files version 3, a plain
+// (non-recurrent, non-iSWA) KV cache with one stream and no cell extension.
+//
+// Reading keeps everything that is not KV data (architecture, tokens, cell positions and seq ids
+// in cell order, V layout, cache types, the token record kind) in ModelInfo / metadata so that
+// writing the KvSet back in the same cache types gives the same bytes.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../format/io.h"
+#include "adapters.h"
+#include "mqkv/llama.h"
+#include "mqkv/numeric.h"
+
+namespace mqkv::adapters {
+namespace {
+
+constexpr uint32_t kMagicSession = 0x6767736eu;  // 'ggsn'
+constexpr uint32_t kMagicSeq = 0x67677371u;      // 'ggsq'
+constexpr uint32_t kMagicSeqBlob = 0xaf143cd8u;  // llama_state_seq_get_data
+constexpr int32_t kTokenNull = -1;               // llama-server packed token record marker
+constexpr uint32_t kServerTokensVersion = 1;
+constexpr uint32_t kMaxArchName = 256;
+constexpr uint32_t kCellExtBytes = 12;  // llama_kv_cell_ext {i32 x, y; i32 tok}
+
+// ---------------------------------------------------------------------------------------------
+// ggml element types
+struct GgmlType {
+  int32_t id;
+  const char* name;
+  uint32_t block_elems;  // values per block
+  uint32_t block_bytes;  // bytes per block
+};
+constexpr std::array<GgmlType, 5> kTypes = {{
+    {0, "f32", 1, 4},
+    {1, "f16", 1, 2},
+    {2, "q4_0", 32, 18},
+    {8, "q8_0", 32, 34},
+    {30, "bf16", 1, 2},
+}};
+
+const GgmlType* TypeById(int32_t id) {
+  for (const GgmlType& t : kTypes)
+    if (t.id == id) return &t;
+  return nullptr;
+}
+const GgmlType* TypeByName(std::string_view n) {
+  for (const GgmlType& t : kTypes)
+    if (n == t.name) return &t;
+  return nullptr;
+}
+bool IsQuantized(const GgmlType& t) { return t.block_elems > 1; }
+
+// Names of the other ggml types, for error messages only.
+std::string GgmlTypeName(int32_t id) {
+  static const char* const kOther[] = {nullptr, nullptr, nullptr, "q4_1", nullptr, nullptr, "q5_0", "q5_1", nullptr,
+                                       "q8_1",  "q2_K",  "q3_K",  "q4_K", "q5_K",  "q6_K",  "q8_K"};
+  if (const GgmlType* t = TypeById(id)) return t->name;
+  if (id >= 0 && id < int32_t(std::size(kOther)) && kOther[id]) return kOther[id];
+  return "ggml type id " + std::to_string(id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ggml block quantization, exactly as ggml-quants.c (quantize_row_*_ref / dequantize_row_*).
+void DequantQ8_0(const uint8_t* b, float* y, uint64_t n_blocks) {
+  for (uint64_t i = 0; i < n_blocks; ++i, b += 34) {
+    uint16_t dh;
+    std::memcpy(&dh, b, 2);
+    const float d = f16_to_f32(dh);
+    for (int j = 0; j < 32; ++j) y[i * 32 + j] = float(static_cast<int8_t>(b[2 + j])) * d;
+  }
+}
+void DequantQ4_0(const uint8_t* b, float* y, uint64_t n_blocks) {
+  for (uint64_t i = 0; i < n_blocks; ++i, b += 18) {
+    uint16_t dh;
+    std::memcpy(&dh, b, 2);
+    const float d = f16_to_f32(dh);
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = (b[2 + j] & 0x0F) - 8;
+      const int x1 = (b[2 + j] >> 4) - 8;
+      y[i * 32 + j] = float(x0) * d;
+      y[i * 32 + j + 16] = float(x1) * d;
+    }
+  }
+}
+void QuantQ8_0(const float* x, uint8_t* b, uint64_t n_blocks) {
+  for (uint64_t i = 0; i < n_blocks; ++i, b += 34) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[i * 32 + j]));
+    const float d = amax / ((1 << 7) - 1);
+    const float id = d ? 1.0f / d : 0.0f;
+    const uint16_t dh = f32_to_f16(d);
+    std::memcpy(b, &dh, 2);
+    for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[i * 32 + j] * id)));
+  }
+}
+void QuantQ4_0(const float* x, uint8_t* b, uint64_t n_blocks) {
+  for (uint64_t i = 0; i < n_blocks; ++i, b += 18) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < 32; ++j) {
+      const float v = x[i * 32 + j];
+      if (amax < std::fabs(v)) {
+        amax = std::fabs(v);
+        max = v;
+      }
+    }
+    const float d = max / -8;
+    const float id = d ? 1.0f / d : 0.0f;
+    const uint16_t dh = f32_to_f16(d);
+    std::memcpy(b, &dh, 2);
+    for (int j = 0; j < 16; ++j) {
+      const float x0 = x[i * 32 + j] * id;
+      const float x1 = x[i * 32 + 16 + j] * id;
+      const uint8_t xi0 = static_cast<uint8_t>(std::min<int>(15, static_cast<int8_t>(x0 + 8.5f)));
+      const uint8_t xi1 = static_cast<uint8_t>(std::min<int>(15, static_cast<int8_t>(x1 + 8.5f)));
+      b[2 + j] = static_cast<uint8_t>(xi0 | (xi1 << 4));
+    }
+  }
+}
+
+// `n` values of type `t` (n a multiple of its block) -> fp32.
+void ToF32(const GgmlType& t, const uint8_t* src, uint64_t n, float* dst) {
+  switch (t.id) {
+    case 0: std::memcpy(dst, src, n * 4); break;
+    case 1:
+      for (uint64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+      }
+      break;
+    case 30:
+      for (uint64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      }
+      break;
+    case 8: DequantQ8_0(src, dst, n / 32); break;
+    case 2: DequantQ4_0(src, dst, n / 32); break;
+  }
+}
+void FromF32(const GgmlType& t, const float* src, uint64_t n, uint8_t* dst) {
+  switch (t.id) {
+    case 0: std::memcpy(dst, src, n * 4); break;
+    case 1:
+      for (uint64_t i = 0; i < n; ++i) {
+        const uint16_t h = f32_to_f16(src[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+      break;
+    case 30:
+      for (uint64_t i = 0; i < n; ++i) {
+        const uint16_t h = f32_to_bf16(src[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+      break;
+    case 8: QuantQ8_0(src, dst, n / 32); break;
+    case 2: QuantQ4_0(src, dst, n / 32); break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Hadamard rotation llama.cpp applies to quantized caches (llama-kv-cache.cpp, attn_rot_k /
+// attn_rot_v): each run of `n` consecutive row elements is multiplied by the orthonormal
+// Sylvester-Walsh-Hadamard matrix H_n (H_n^2 = I), so the same transform undoes it.
+void Hadamard(float* x, uint32_t n) {
+  std::vector<double> t(x, x + n);
+  for (uint32_t len = 1; len < n; len <<= 1)
+    for (uint32_t i = 0; i < n; i += len << 1)
+      for (uint32_t j = i; j < i + len; ++j) {
+        const double a = t[j], b = t[j + len];
+        t[j] = a + b;
+        t[j + len] = a - b;
+      }
+  const double s = 1.0 / std::sqrt(double(n));
+  for (uint32_t i = 0; i < n; ++i) x[i] = static_cast<float>(t[i] * s);
+}
+void RotateRows(std::vector<float>& data, uint32_t nrot) {
+  if (nrot == 0) return;
+  for (size_t i = 0; i + nrot <= data.size(); i += nrot) Hadamard(data.data() + i, nrot);
+}
+// Rotation size llama.cpp uses for a cache of type `t` with heads of `head_dim` elements
+// (0 = none): K takes the largest power of two >= 64 dividing head_dim, V always 64.
+uint32_t RotSize(const GgmlType& t, uint32_t head_dim, bool is_k) {
+  if (!IsQuantized(t) || head_dim == 0 || head_dim % 64 != 0) return 0;
+  if (!is_k) return 64;
+  uint32_t n = 64;
+  while (head_dim % (n * 2) == 0) n *= 2;
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded little-endian reader over the file bytes.
+struct Cursor {
+  const uint8_t* data;
+  uint64_t size;
+  uint64_t pos = 0;
+  uint64_t left() const { return size - pos; }
+  Status Need(uint64_t n, const std::string& what) const {
+    if (n > left())
+      return FormatErrorAt(pos, "truncated: " + what + " needs " + std::to_string(n) + " bytes, " +
+                                    std::to_string(left()) + " left");
+    return Status::OK();
+  }
+  template <typename T>
+  Status Get(T* v, const std::string& what) {
+    MQKV_RETURN_IF_ERROR(Need(sizeof(T), what));
+    std::memcpy(v, data + pos, sizeof(T));
+    pos += sizeof(T);
+    return Status::OK();
+  }
+  Status Bytes(uint64_t n, const uint8_t** p, const std::string& what) {
+    MQKV_RETURN_IF_ERROR(Need(n, what));
+    *p = data + pos;
+    pos += n;
+    return Status::OK();
+  }
+};
+
+bool MulOk(uint64_t a, uint64_t b, uint64_t* r) { return !__builtin_mul_overflow(a, b, r); }
+
+struct LayerBytes {
+  const GgmlType* k_type = nullptr;
+  const GgmlType* v_type = nullptr;
+  uint64_t k_row = 0, v_row = 0;  // bytes per cell
+  uint32_t n_embd_k = 0, n_embd_v = 0;
+  const uint8_t* k = nullptr;
+  const uint8_t* v = nullptr;  // v_trans: [n_embd_v][cell] elements, else [cell][row]
+};
+
+struct Memory {
+  uint32_t n_stream = 0;
+  uint32_t cell_count = 0;
+  std::vector<int32_t> pos;
+  std::vector<std::vector<int32_t>> seqs;
+  bool v_trans = false;
+  std::vector<LayerBytes> layers;
+};
+
+Result<const GgmlType*> ReadType(Cursor& c, const std::string& what) {
+  const uint64_t at = c.pos;
+  int32_t id;
+  MQKV_RETURN_IF_ERROR(c.Get(&id, what));
+  const GgmlType* t = TypeById(id);
+  if (!t)
+    return Status(StatusCode::kUnsupported, what + " is " + GgmlTypeName(id) +
+                                                 "; supported cache types: f32, f16, bf16, q8_0, q4_0")
+        .WithOffset(at);
+  return t;
+}
+
+Status RowWidth(const GgmlType& t, uint64_t row_bytes, uint64_t at, const std::string& what, uint32_t* n) {
+  if (row_bytes == 0 || row_bytes % t.block_bytes != 0)
+    return FormatErrorAt(at, what + " row size " + std::to_string(row_bytes) + " is not a whole number of " +
+                                 t.name + " blocks (" + std::to_string(t.block_bytes) + " bytes)");
+  const uint64_t elems = row_bytes / t.block_bytes * t.block_elems;
+  if (elems > (1u << 24)) return FormatErrorAt(at, what + " row of " + std::to_string(elems) + " elements is implausible");
+  *n = static_cast<uint32_t>(elems);
+  return Status::OK();
+}
+
+// Parses a memory state (llama_kv_cache::state_write) with `ext` bytes of cell extension.
+Result<Memory> ParseMemory(Cursor& c, uint32_t ext, bool one_seq) {
+  Memory m;
+  const uint64_t at_stream = c.pos;
+  MQKV_RETURN_IF_ERROR(c.Get(&m.n_stream, "n_stream"));
+  if (m.n_stream != 1)
+    return Status(StatusCode::kUnsupported, "n_stream is " + std::to_string(m.n_stream) +
+                                                " (a cache split into one stream per sequence); only a unified cache "
+                                                "(n_stream 1) is supported")
+        .WithOffset(at_stream);
+  MQKV_RETURN_IF_ERROR(c.Get(&m.cell_count, "cell_count"));
+  if (m.cell_count == 0) return FormatErrorAt(c.pos - 4, "the state holds no cells (empty KV cache)");
+  const uint64_t min_cell = 8 + ext;
+  uint64_t need;
+  if (!MulOk(m.cell_count, min_cell, &need) || need > c.left())
+    return FormatErrorAt(c.pos - 4, "cell_count " + std::to_string(m.cell_count) + " exceeds what the file can hold");
+  m.pos.resize(m.cell_count);
+  m.seqs.resize(m.cell_count);
+  for (uint32_t i = 0; i < m.cell_count; ++i) {
+    const std::string cell = "cell " + std::to_string(i);
+    uint32_t n_seq;
+    MQKV_RETURN_IF_ERROR(c.Get(&m.pos[i], cell + " pos"));
+    MQKV_RETURN_IF_ERROR(c.Get(&n_seq, cell + " n_seq_id"));
+    if (ext) MQKV_RETURN_IF_ERROR(c.Need(ext, cell + " extension"));
+    c.pos += ext;
+    uint64_t seq_bytes;
+    if (!MulOk(n_seq, 4, &seq_bytes) || seq_bytes > c.left())
+      return FormatErrorAt(c.pos - 4, cell + " n_seq_id " + std::to_string(n_seq) + " exceeds the file");
+    if (one_seq && n_seq != 1)
+      return FormatErrorAt(c.pos - 4, cell + " has " + std::to_string(n_seq) + " seq ids; a sequence state has exactly 1");
+    m.seqs[i].resize(n_seq);
+    for (uint32_t j = 0; j < n_seq; ++j) MQKV_RETURN_IF_ERROR(c.Get(&m.seqs[i][j], cell + " seq_id"));
+  }
+  uint32_t v_trans, n_layer;
+  const uint64_t at_vt = c.pos;
+  MQKV_RETURN_IF_ERROR(c.Get(&v_trans, "v_trans"));
+  if (v_trans > 1) return FormatErrorAt(at_vt, "v_trans is " + std::to_string(v_trans) + " (must be 0 or 1)");
+  m.v_trans = v_trans == 1;
+  MQKV_RETURN_IF_ERROR(c.Get(&n_layer, "n_layer"));
+  if (n_layer == 0 || uint64_t(n_layer) * 24 > c.left())
+    return FormatErrorAt(c.pos - 4, "n_layer " + std::to_string(n_layer) + " is zero or exceeds the file");
+  m.layers.resize(n_layer);
+  for (uint32_t l = 0; l < n_layer; ++l) {
+    LayerBytes& L = m.layers[l];
+    const std::string name = "layer " + std::to_string(l) + " K";
+    MQKV_ASSIGN_OR_RETURN(L.k_type, ReadType(c, name + " type"));
+    const uint64_t at = c.pos;
+    MQKV_RETURN_IF_ERROR(c.Get(&L.k_row, name + " row size"));
+    MQKV_RETURN_IF_ERROR(RowWidth(*L.k_type, L.k_row, at, name, &L.n_embd_k));
+    uint64_t bytes;
+    if (!MulOk(L.k_row, m.cell_count, &bytes)) return FormatErrorAt(at, name + " size overflows");
+    MQKV_RETURN_IF_ERROR(c.Bytes(bytes, &L.k, name + " rows"));
+  }
+  for (uint32_t l = 0; l < n_layer; ++l) {
+    LayerBytes& L = m.layers[l];
+    const std::string name = "layer " + std::to_string(l) + " V";
+    MQKV_ASSIGN_OR_RETURN(L.v_type, ReadType(c, name + " type"));
+    const uint64_t at = c.pos;
+    uint64_t bytes;
+    if (!m.v_trans) {
+      MQKV_RETURN_IF_ERROR(c.Get(&L.v_row, name + " row size"));
+      MQKV_RETURN_IF_ERROR(RowWidth(*L.v_type, L.v_row, at, name, &L.n_embd_v));
+      if (!MulOk(L.v_row, m.cell_count, &bytes)) return FormatErrorAt(at, name + " size overflows");
+    } else {
+      uint32_t el;
+      MQKV_RETURN_IF_ERROR(c.Get(&el, name + " element size"));
+      MQKV_RETURN_IF_ERROR(c.Get(&L.n_embd_v, name + " n_embd_v_gqa"));
+      if (IsQuantized(*L.v_type))
+        return Status(StatusCode::kUnsupported, name + " is transposed " + L.v_type->name +
+                                                    "; a transposed V must be f32, f16 or bf16 (llama.cpp needs flash "
+                                                    "attention, hence a row layout, for a quantized V)")
+            .WithOffset(at);
+      if (el != L.v_type->block_bytes)
+        return FormatErrorAt(at, name + " element size " + std::to_string(el) + " does not match " + L.v_type->name);
+      if (L.n_embd_v == 0 || L.n_embd_v > (1u << 24))
+        return FormatErrorAt(at + 4, name + " n_embd_v_gqa " + std::to_string(L.n_embd_v) + " is implausible");
+      L.v_row = uint64_t(L.n_embd_v) * el;
+      if (!MulOk(L.v_row, m.cell_count, &bytes)) return FormatErrorAt(at, name + " size overflows");
+    }
+    MQKV_RETURN_IF_ERROR(c.Bytes(bytes, &L.v, name + " data"));
+  }
+  return m;
+}
+
+// The memory state, with a diagnosis when it does not parse: a state with the 12-byte cell
+// extension (M-RoPE positions / PLE token ids) parses only when that extension is assumed.
+Result<Memory> ParseMemoryChecked(Cursor& c, bool one_seq) {
+  Cursor plain = c;
+  auto r = ParseMemory(plain, 0, one_seq);
+  if (r.ok() && plain.left() == 0) {
+    c = plain;
+    return r;
+  }
+  Cursor ext = c;
+  auto re = ParseMemory(ext, kCellExtBytes, one_seq);
+  if (re.ok() && ext.left() == 0)
+    return Status(StatusCode::kUnsupported,
+                  "the cells carry the 12-byte llama_kv_cell_ext (M-RoPE 2D positions or PLE token ids); "
+                  "models with cell extensions are not supported")
+        .WithOffset(c.pos);
+  if (!r.ok()) return r;
+  return FormatErrorAt(plain.pos, std::to_string(plain.left()) +
+                                      " bytes follow the KV cache state (a second cache: iSWA, hybrid or recurrent "
+                                      "memory is not supported)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata helpers
+void SetMeta(ModelInfo& m, const std::string& k, const std::string& v) {
+  for (auto& kv : m.metadata)
+    if (kv.first == k) {
+      kv.second = v;
+      return;
+    }
+  m.metadata.emplace_back(k, v);
+}
+const std::string* GetMeta(const ModelInfo& m, const std::string& k) {
+  for (const auto& kv : m.metadata)
+    if (kv.first == k) return &kv.second;
+  return nullptr;
+}
+
+uint32_t HeadDimRule(uint32_t row) {
+  if (row % 128 == 0) return 128;
+  if (row % 64 == 0) return 64;
+  return row;
+}
+
+Result<KvSet> Decode(const uint8_t* data, uint64_t size, FileFormat format, const LlamaReadOptions& opts) {
+  Cursor c{data, size};
+  KvSet set;
+  ModelInfo& mi = set.model;
+  mi.source_engine = "llama.cpp";
+  mi.source_format = FileFormatName(format);
+  mi.k_rope = KRope::kPostRope;
+  std::string version;
+  bool one_seq = false;
+  std::string token_record;
+
+  if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaSeq) {
+    const bool session = format == FileFormat::kLlamaSession;
+    uint32_t magic, ver, n_tok;
+    MQKV_RETURN_IF_ERROR(c.Get(&magic, "magic"));
+    const uint32_t want = session ? kMagicSession : kMagicSeq;
+    if (magic != want) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "magic 0x%08x is not a llama.cpp %s file (0x%08x '%s')", magic,
+                    session ? "session" : "sequence state", want, session ? "ggsn" : "ggsq");
+      return FormatErrorAt(0, buf);
+    }
+    MQKV_RETURN_IF_ERROR(c.Get(&ver, "version"));
+    const uint32_t want_ver = session ? kLlamaSessionVersion : kLlamaStateSeqVersion;
+    if (ver != want_ver)
+      return Status(StatusCode::kUnsupported, std::string(session ? "session" : "sequence state") + " file version " +
+                                                  std::to_string(ver) + "; this build reads version " +
+                                                  std::to_string(want_ver) + " (" + kLlamaPinned + ")")
+          .WithOffset(4);
+    version = (session ? "session v" : "seq-state v") + std::to_string(ver);
+    SetMeta(mi, "llama.state_version", std::to_string(ver));
+    MQKV_RETURN_IF_ERROR(c.Get(&n_tok, "n_token_count"));
+    uint64_t tok_bytes = uint64_t(n_tok) * 4;
+    MQKV_RETURN_IF_ERROR(c.Need(tok_bytes, "token list of " + std::to_string(n_tok) + " tokens"));
+    const uint64_t tok_at = c.pos;
+    std::vector<int32_t> toks(n_tok);
+    if (n_tok) std::memcpy(toks.data(), c.data + c.pos, tok_bytes);
+    c.pos += tok_bytes;
+    token_record = "plain";
+    if (!session && !toks.empty() && toks[0] == kTokenNull) {
+      // llama-server's packed record: i32 -1, u32 version, u32 n, i32 tokens[n], u32 n_media, ...
+      Cursor t{c.data + tok_at, tok_bytes};
+      t.pos = 4;
+      uint32_t rv, n, n_media;
+      MQKV_RETURN_IF_ERROR(t.Get(&rv, "server token record version"));
+      if (rv != kServerTokensVersion)
+        return Status(StatusCode::kUnsupported, "llama-server token record version " + std::to_string(rv) +
+                                                    " (this build reads version 1)")
+            .WithOffset(tok_at + 4);
+      MQKV_RETURN_IF_ERROR(t.Get(&n, "server token count"));
+      if (uint64_t(n) * 4 > t.left()) return FormatErrorAt(tok_at + 8, "server token count exceeds its record");
+      mi.tokens.resize(n);
+      if (n) std::memcpy(mi.tokens.data(), t.data + t.pos, uint64_t(n) * 4);
+      t.pos += uint64_t(n) * 4;
+      MQKV_RETURN_IF_ERROR(t.Get(&n_media, "server media count"));
+      if (n_media != 0)
+        return Status(StatusCode::kUnsupported, "the llama-server token record holds " + std::to_string(n_media) +
+                                                    " media chunks (multimodal prompts are not supported)")
+            .WithOffset(tok_at + t.pos - 4);
+      if (t.left() != 0) return FormatErrorAt(tok_at + t.pos, "trailing bytes in the llama-server token record");
+      token_record = "server-v1";
+    } else {
+      mi.tokens = std::move(toks);
+    }
+    one_seq = !session;
+  } else if (format == FileFormat::kLlamaSeqState) {
+    uint32_t magic = 0;
+    if (c.left() >= 4) std::memcpy(&magic, c.data, 4);
+    if (magic == kMagicSeqBlob) {
+      int32_t seq;
+      c.pos = 4;
+      MQKV_RETURN_IF_ERROR(c.Get(&seq, "seq_id"));
+      SetMeta(mi, "llama.seq_blob_header", "1");
+      SetMeta(mi, "llama.seq_id", std::to_string(seq));
+    } else {
+      SetMeta(mi, "llama.seq_blob_header", "0");
+    }
+    version = "seq-state blob";
+    one_seq = true;
+  } else if (format == FileFormat::kLlamaState) {
+    version = "state blob";
+  } else {
+    return InvalidArgument(std::string("not a llama.cpp format: ") + FileFormatName(format));
+  }
+
+  if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaState) {
+    uint32_t n;
+    MQKV_RETURN_IF_ERROR(c.Get(&n, "architecture name length"));
+    if (n == 0 || n > kMaxArchName || n > c.left())
+      return FormatErrorAt(c.pos - 4, "architecture name length " + std::to_string(n) + " is implausible");
+    const uint8_t* p;
+    MQKV_RETURN_IF_ERROR(c.Bytes(n, &p, "architecture name"));
+    mi.architecture.assign(reinterpret_cast<const char*>(p), n);
+    for (char ch : mi.architecture)
+      if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e)
+        return FormatErrorAt(c.pos - n, "architecture name is not printable text");
+  }
+  if (c.left() == 0) return FormatErrorAt(c.pos, "no KV cache state follows (the context has no memory)");
+
+  MQKV_ASSIGN_OR_RETURN(Memory m, ParseMemoryChecked(c, one_seq));
+
+  mi.source_engine_version = version;
+  SetMeta(mi, "llama.pinned", kLlamaPinned);
+  if (!token_record.empty()) SetMeta(mi, "llama.token_record", token_record);
+  SetMeta(mi, "llama.v_trans", m.v_trans ? "1" : "0");
+  SetMeta(mi, "llama.n_stream", std::to_string(m.n_stream));
+  mi.n_layer = static_cast<uint32_t>(m.layers.size());
+  mi.positions = m.pos;
+  bool simple = true;
+  for (const auto& s : m.seqs) simple = simple && s.size() == 1;
+  mi.seq_ids.resize(m.cell_count);
+  for (uint32_t i = 0; i < m.cell_count; ++i) mi.seq_ids[i] = m.seqs[i].empty() ? -1 : m.seqs[i][0];
+  if (!simple) {
+    std::string sets;
+    for (uint32_t i = 0; i < m.cell_count; ++i) {
+      if (i) sets += ';';
+      for (size_t j = 0; j < m.seqs[i].size(); ++j) sets += (j ? "," : "") + std::to_string(m.seqs[i][j]);
+    }
+    SetMeta(mi, "llama.cell_seq_sets", sets);
+  }
+
+  // Head split (spec/LLAMA.md, "Head split").
+  const LayerBytes& L0 = m.layers[0];
+  const bool given = opts.head_dim_k != 0 || opts.head_dim_v != 0;
+  const uint32_t hd_k = opts.head_dim_k ? opts.head_dim_k : HeadDimRule(L0.n_embd_k);
+  const uint32_t hd_v = opts.head_dim_v ? opts.head_dim_v : (opts.head_dim_k && L0.n_embd_v % opts.head_dim_k == 0 ? opts.head_dim_k : HeadDimRule(L0.n_embd_v));
+  SetMeta(mi, "llama.head_split", given ? "given" : "rule");
+  mi.head_dim_k = hd_k;
+  mi.head_dim_v = hd_v;
+  mi.n_head_kv = L0.n_embd_k % hd_k == 0 ? L0.n_embd_k / hd_k : 0;
+
+  std::string type_k = L0.k_type->name, type_v = L0.v_type->name;
+  uint32_t rot_k = 0, rot_v = 0;
+  set.tensors.reserve(m.layers.size() * 2);
+  for (uint32_t l = 0; l < m.layers.size(); ++l) {
+    const LayerBytes& L = m.layers[l];
+    if (L.n_embd_k % hd_k != 0 || L.n_embd_v % hd_v != 0)
+      return InvalidArgument("layer " + std::to_string(l) + ": head dims " + std::to_string(hd_k) + "/" +
+                             std::to_string(hd_v) + " do not divide the rows (" + std::to_string(L.n_embd_k) + "/" +
+                             std::to_string(L.n_embd_v) + " elements)");
+    if (type_k != L.k_type->name) type_k = "mixed";
+    if (type_v != L.v_type->name) type_v = "mixed";
+    for (int kv = 0; kv < 2; ++kv) {
+      const bool is_k = kv == 0;
+      const GgmlType& t = is_k ? *L.k_type : *L.v_type;
+      const uint32_t width = is_k ? L.n_embd_k : L.n_embd_v;
+      const uint32_t hd = is_k ? hd_k : hd_v;
+      KvTensor kt;
+      kt.desc.layer = l;
+      kt.desc.kind = is_k ? Kind::kK : Kind::kV;
+      kt.desc.n_heads = width / hd;
+      kt.desc.head_dim = hd;
+      kt.desc.n_tokens = m.cell_count;
+      kt.desc.source_dtype = t.name;
+      kt.data.resize(uint64_t(m.cell_count) * width);
+      const uint8_t* src = is_k ? L.k : L.v;
+      if (is_k || !m.v_trans) {
+        ToF32(t, src, uint64_t(m.cell_count) * width, kt.data.data());
+      } else {
+        std::vector<float> col(m.cell_count);
+        for (uint32_t j = 0; j < width; ++j) {
+          ToF32(t, src + uint64_t(j) * m.cell_count * t.block_bytes, m.cell_count, col.data());
+          for (uint32_t i = 0; i < m.cell_count; ++i) kt.data[uint64_t(i) * width + j] = col[i];
+        }
+      }
+      const uint32_t rot = RotSize(t, hd, is_k);
+      RotateRows(kt.data, rot);
+      (is_k ? rot_k : rot_v) = std::max(is_k ? rot_k : rot_v, rot);
+      set.tensors.push_back(std::move(kt));
+    }
+  }
+  SetMeta(mi, "llama.cache_type_k", type_k);
+  SetMeta(mi, "llama.cache_type_v", type_v);
+  SetMeta(mi, "llama.attn_rot_k", std::to_string(rot_k));
+  SetMeta(mi, "llama.attn_rot_v", std::to_string(rot_v));
+  return set;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+struct Out {
+  std::vector<uint8_t> b;
+  template <typename T>
+  void Put(T v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    b.insert(b.end(), p, p + sizeof(T));
+  }
+  void PutBytes(const void* p, size_t n) {
+    const auto* q = static_cast<const uint8_t*>(p);
+    b.insert(b.end(), q, q + n);
+  }
+};
+
+Result<std::vector<std::vector<int32_t>>> CellSeqs(const ModelInfo& mi, uint32_t n) {
+  std::vector<std::vector<int32_t>> seqs(n);
+  if (const std::string* s = GetMeta(mi, "llama.cell_seq_sets")) {
+    size_t i = 0, start = 0;
+    const std::string& t = *s;
+    for (size_t p = 0; p <= t.size(); ++p) {
+      if (p < t.size() && t[p] != ';') continue;
+      if (i >= n) return InvalidArgument("llama.cell_seq_sets lists more cells than the " + std::to_string(n) + " held");
+      std::string cell = t.substr(start, p - start);
+      size_t q = 0;
+      while (q < cell.size()) {
+        size_t e = cell.find(',', q);
+        if (e == std::string::npos) e = cell.size();
+        try {
+          seqs[i].push_back(std::stoi(cell.substr(q, e - q)));
+        } catch (...) {
+          return InvalidArgument("llama.cell_seq_sets: bad seq id list \"" + cell + "\"");
+        }
+        q = e + 1;
+      }
+      ++i;
+      start = p + 1;
+    }
+    if (i != n) return InvalidArgument("llama.cell_seq_sets lists " + std::to_string(i) + " cells, the snapshot holds " + std::to_string(n));
+    return seqs;
+  }
+  if (!mi.seq_ids.empty() && mi.seq_ids.size() != n)
+    return InvalidArgument("snapshot has " + std::to_string(mi.seq_ids.size()) + " seq ids for " + std::to_string(n) + " tokens");
+  for (uint32_t i = 0; i < n; ++i) {
+    const int32_t s = mi.seq_ids.empty() ? 0 : mi.seq_ids[i];
+    if (s >= 0) seqs[i].push_back(s);
+  }
+  return seqs;
+}
+
+Result<const GgmlType*> TargetType(const std::string& opt, const ModelInfo& mi, const std::string& key,
+                                   const std::string& source_dtype) {
+  std::string name = opt;
+  if (name.empty() && !source_dtype.empty() && TypeByName(source_dtype)) name = source_dtype;
+  if (name.empty())
+    if (const std::string* s = GetMeta(mi, key); s && TypeByName(*s)) name = *s;
+  if (name.empty()) name = "f16";
+  const GgmlType* t = TypeByName(name);
+  if (!t) return InvalidArgument("llama cache type \"" + name + "\" is not one of f32, f16, bf16, q8_0, q4_0");
+  return t;
+}
+
+Result<std::vector<uint8_t>> Encode(const KvSet& set, FileFormat format, const WriteOptions& opts) {
+  const ModelInfo& mi = set.model;
+  std::vector<const KvTensor*> ks, vs;
+  for (const KvTensor& t : set.tensors) {
+    if (t.desc.kind == Kind::kQ) continue;
+    auto& dst = t.desc.kind == Kind::kK ? ks : vs;
+    if (dst.size() <= t.desc.layer) dst.resize(t.desc.layer + 1, nullptr);
+    if (dst[t.desc.layer]) return InvalidArgument("two " + std::string(KindName(t.desc.kind)) + " tensors for layer " + std::to_string(t.desc.layer));
+    dst[t.desc.layer] = &t;
+  }
+  if (ks.empty()) return InvalidArgument("no K/V tensors to write");
+  if (ks.size() != vs.size()) return InvalidArgument("K and V tensors cover different layers");
+  const uint32_t n_layer = static_cast<uint32_t>(ks.size());
+  const uint32_t cells = ks[0] ? ks[0]->desc.n_tokens : 0;
+  for (uint32_t l = 0; l < n_layer; ++l) {
+    if (!ks[l] || !vs[l]) return InvalidArgument("layer " + std::to_string(l) + " lacks a K or V tensor (llama.cpp needs layers 0.." + std::to_string(n_layer - 1) + ")");
+    for (const KvTensor* t : {ks[l], vs[l]})
+      if (t->desc.n_tokens != cells)
+        return InvalidArgument("layer " + std::to_string(l) + " holds " + std::to_string(t->desc.n_tokens) + " tokens, layer 0 holds " + std::to_string(cells));
+  }
+  if (cells == 0) return InvalidArgument("no tokens to write (llama.cpp cannot load an empty cache state)");
+
+  const bool one_seq = format == FileFormat::kLlamaSeq || format == FileFormat::kLlamaSeqState;
+  if (!mi.positions.empty() && mi.positions.size() != cells)
+    return InvalidArgument("snapshot has " + std::to_string(mi.positions.size()) + " positions for " + std::to_string(cells) + " tokens");
+  MQKV_ASSIGN_OR_RETURN(auto seqs, CellSeqs(mi, cells));
+  if (one_seq)
+    for (uint32_t i = 0; i < cells; ++i)
+      if (seqs[i].size() != 1)
+        return InvalidArgument("cell " + std::to_string(i) + " belongs to " + std::to_string(seqs[i].size()) +
+                               " sequences; a llama.cpp sequence state needs exactly one per cell");
+
+  bool v_trans = false;
+  if (opts.llama_v_trans_set) v_trans = opts.llama_v_trans;
+  else if (const std::string* s = GetMeta(mi, "llama.v_trans")) v_trans = *s == "1";
+
+  Out o;
+  if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaSeq) {
+    const bool session = format == FileFormat::kLlamaSession;
+    o.Put<uint32_t>(session ? kMagicSession : kMagicSeq);
+    o.Put<uint32_t>(session ? kLlamaSessionVersion : kLlamaStateSeqVersion);
+    const std::string* rec = GetMeta(mi, "llama.token_record");
+    if (!session && rec && *rec == "server-v1") {
+      const uint64_t words = 4 + mi.tokens.size();
+      o.Put<uint32_t>(static_cast<uint32_t>(words));
+      o.Put<int32_t>(kTokenNull);
+      o.Put<uint32_t>(kServerTokensVersion);
+      o.Put<uint32_t>(static_cast<uint32_t>(mi.tokens.size()));
+      o.PutBytes(mi.tokens.data(), mi.tokens.size() * 4);
+      o.Put<uint32_t>(0);  // no media
+    } else {
+      o.Put<uint32_t>(static_cast<uint32_t>(mi.tokens.size()));
+      o.PutBytes(mi.tokens.data(), mi.tokens.size() * 4);
+    }
+  } else if (format == FileFormat::kLlamaSeqState) {
+    const std::string* hdr = GetMeta(mi, "llama.seq_blob_header");
+    if (!hdr || *hdr != "0") {
+      int32_t seq = 0;
+      if (const std::string* s = GetMeta(mi, "llama.seq_id")) seq = std::atoi(s->c_str());
+      o.Put<uint32_t>(kMagicSeqBlob);
+      o.Put<int32_t>(seq);
+    }
+  } else if (format != FileFormat::kLlamaState) {
+    return InvalidArgument(std::string("not a llama.cpp format: ") + FileFormatName(format));
+  }
+  if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaState) {
+    if (mi.architecture.empty())
+      return InvalidArgument(std::string(FileFormatName(format)) +
+                             " needs the model architecture name (e.g. \"llama\"), which the snapshot does not record");
+    o.Put<uint32_t>(static_cast<uint32_t>(mi.architecture.size()));
+    o.PutBytes(mi.architecture.data(), mi.architecture.size());
+  }
+
+  o.Put<uint32_t>(1);  // n_stream
+  o.Put<uint32_t>(cells);
+  for (uint32_t i = 0; i < cells; ++i) {
+    o.Put<int32_t>(mi.positions.empty() ? int32_t(i) : mi.positions[i]);
+    o.Put<uint32_t>(static_cast<uint32_t>(seqs[i].size()));
+    for (int32_t s : seqs[i]) o.Put<int32_t>(s);
+  }
+  o.Put<uint32_t>(v_trans ? 1 : 0);
+  o.Put<uint32_t>(n_layer);
+
+  std::vector<float> tmp;
+  for (int kv = 0; kv < 2; ++kv) {
+    const bool is_k = kv == 0;
+    for (uint32_t l = 0; l < n_layer; ++l) {
+      const KvTensor& t = *(is_k ? ks[l] : vs[l]);
+      const uint32_t width = t.desc.n_heads * t.desc.head_dim;
+      MQKV_ASSIGN_OR_RETURN(const GgmlType* ty,
+                            TargetType(is_k ? opts.llama_type_k : opts.llama_type_v, mi,
+                                       is_k ? "llama.cache_type_k" : "llama.cache_type_v",
+                                       (is_k ? opts.llama_type_k : opts.llama_type_v).empty() ? t.desc.source_dtype : ""));
+      if (width % ty->block_elems != 0)
+        return InvalidArgument("layer " + std::to_string(l) + " " + KindName(t.desc.kind) + " row of " + std::to_string(width) +
+                               " elements is not a multiple of the " + ty->name + " block (" + std::to_string(ty->block_elems) + ")");
+      if (t.data.size() != uint64_t(cells) * width) return InvalidArgument("tensor data size does not match its shape");
+      const uint64_t row_bytes = uint64_t(width) / ty->block_elems * ty->block_bytes;
+      o.Put<int32_t>(ty->id);
+      const float* src = t.data.data();
+      const uint32_t rot = RotSize(*ty, t.desc.head_dim, is_k);
+      if (rot) {
+        tmp = t.data;
+        RotateRows(tmp, rot);
+        src = tmp.data();
+      }
+      if (is_k || !v_trans) {
+        o.Put<uint64_t>(row_bytes);
+        const size_t at = o.b.size();
+        o.b.resize(at + row_bytes * cells);
+        FromF32(*ty, src, uint64_t(cells) * width, o.b.data() + at);
+      } else {
+        if (IsQuantized(*ty))
+          return InvalidArgument(std::string("a transposed V cache cannot be ") + ty->name + " (llama.cpp needs flash attention, i.e. v_trans 0, for a quantized V)");
+        o.Put<uint32_t>(ty->block_bytes);
+        o.Put<uint32_t>(width);
+        std::vector<float> col(cells);
+        for (uint32_t j = 0; j < width; ++j) {
+          for (uint32_t i = 0; i < cells; ++i) col[i] = src[uint64_t(i) * width + j];
+          const size_t at = o.b.size();
+          o.b.resize(at + uint64_t(cells) * ty->block_bytes);
+          FromF32(*ty, col.data(), cells, o.b.data() + at);
+        }
+      }
+    }
+  }
+  return std::move(o.b);
+}
+
+// ---------------------------------------------------------------------------------------------
+bool SniffSession(const uint8_t* h, size_t n) {
+  uint32_t m;
+  if (n < 4) return false;
+  std::memcpy(&m, h, 4);
+  return m == kMagicSession;
+}
+bool SniffSeq(const uint8_t* h, size_t n) {
+  uint32_t m;
+  if (n < 4) return false;
+  std::memcpy(&m, h, 4);
+  return m == kMagicSeq;
+}
+bool SniffSeqBlob(const uint8_t* h, size_t n) {
+  uint32_t m;
+  if (n < 4) return false;
+  std::memcpy(&m, h, 4);
+  return m == kMagicSeqBlob;
+}
+
+Result<KvSet> ReadDefault(const std::string& path, FileFormat format) { return ReadLlamaKvSet(path, format, {}); }
+
+Status Write(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, Encode(set, format, opts));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
+  MQKV_RETURN_IF_ERROR(out->Write(bytes.data(), bytes.size()));
+  return out->Commit();
+}
+
+}  // namespace
+
+const Adapter& LlamaAdapter(FileFormat f) {
+  static const Adapter session{FileFormat::kLlamaSession, SniffSession, ReadDefault, Write};
+  static const Adapter seq{FileFormat::kLlamaSeq, SniffSeq, ReadDefault, Write};
+  static const Adapter state{FileFormat::kLlamaState, nullptr, ReadDefault, Write};
+  static const Adapter seq_state{FileFormat::kLlamaSeqState, SniffSeqBlob, ReadDefault, Write};
+  switch (f) {
+    case FileFormat::kLlamaSession: return session;
+    case FileFormat::kLlamaSeq: return seq;
+    case FileFormat::kLlamaSeqState: return seq_state;
+    default: return state;
+  }
+}
+
+}  // namespace mqkv::adapters
+
+namespace mqkv {
+
+Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const LlamaReadOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
+  auto r = adapters::Decode(f->data(), f->size(), format, opts);
+  if (!r.ok()) {
+    Status s = r.status();
+    return s.WithFile(path);
+  }
+  return r;
+}
+
+}  // namespace mqkv
