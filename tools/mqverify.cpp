@@ -33,7 +33,8 @@ std::string AccountingJson(const TensorAccounting& a, bool total) {
     << ",\"actual_bits_per_dim\":" << JsonNumber(a.actual_bits_per_dim())
     << ",\"excess_bits_per_dim\":" << JsonNumber(a.excess_bits_per_dim()) << ",\"excess_percent\":" << JsonNumber(a.excess_percent())
     << ",\"overhead_bits_per_dim\":" << JsonNumber(a.values ? 8.0 * double(a.breakdown.Overhead()) / double(a.values) : 0.0)
-    << ",\"excess_explained\":" << (a.explained() ? "true" : "false") << ",\"breakdown\":" << BreakdownJson(a.breakdown, total);
+    << ",\"content_minus_modeled_bits\":" << JsonNumber(a.content_minus_modeled_bits())
+    << ",\"tail_allowance_bits\":" << a.tail_allowance_bits << ",\"excess_explained\":" << (a.explained() ? "true" : "false") << ",\"breakdown\":" << BreakdownJson(a.breakdown, total);
   return o.str();
 }
 

@@ -37,7 +37,7 @@ bool TensorAccounting::explained() const {
   // Exact in integers where possible: modeled bits of the built-in codecs are whole numbers;
   // allow one part in 1e12 of slack for a codec whose model is fractional.
   const double excess = 8.0 * double(stored_bytes) - modeled_bits;
-  const double overhead = 8.0 * double(breakdown.Overhead());
+  const double overhead = 8.0 * double(breakdown.Overhead()) + double(tail_allowance_bits);
   return excess <= overhead + 1e-12 * std::max(1.0, std::fabs(modeled_bits));
 }
 
@@ -84,6 +84,8 @@ Result<SnapshotAccounting> AccountSnapshot(const Snapshot& s) {
     d.block_headers += kBlockHeaderBytes;
     d.entropy_coding += int64_t(h.stored_bytes) - int64_t(h.payload_bytes);
     ta.modeled_bits += a.modeled_bits;
+    for (int p : {kPartCodes, kPartScales, kPartMins, kPartRanges, kPartSinkRows, kPartResidualRows})
+      if (h.parts[p].bytes) ta.tail_allowance_bits += 7;
     ta.stored_bytes += next - bi.offset;
   }
   TensorAccounting& total = out.total;
@@ -101,6 +103,7 @@ Result<SnapshotAccounting> AccountSnapshot(const Snapshot& s) {
     total.stored_bytes += ta.stored_bytes;
     total.modeled_bits += ta.modeled_bits;
     total.breakdown += ta.breakdown;
+    total.tail_allowance_bits += ta.tail_allowance_bits;
   }
   // File header, any gap before the first block, footer and tail.
   const uint64_t first = blocks.empty() ? s.footer_offset() : blocks[0].offset;
