@@ -121,7 +121,11 @@ Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string& path, 
     buf.push_back('\0');
     int fd = ::mkostemp(buf.data(), O_CLOEXEC);
     if (fd < 0) return Errno("cannot create temporary file in " + DirName(path), path);
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && SameFile(fd, buf.data())) {
+    const bool locked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+    // No flock on this file system (ENOLCK, EOPNOTSUPP, ...): write unlocked; no cleaner can
+    // take a lock here either, so nothing removes the file under us.
+    const bool no_locks = !locked && errno != EWOULDBLOCK && errno != EINTR;
+    if ((locked && SameFile(fd, buf.data())) || no_locks) {
       ::fchmod(fd, 0644);
       f->fd_ = fd;
       f->tmp_ = buf.data();

@@ -194,6 +194,9 @@ Status Writer::Finish() {
   if (!m.seq_ids.empty() && m.seq_ids.size() != m.tokens.size()) return InvalidArgument("model seq_ids and tokens differ in length");
   for (size_t i = 1; i < m.metadata.size(); ++i)
     if (m.metadata[i - 1].first == m.metadata[i].first) return InvalidArgument("metadata key \"" + m.metadata[i].first + "\" given twice");
+  // Keys are sorted bytewise; a NUL inside a key would make FlatBuffers' strcmp order disagree.
+  for (const auto& kv : m.metadata)
+    if (kv.first.find('\0') != std::string::npos) return InvalidArgument("metadata key contains a NUL byte");
   w.footer.version_major = kFormatMajor;
   w.footer.version_minor = kFormatMinor;
   w.footer.required_features |= w.extra_features;
