@@ -1,0 +1,204 @@
+// mqconvert end to end through the built binary: lossless defaults, codecs, token ranges,
+// exit codes and one-line errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "mqkv/mqkv.h"
+#include "support.h"
+
+using namespace mqkv;
+using mqkv::testing::ReadFile;
+using mqkv::testing::TempDir;
+using mqkv::testing::WriteFile;
+
+namespace {
+
+const std::string kBin = MQKV_BINARY_DIR "/tools/mqconvert";
+
+struct RunResult {
+  int code = -1;
+  std::string out, err;
+};
+
+RunResult Exec(const TempDir& dir, const std::string& args) {
+  const std::string o = dir.Path("stdout.txt"), e = dir.Path("stderr.txt");
+  const std::string cmd = kBin + " " + args + " > " + o + " 2> " + e;
+  const int st = std::system(cmd.c_str());
+  RunResult r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  r.out = slurp(o);
+  r.err = slurp(e);
+  return r;
+}
+
+KvSet MakeSet(const std::string& dtype, uint32_t tokens) {
+  KvSet s;
+  s.model.architecture = "qwen2";
+  s.model.n_layer = 3;
+  s.model.n_head = 4;
+  s.model.n_head_kv = 2;
+  s.model.head_dim_k = s.model.head_dim_v = 16;
+  s.model.source_engine = "test";
+  for (uint32_t i = 0; i < tokens; ++i) s.model.tokens.push_back(int32_t(i * 7));
+  s.model.metadata = {{"note", "e2e"}};
+  uint32_t seed = 10;
+  for (uint32_t l = 0; l < 3; ++l)
+    for (Kind k : {Kind::kK, Kind::kV}) {
+      KvTensor t;
+      t.desc.layer = l;
+      t.desc.kind = k;
+      t.desc.n_heads = 2;
+      t.desc.head_dim = 16;
+      t.desc.n_tokens = tokens;
+      t.desc.source_dtype = dtype;
+      t.data = mqkv::testing::RandomRows(uint64_t(tokens) * 32, seed++);
+      for (float& x : t.data) x = dtype == "f16" ? round_to_f16(x) : dtype == "bf16" ? bf16_to_f32(f32_to_bf16(x)) : x;
+      s.tensors.push_back(std::move(t));
+    }
+  return s;
+}
+
+void ExpectBitsEqual(const KvSet& a, const KvSet& b) {
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    ASSERT_EQ(a.tensors[i].data.size(), b.tensors[i].data.size());
+    EXPECT_EQ(std::memcmp(a.tensors[i].data.data(), b.tensors[i].data.data(), a.tensors[i].data.size() * 4), 0) << "tensor " << i;
+  }
+}
+
+class MqconvertTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(kBin)) GTEST_FAIL() << kBin << " is missing: build the mqconvert target";
+  }
+  TempDir dir;
+};
+
+}  // namespace
+
+TEST_F(MqconvertTest, LosslessChainThroughEveryFormat) {
+  for (const std::string dtype : {"f32", "f16", "bf16"}) {
+    SCOPED_TRACE(dtype);
+    const KvSet set = MakeSet(dtype, 9);
+    const std::string st = dir.Path(dtype + ".safetensors");
+    ASSERT_TRUE(WriteKvSet(set, st, FileFormat::kSafetensors).ok());
+    // safetensors -> mqkv (default codec: the source's raw type) -> npz -> npy -> mqkv -> safetensors
+    const std::string a = dir.Path(dtype + ".mqkv"), b = dir.Path(dtype + ".npz"), c = dir.Path(dtype + ".npy"), d = dir.Path(dtype + "_2.mqkv"),
+                      e = dir.Path(dtype + "_2.safetensors");
+    for (auto [from, to] : {std::pair{st, a}, {a, b}, {b, c}, {c, d}, {d, e}}) {
+      RunResult r = Exec(dir, from + " " + to);
+      ASSERT_EQ(r.code, 0) << from << " -> " << to << ": " << r.err;
+      EXPECT_TRUE(r.err.empty()) << "stderr is not a terminal: no progress line expected, got " << r.err;
+      EXPECT_NE(r.out.find("6 tensors, 3 layers, 9 tokens"), std::string::npos) << r.out;
+    }
+    auto snap = Snapshot::Open(a);
+    ASSERT_TRUE(snap.ok());
+    for (const TensorInfo& t : (*snap)->tensors()) EXPECT_EQ(t.codec, dtype) << "default codec must be the source's raw type";
+    auto got = ReadKvSet(e, FileFormat::kSafetensors);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ExpectBitsEqual(set, *got);
+  }
+}
+
+TEST_F(MqconvertTest, CodecsZstdAndTokenRange) {
+  const KvSet set = MakeSet("f16", 40);
+  const std::string src = dir.Path("src.safetensors"), q = dir.Path("q.mqkv");
+  ASSERT_TRUE(WriteKvSet(set, src, FileFormat::kSafetensors).ok());
+  RunResult r = Exec(dir, src + " " + q + " --k-codec f32 --v-codec bf16 --zstd 3 --max-block-tokens 8");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto snap = Snapshot::Open(q);
+  ASSERT_TRUE(snap.ok());
+  for (const TensorInfo& t : (*snap)->tensors()) {
+    EXPECT_EQ(t.codec, t.kind == Kind::kK ? "f32" : "bf16");
+    EXPECT_EQ(t.n_blocks, 5u);
+  }
+  // --tokens on an mqkv input: rows 8..24 only, bit-identical to slicing the source.
+  const std::string part = dir.Path("part.safetensors");
+  r = Exec(dir, q + " " + part + " --tokens 8:24");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto got = ReadKvSet(part, FileFormat::kSafetensors);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  auto want = ReadKvSet(q, FileFormat::kMqkv);
+  ASSERT_TRUE(want.ok());
+  ASSERT_TRUE(SliceTokens(&*want, 8, 24).ok());
+  ExpectBitsEqual(*want, *got);
+  EXPECT_EQ(got->model.tokens, std::vector<int32_t>(set.model.tokens.begin() + 8, set.model.tokens.begin() + 24));
+  // --to overrides the extension.
+  r = Exec(dir, src + " " + dir.Path("odd.bin") + " --to npz");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(ReadKvSet(dir.Path("odd.bin"), FileFormat::kNpz).ok());
+  auto det = DetectFileFormat(dir.Path("odd.bin"));
+  ASSERT_TRUE(det.ok());
+  EXPECT_EQ(*det, FileFormat::kNpz);
+}
+
+TEST_F(MqconvertTest, ExitCodesAndOneLineErrors) {
+  const std::string src = dir.Path("src.safetensors");
+  ASSERT_TRUE(WriteKvSet(MakeSet("f32", 4), src, FileFormat::kSafetensors).ok());
+  auto one_line = [](const RunResult& r) { return !r.err.empty() && r.err.find('\n') == r.err.size() - 1; };
+
+  RunResult r = Exec(dir, "--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* s : {"Exit codes", "0  ok", "2  usage", "3  bad input", "4  verification", "5  I/O", "6  internal"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+
+  r = Exec(dir, src);  // missing OUT
+  EXPECT_EQ(r.code, 2) << r.err;
+  r = Exec(dir, src + " " + dir.Path("x.mqkv") + " --codec nonsense:bits=9");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_TRUE(one_line(r)) << r.err;
+  r = Exec(dir, src + " " + dir.Path("x.npz") + " --codec f16");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("mqkv output"), std::string::npos) << r.err;
+  r = Exec(dir, src + " " + dir.Path("x.unknown"));
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--to"), std::string::npos) << r.err;
+  r = Exec(dir, src + " " + dir.Path("x.mqkv") + " --tokens 3");
+  EXPECT_EQ(r.code, 2) << r.err;
+  r = Exec(dir, src + " " + dir.Path("x.mqkv") + " --from nope");
+  EXPECT_EQ(r.code, 2) << r.err;
+
+  r = Exec(dir, src + " " + dir.Path("x.mqkv") + " --tokens 2:9");
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_NE(r.err.find("exceeds the 4 tokens"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(src), std::string::npos) << "error names the input: " << r.err;
+
+  const std::string bad = dir.Path("bad.safetensors");
+  WriteFile(bad, {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, '{', '}'});
+  r = Exec(dir, bad + " " + dir.Path("x.mqkv"));
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_TRUE(one_line(r)) << r.err;
+  EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
+
+  r = Exec(dir, dir.Path("missing.safetensors") + " " + dir.Path("x.mqkv"));
+  EXPECT_EQ(r.code, 5) << r.err;
+  r = Exec(dir, src + " " + dir.Path("no/such/dir/x.mqkv"));
+  EXPECT_EQ(r.code, 5) << r.err;
+  EXPECT_NE(r.err.find("no/such/dir/x.mqkv"), std::string::npos) << r.err;
+
+  // A corrupt mqkv block: exit 4.
+  const std::string m = dir.Path("m.mqkv");
+  ASSERT_EQ(Exec(dir, src + " " + m).code, 0);
+  std::vector<uint8_t> b = ReadFile(m);
+  {
+    auto s = Snapshot::Open(m);
+    ASSERT_TRUE(s.ok());
+    b[(*s)->blocks()[0].offset + kBlockHeaderBytes] ^= 1;
+  }
+  WriteFile(m, b);
+  r = Exec(dir, m + " " + dir.Path("y.npz"));
+  EXPECT_EQ(r.code, 4) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.Path("y.npz")));
+}
