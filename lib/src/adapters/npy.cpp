@@ -133,7 +133,7 @@ Status ParseDescr(const std::string& descr, NpyArray* a, uint64_t* itemsize) {
   if (descr.size() < 3) return Unsupported("npy dtype '" + descr + "' is not supported");
   const char order = descr[0];
   const std::string rest = descr.substr(1);
-  if (order != '<' && order != '>' && order != '=' && order != '|') return Unsupported("npy dtype '" + descr + "' is not supported");
+  if (order != '<' && order != '>' && order != '=') return Unsupported("npy dtype '" + descr + "' is not supported");
   a->big_endian = order == '>';
   static const std::pair<const char*, ElemType> kTypes[] = {
       {"f8", ElemType::kF64}, {"f4", ElemType::kF32}, {"f2", ElemType::kF16}, {"i4", ElemType::kI32}, {"i8", ElemType::kI64}};
@@ -422,7 +422,7 @@ Result<std::pair<const uint8_t*, uint64_t>> MemberBytes(const uint8_t* d, uint64
   if (m.method == 0) {
     if (m.csize != m.usize) return FormatErrorAt(m.local, where + ": stored member with different compressed and uncompressed sizes");
   } else {
-    if (m.usize / kMaxDeflateRatio > m.csize + 1)
+    if (m.usize > m.csize * kMaxDeflateRatio + kMaxDeflateRatio)  // csize <= file size: no overflow
       return FormatErrorAt(m.local, where + ": claims " + std::to_string(m.usize) + " bytes from " + std::to_string(m.csize) +
                                         " deflated bytes, more than deflate can produce");
     owned->resize(m.usize);
