@@ -409,7 +409,63 @@ std::vector<uint8_t> NpyBytes(const std::string& dict, const std::vector<uint8_t
   return out;
 }
 
+uint32_t Crc32(const std::vector<uint8_t>& b) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (uint8_t x : b) {
+    c ^= x;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+// A minimal stored zip, written independently of the library's writer.
+std::vector<uint8_t> ZipStored(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& members) {
+  std::vector<uint8_t> out, cd;
+  auto p16 = [](std::vector<uint8_t>& v, uint32_t x) { v.push_back(uint8_t(x)), v.push_back(uint8_t(x >> 8)); };
+  auto p32 = [&](std::vector<uint8_t>& v, uint32_t x) { p16(v, x & 0xFFFF), p16(v, x >> 16); };
+  for (const auto& [name, data] : members) {
+    const uint32_t off = static_cast<uint32_t>(out.size()), crc = Crc32(data), n = static_cast<uint32_t>(data.size());
+    p32(out, 0x04034b50), p16(out, 20), p16(out, 0), p16(out, 0), p16(out, 0), p16(out, 0x21), p32(out, crc), p32(out, n), p32(out, n);
+    p16(out, static_cast<uint32_t>(name.size())), p16(out, 0);
+    out.insert(out.end(), name.begin(), name.end());
+    out.insert(out.end(), data.begin(), data.end());
+    p32(cd, 0x02014b50), p16(cd, 20), p16(cd, 20), p16(cd, 0), p16(cd, 0), p16(cd, 0), p16(cd, 0x21), p32(cd, crc), p32(cd, n), p32(cd, n);
+    p16(cd, static_cast<uint32_t>(name.size())), p16(cd, 0), p16(cd, 0), p16(cd, 0), p16(cd, 0), p32(cd, 0), p32(cd, off);
+    cd.insert(cd.end(), name.begin(), name.end());
+  }
+  const uint32_t cd_off = static_cast<uint32_t>(out.size()), cd_size = static_cast<uint32_t>(cd.size());
+  out.insert(out.end(), cd.begin(), cd.end());
+  p32(out, 0x06054b50), p16(out, 0), p16(out, 0), p16(out, static_cast<uint32_t>(members.size())), p16(out, static_cast<uint32_t>(members.size()));
+  p32(out, cd_size), p32(out, cd_off), p16(out, 0);
+  return out;
+}
+
 }  // namespace
+
+TEST(AdapterErrors, NpzMembers) {
+  TempDir dir;
+  const FileFormat F = FileFormat::kNpz;
+  auto put = [&](const std::string& name, const std::vector<uint8_t>& b) {
+    const std::string p = dir.Path(name + ".npz");
+    WriteFile(p, b);
+    return p;
+  };
+  const std::vector<uint8_t> k = NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 2), }\n", std::vector<uint8_t>(8));
+  const auto ok = put("ok", ZipStored({{"layers.0.k.npy", k}, {"layers.0.v.npy", k}}));
+  auto r = ReadKvSet(ok, F);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->tensors.size(), 2u);
+  EXPECT_EQ(r->model.source_format, "npz");
+  const std::vector<uint8_t> fortran = NpyBytes("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1, 2), }\n", std::vector<uint8_t>(8));
+  ExpectBad(put("fortran", ZipStored({{"layers.0.k.npy", fortran}})), F, StatusCode::kUnsupported, "zip member \"layers.0.k.npy\"");
+  const std::vector<uint8_t> garbage = NpyBytes("{'descr': '<f4', 'shape': [1]}\n", std::vector<uint8_t>(4));
+  ExpectBad(put("header", ZipStored({{"layers.0.k.npy", garbage}})), F, StatusCode::kFormatError, "of the member: npy header");
+  ExpectBad(put("dup", ZipStored({{"layers.0.k.npy", k}, {"layers.0.k.npy", k}})), F, StatusCode::kFormatError, "appears twice");
+  ExpectBad(put("unknown", ZipStored({{"weights.npy", k}})), F, StatusCode::kFormatError, "unknown tensor name");
+  ExpectBad(put("strings", ZipStored({{"layers.0.k.npy", NpyBytes("{'descr': '<U2', 'fortran_order': False, 'shape': (1,), }\n", std::vector<uint8_t>(8))}})),
+            F, StatusCode::kFormatError, "holds strings");
+  ExpectBad(put("qpos", ZipStored({{"layers.0.k.npy", k}, {"layers.0.q.npy", k}})), F, StatusCode::kFormatError, "q_positions");
+}
 
 TEST(AdapterErrors, Npy) {
   TempDir dir;

@@ -253,7 +253,8 @@ Result<KvSet> ReadNpy(const std::string& path, FileFormat) {
   if (s.size() != 5 || s[1] != 2)
     return FormatError("npy array must have shape [n_layers, 2 (k, v), n_tokens, n_kv_heads, head_dim]; it has " + std::to_string(s.size()) +
                        " dimensions" + (s.size() == 5 ? " and dimension 1 = " + std::to_string(s[1]) : ""));
-  if (s[0] > (1u << 20)) return FormatError("npy array claims " + std::to_string(s[0]) + " layers");
+  // A zero-sized axis lets any layer count fit in the file: bound it explicitly.
+  if (s[0] > 65536) return FormatError("npy array claims " + std::to_string(s[0]) + " layers (at most 65536)");
   const uint64_t per = s[2] * s[3] * s[4] * interop::ElemSize(a.type);  // bounded: the file holds it
   std::vector<interop::ArrayView> views;
   for (uint64_t l = 0; l < s[0]; ++l)
@@ -626,8 +627,10 @@ Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
     MQKV_ASSIGN_OR_RETURN(auto bytes, MemberBytes(d, n, m, &owned[i]));
     auto parsed = ParseNpy(bytes.first, bytes.second);
     if (!parsed.ok()) {
-      Status s = parsed.status();
-      return s.Prepend("zip member \"" + m.name + "\"");
+      // Offsets from ParseNpy are inside the (possibly inflated) member, not the file.
+      const Status& e = parsed.status();
+      const std::string at = e.offset() ? " at byte " + std::to_string(*e.offset()) + " of the member" : "";
+      return Status(e.code(), "zip member \"" + m.name + "\"" + at + ": " + e.message());
     }
     const NpyArray& a = *parsed;
     if (name == kMetadataMember) {
