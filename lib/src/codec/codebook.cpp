@@ -7,6 +7,7 @@
 
 #include "codecs.h"
 #include "lowbit.h"
+#include "simd.h"
 
 namespace mqkv::codec {
 namespace lowbit {
@@ -109,6 +110,7 @@ class CodebookCodec final : public Codec {
   }
 
   Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {
+    if ((backend == Backend::kSimd || backend == Backend::kAuto) && simd::Decode(b, r0, r1, out, dst)) return Status::OK();
     return lowbit::Decode(b, r0, r1, out, dst, backend, &lowbit::DecodeCodebookRowsScalar);
   }
 

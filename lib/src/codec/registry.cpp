@@ -2,6 +2,7 @@
 
 #include "codecs.h"
 #include "mqkv/numeric.h"
+#include "mqkv/simd.h"
 
 namespace mqkv {
 
@@ -48,7 +49,7 @@ bool BackendAvailable(Backend b) {
   switch (b) {
     case Backend::kAuto:
     case Backend::kScalar: return true;
-    case Backend::kSimd: return false;  // no SIMD decoder in this build yet
+    case Backend::kSimd: return SimdArchs().size() > 1;  // an ISA beyond "scalar" (mqkv/simd.h)
     case Backend::kCuda: return false;  // no host-callable CUDA decode in this build yet
   }
   return false;

@@ -1,0 +1,30 @@
+// The SIMD decoder of the low-bit codecs: which instruction sets it has, which one runs, and a
+// way to force one (tests, benchmarks, bisecting a bad machine).
+//
+// Decoding with Backend::kSimd or kAuto uses the active ISA; every ISA gives results bit-identical
+// to Backend::kScalar (spec/CODECS.md, "Arithmetic"). The active ISA is chosen at run time from
+// what the CPU reports, best first: avx512 (F, BW, DQ, VL), avx2 (with FMA and F16C), sse2.
+// The environment variable MQKV_SIMD=scalar|sse2|avx2|avx512|auto, read once at first use,
+// forces one (an unavailable choice falls back to auto with a warning on stderr).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mqkv/status.h"
+
+namespace mqkv {
+
+// The ISAs this build can run on this machine, best first; always ends with "scalar".
+std::vector<std::string> SimdArchs();
+
+// The ISA that Backend::kSimd / kAuto decodes with now ("scalar" when none).
+std::string ActiveSimdArch();
+
+// Forces the ISA for later decodes in this process: a name from SimdArchs(), or "auto" for the
+// best available. Error (and no change) for a name that is unknown or not available here.
+// Not meant to be switched while other threads decode (they may see either ISA).
+Status ForceSimdArch(std::string_view name);
+
+}  // namespace mqkv

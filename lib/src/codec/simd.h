@@ -1,0 +1,85 @@
+// Internal interface of the SIMD decoder of the low-bit codecs (affine, codebook).
+//
+// Layout: simd.cpp (built with the project's baseline flags) detects the CPU, picks a kernel
+// table, and turns a block header into a Plan of plain pointers and precomputed per-column
+// constants. The kernels live in simd_sse2.cpp, simd_avx2.cpp and simd_avx512.cpp, each built
+// with its ISA's flags (lib/CMakeLists.txt) from the one template in simd_kernels.h.
+//
+// The ISA translation units include nothing with external-linkage inline functions from the
+// rest of mqkv (numeric.h, detail/lowbit.h): an inline function compiled with -mavx512f in one
+// TU and emitted as a COMDAT could be the copy the linker keeps for the whole program and then
+// fault on a CPU without AVX-512. So this header is plain data and declarations only, and the
+// scalar reference helpers the kernels need (odd tails) are passed in as function pointers.
+//
+// Every result is bit-identical to the scalar reference (spec/CODECS.md, "Arithmetic"): the
+// same binary32 operations in the same order, one rounding each, never fused.
+#pragma once
+
+#include <cstdint>
+
+#include "mqkv/codec.h"
+
+namespace mqkv::codec::simd {
+
+struct Plan {
+  // Code stream of the quantized rows (row t starts at byte t * row_values * bits / 8; every
+  // row_values is a multiple of 8, so rows start on bytes).
+  const uint8_t* codes = nullptr;
+  uint32_t bits = 0;
+  uint32_t row_values = 0;  // n_heads * head_dim
+  bool codebook = false;
+  alignas(64) float levels[16] = {};  // codebook levels, zero-padded to 16
+
+  // Metadata grid (detail/lowbit.h Geometry).
+  uint32_t meta_bits = 16;
+  uint32_t group_cols = 0, col_span = 0, row_span = 0;
+  const uint8_t* scales = nullptr;
+  const uint8_t* mins = nullptr;  // null for codebook
+  // Meta-coded fields: per group column, lo and step = (hi - lo) / (2^M - 1) as the reference
+  // computes them (index 0: scale, 1: min). Padded by 16 floats.
+  const float* col_lo[2] = {nullptr, nullptr};
+  const float* col_step[2] = {nullptr, nullptr};
+
+  // Inverse Hadamard rotation.
+  bool rotate = false;
+  uint32_t head_dim = 0, rot_block = 0;
+  float rot_c = 0;               // c_B
+  const uint32_t* sign = nullptr;  // row_values sign masks (0x80000000 where the dim is negated)
+
+  // Scratch owned by the caller, each padded by 16 floats: per-element scale and min of the
+  // current group row (row_values), per-group values (group_cols), one fp32 row (rotation).
+  float* S = nullptr;
+  float* M = nullptr;
+  float* gS = nullptr;
+  float* gM = nullptr;
+  float* row = nullptr;
+
+  // Scalar reference helpers (compiled with baseline flags in simd.cpp).
+  // n fp16 values at src (little-endian) -> binary32.
+  void (*f16_to_f32)(const uint8_t* src, uint64_t n, float* dst) = nullptr;
+  // Meta-coded field `field` of groups index0 .. index0+n-1 (grid index gr*group_cols+gc,
+  // column gc0 for the first) -> binary32 values.
+  void (*meta_values)(const Plan& p, int field, uint64_t index0, uint32_t gc0, uint32_t n, float* dst) = nullptr;
+  // Scalar Walsh-Hadamard butterflies on v[0, block) (the reference order).
+  void (*butterflies)(float* v, uint32_t block) = nullptr;
+};
+
+struct Kernels {
+  const char* name;
+  // Quantized rows [t0, t1) (indices among the Q quantized rows) -> dst as `out`.
+  void (*rows)(const Plan& p, uint32_t t0, uint32_t t1, DType out, void* dst);
+  // n fp16 values (sink / residual rows) -> dst as `out`.
+  void (*f16_rows)(const uint8_t* src, uint64_t n, DType out, void* dst);
+};
+
+// Kernel tables, null where the build has no such ISA (non-x86 targets).
+const Kernels* KernelsSse2();
+const Kernels* KernelsAvx2();
+const Kernels* KernelsAvx512();
+
+// Decodes block rows [r0, r1) of a verified affine or codebook block with the active ISA.
+// Returns false (nothing written) when the active ISA is "scalar" or the request is not one the
+// SIMD path serves; the caller then runs the scalar reference, which also reports bad ranges.
+bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst);
+
+}  // namespace mqkv::codec::simd

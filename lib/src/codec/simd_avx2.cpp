@@ -1,0 +1,86 @@
+// AVX2 + F16C kernels of the SIMD decoder (8 lanes). Built with -mavx2 -mfma -mf16c; called only
+// after the CPU reported AVX2 and F16C (simd.cpp). See simd_kernels.h for the contract.
+#include "simd.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#include "simd_kernels.h"
+
+namespace mqkv::codec::simd {
+namespace {
+
+struct Avx2 {
+  using V = __m256;
+  using I = __m256i;
+  static constexpr uint32_t N = 8;
+  static constexpr bool kHasF16 = true;
+
+  static __m256i C(int v) { return _mm256_set1_epi32(v); }
+
+  // 8 codes of B bits = B bytes (8-bit: 8 bytes).
+  template <int B>
+  static I Unpack(const uint8_t* p) {
+    if constexpr (B == 8) {
+      return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    } else {
+      uint32_t w = 0;
+      std::memcpy(&w, p, B);
+      const __m256i sh = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
+      return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), sh), C((1 << B) - 1));
+    }
+  }
+  static V ToFloat(I q) { return _mm256_cvtepi32_ps(q); }
+  static V Lookup(I q, const float* L, int bits) {
+    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(L), q);
+    if (bits < 4) return lo;
+    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(L + 8), q);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));  // code bit 3
+  }
+  static V Load(const float* p) { return _mm256_loadu_ps(p); }
+  static V Bcast(float f) { return _mm256_set1_ps(f); }
+  static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V Xor(V v, const uint32_t* m) {
+    return _mm256_castsi256_ps(
+        _mm256_xor_si256(_mm256_castps_si256(v), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m))));
+  }
+  static void Store(float* d, V v) { _mm256_storeu_ps(d, v); }
+  static void StoreF16(uint16_t* d, V v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  static void StoreBF16(uint16_t* d, V v) {
+    const __m256i x = _mm256_castps_si256(v);
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, C(0x7FFFFFFF)), C(0x7F800000));
+    const __m256i hi = _mm256_srli_epi32(x, 16);
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, C(0x7FFF)), _mm256_and_si256(hi, C(1))), 16);
+    const __m256i o = _mm256_blendv_epi8(r, _mm256_or_si256(hi, C(0x40)), nan);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d),
+                     _mm_packus_epi32(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1)));
+  }
+  static V LoadF16(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static void FwhtIntra(V& v) {
+    __m256 s = _mm256_permute_ps(v, 0xB1);  // lanes j ^ 1
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xAA);
+    s = _mm256_permute_ps(v, 0x4E);  // j ^ 2
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xCC);
+    s = _mm256_permute2f128_ps(v, v, 1);  // j ^ 4
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xF0);
+  }
+};
+
+using K = Impl<Avx2>;
+const Kernels kAvx2 = {"avx2", &K::Rows, &K::F16Rows};
+
+}  // namespace
+
+const Kernels* KernelsAvx2() { return &kAvx2; }
+
+}  // namespace mqkv::codec::simd
+
+#else
+namespace mqkv::codec::simd {
+const Kernels* KernelsAvx2() { return nullptr; }
+}  // namespace mqkv::codec::simd
+#endif

@@ -1,0 +1,256 @@
+// The SIMD decode kernels, written once over an ISA "traits" type K and instantiated in
+// simd_sse2.cpp / simd_avx2.cpp / simd_avx512.cpp (each compiled with its ISA's flags). Include
+// only from those files, inside an anonymous namespace (see simd.h on why nothing here may have
+// external linkage).
+//
+// K provides a float vector V and int vector I of K::N lanes (8 or 16) and:
+//   template <int B> I Unpack(const uint8_t* p)   N codes of B bits at byte p (reads N*B/8 bytes)
+//   V ToFloat(I), Lookup(I, const float* levels16, int bits)
+//   V Load(const float*), Bcast(float), Mul, Add, Sub, Xor(V, const uint32_t*)
+//   void Store(float*, V), StoreF16(uint16_t*, V), StoreBF16(uint16_t*, V)
+//   V LoadF16(const uint8_t*)                     N little-endian fp16 -> binary32, exact
+//   void FwhtIntra(V&)                            butterflies h = 1 .. N/2 within the vector
+//
+// Arithmetic per element is exactly the reference's (detail/lowbit.h): affine float(q)*s then
+// +mn; codebook L[q]*s; meta c*step then +lo; Hadamard a+b / a-b per stage in stage order,
+// then *c_B, then the sign bit flipped. Conversions are round-to-nearest-even like numeric.h.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "simd.h"
+
+namespace mqkv::codec::simd {
+
+// Instantiated only with traits types from an anonymous namespace, so every instantiation has
+// internal linkage (simd.h).
+template <class K>
+struct Impl {
+  using V = typename K::V;
+  using I = typename K::I;
+  static constexpr uint32_t N = K::N;
+
+  // ---- output policies ----------------------------------------------------------------------
+  struct OutF32 {
+    float* d;
+    static constexpr uint32_t kSize = 4;
+    void Put(uint64_t e, V v) const { K::Store(d + e, v); }
+    void Tail(uint64_t e, V v, uint32_t n) const {
+      alignas(64) float t[16];
+      K::Store(t, v);
+      std::memcpy(d + e, t, n * 4);
+    }
+  };
+  struct OutF16 {
+    uint16_t* d;
+    static constexpr uint32_t kSize = 2;
+    void Put(uint64_t e, V v) const { K::StoreF16(d + e, v); }
+    void Tail(uint64_t e, V v, uint32_t n) const {
+      alignas(64) uint16_t t[16];
+      K::StoreF16(t, v);
+      std::memcpy(d + e, t, n * 2);
+    }
+  };
+  struct OutBF16 {
+    uint16_t* d;
+    static constexpr uint32_t kSize = 2;
+    void Put(uint64_t e, V v) const { K::StoreBF16(d + e, v); }
+    void Tail(uint64_t e, V v, uint32_t n) const {
+      alignas(64) uint16_t t[16];
+      K::StoreBF16(t, v);
+      std::memcpy(d + e, t, n * 2);
+    }
+  };
+
+  // ---- metadata of one group row -> per-element S (and M) -------------------------------------
+
+  static void MetaField(const Plan& p, int field, uint32_t gr, float* g) {
+    const uint8_t* part = field == 0 ? p.scales : p.mins;
+    const uint64_t i0 = uint64_t(gr) * p.group_cols;
+    uint32_t gc = 0;
+    if (p.meta_bits == 16) {
+      if constexpr (K::kHasF16)
+        for (; gc + N <= p.group_cols; gc += N) K::Store(g + gc, K::LoadF16(part + 2 * (i0 + gc)));
+      if (gc < p.group_cols) p.f16_to_f32(part + 2 * (i0 + gc), p.group_cols - gc, g + gc);
+      return;
+    }
+    const float* lo = p.col_lo[field];
+    const float* step = p.col_step[field];
+    if ((i0 * p.meta_bits) % 8 == 0) {
+      const uint8_t* base = part + i0 * p.meta_bits / 8;
+      if (p.meta_bits == 8) {
+        for (; gc + N <= p.group_cols; gc += N)
+          K::Store(g + gc, K::Add(K::Mul(K::ToFloat(K::template Unpack<8>(base + gc)), K::Load(step + gc)), K::Load(lo + gc)));
+      } else {
+        for (; gc + N <= p.group_cols; gc += N)
+          K::Store(g + gc, K::Add(K::Mul(K::ToFloat(K::template Unpack<4>(base + gc / 2)), K::Load(step + gc)), K::Load(lo + gc)));
+      }
+    }
+    if (gc < p.group_cols) p.meta_values(p, field, i0 + gc, gc, p.group_cols - gc, g + gc);
+  }
+
+  // Expands per-group values to per-element (token axis: col_span consecutive elements share a
+  // group, col_span a multiple of 8). Each store writes N lanes; a group shorter than N is
+  // overwritten by the next one, and the buffers are padded for the last.
+  static void Expand(const Plan& p, const float* g, float* out) {
+    const uint32_t G = p.col_span;
+    for (uint32_t gc = 0; gc < p.group_cols; ++gc) {
+      const V b = K::Bcast(g[gc]);
+      float* o = out + uint64_t(gc) * G;
+      for (uint32_t k = 0; k < G; k += N) K::Store(o + k, b);
+    }
+  }
+
+  // Per-element scale / min of group row gr; returns the arrays to read.
+  static void GroupRow(const Plan& p, uint32_t gr, const float** S, const float** M) {
+    MetaField(p, 0, gr, p.gS);
+    if (!p.codebook) MetaField(p, 1, gr, p.gM);
+    if (p.col_span == 1) {  // channel axis: one group per element already
+      *S = p.gS;
+      *M = p.gM;
+      return;
+    }
+    Expand(p, p.gS, p.S);
+    if (!p.codebook) Expand(p, p.gM, p.M);
+    *S = p.S;
+    *M = p.M;
+  }
+
+  // ---- one row of codes -----------------------------------------------------------------------
+
+  template <int B, bool CB>
+  static V Value(const uint8_t* c, const float* S, const float* M, const float* L) {
+    const I q = K::template Unpack<B>(c);
+    if constexpr (CB) {
+      return K::Mul(K::Lookup(q, L, B), K::Load(S));
+    } else {
+      (void)L;
+      return K::Add(K::Mul(K::ToFloat(q), K::Load(S)), K::Load(M));
+    }
+  }
+
+  // Decodes one quantized row; Intra applies the in-register Hadamard stages (rotation with a
+  // block of at least N dims, so every vector lies inside one block).
+  template <int B, bool CB, bool Intra, class Out>
+  static void Row(const Plan& p, const uint8_t* c, const float* S, const float* M, const Out& out) {
+    const uint32_t rv = p.row_values;
+    uint32_t e = 0;
+    for (; e + N <= rv; e += N) {
+      V v = Value<B, CB>(c + uint64_t(e) * B / 8, S + e, M + e, p.levels);
+      if constexpr (Intra) K::FwhtIntra(v);
+      out.Put(e, v);
+    }
+    if (e < rv) {  // N = 16 and rv % 16 == 8: the last 8 codes from a zero-padded copy
+      alignas(64) uint8_t buf[16 * B / 8 + 8] = {};
+      std::memcpy(buf, c + uint64_t(e) * B / 8, (rv - e) * B / 8);
+      out.Tail(e, Value<B, CB>(buf, S + e, M + e, p.levels), rv - e);
+    }
+  }
+
+  // ---- inverse Hadamard on a decoded fp32 row, then the output ---------------------------------
+
+  static void InterStages(float* x, uint32_t block) {
+    for (uint32_t h = N; h < block; h <<= 1)
+      for (uint32_t j = 0; j < block; j += 2 * h)
+        for (uint32_t k = j; k < j + h; k += N) {
+          const V a = K::Load(x + k), b = K::Load(x + k + h);
+          K::Store(x + k, K::Add(a, b));
+          K::Store(x + k + h, K::Sub(a, b));
+        }
+  }
+
+  template <class Out>
+  static void Finish(const Plan& p, const Out& out) {
+    const uint32_t rv = p.row_values;
+    const V c = K::Bcast(p.rot_c);
+    uint32_t e = 0;
+    for (; e + N <= rv; e += N) out.Put(e, K::Xor(K::Mul(K::Load(p.row + e), c), p.sign + e));
+    if (e < rv) out.Tail(e, K::Xor(K::Mul(K::Load(p.row + e), c), p.sign + e), rv - e);
+  }
+
+  // ---- rows driver ----------------------------------------------------------------------------
+
+  template <int B, bool CB, class Out>
+  static void RowsT(const Plan& p, uint32_t t0, uint32_t t1, Out out) {
+    const uint64_t rv = p.row_values;
+    const bool intra = p.rotate && p.rot_block >= N;
+    const float* S = nullptr;
+    const float* M = nullptr;
+    uint32_t cur = UINT32_MAX;
+    for (uint32_t t = t0; t < t1; ++t) {
+      const uint32_t gr = t / p.row_span;
+      if (gr != cur) {
+        GroupRow(p, gr, &S, &M);
+        cur = gr;
+      }
+      const uint8_t* c = p.codes + uint64_t(t) * rv * B / 8;
+      Out o = out;
+      o.d += uint64_t(t - t0) * rv;
+      if (!p.rotate) {
+        Row<B, CB, false>(p, c, S, M, o);
+        continue;
+      }
+      if (intra) {
+        Row<B, CB, true>(p, c, S, M, OutF32{p.row});
+        for (uint32_t h0 = 0; h0 < rv; h0 += p.head_dim)
+          for (uint32_t b0 = 0; b0 < p.head_dim; b0 += p.rot_block) InterStages(p.row + h0 + b0, p.rot_block);
+      } else {
+        Row<B, CB, false>(p, c, S, M, OutF32{p.row});
+        for (uint32_t h0 = 0; h0 < rv; h0 += p.head_dim)
+          for (uint32_t b0 = 0; b0 < p.head_dim; b0 += p.rot_block) p.butterflies(p.row + h0 + b0, p.rot_block);
+      }
+      Finish(p, o);
+    }
+  }
+
+  template <int B, bool CB>
+  static void RowsB(const Plan& p, uint32_t t0, uint32_t t1, DType out, void* dst) {
+    switch (out) {
+      case DType::kF32: return RowsT<B, CB>(p, t0, t1, OutF32{static_cast<float*>(dst)});
+      case DType::kF16: return RowsT<B, CB>(p, t0, t1, OutF16{static_cast<uint16_t*>(dst)});
+      case DType::kBF16: return RowsT<B, CB>(p, t0, t1, OutBF16{static_cast<uint16_t*>(dst)});
+    }
+  }
+
+  static void Rows(const Plan& p, uint32_t t0, uint32_t t1, DType out, void* dst) {
+    if (p.codebook) {
+      switch (p.bits) {
+        case 1: return RowsB<1, true>(p, t0, t1, out, dst);
+        case 2: return RowsB<2, true>(p, t0, t1, out, dst);
+        case 3: return RowsB<3, true>(p, t0, t1, out, dst);
+        case 4: return RowsB<4, true>(p, t0, t1, out, dst);
+      }
+      return;
+    }
+    switch (p.bits) {
+      case 2: return RowsB<2, false>(p, t0, t1, out, dst);
+      case 3: return RowsB<3, false>(p, t0, t1, out, dst);
+      case 4: return RowsB<4, false>(p, t0, t1, out, dst);
+      case 8: return RowsB<8, false>(p, t0, t1, out, dst);
+    }
+  }
+
+  // ---- fp16 rows (sinks, residual) --------------------------------------------------------------
+
+  template <class Out>
+  static void F16RowsT(const uint8_t* src, uint64_t n, Out out) {
+    uint64_t i = 0;
+    for (; i + N <= n; i += N) out.Put(i, K::LoadF16(src + 2 * i));
+    if (i < n) {
+      alignas(64) uint8_t buf[32] = {};
+      std::memcpy(buf, src + 2 * i, (n - i) * 2);
+      out.Tail(i, K::LoadF16(buf), static_cast<uint32_t>(n - i));
+    }
+  }
+
+  static void F16Rows(const uint8_t* src, uint64_t n, DType out, void* dst) {
+    switch (out) {
+      case DType::kF16: std::memcpy(dst, src, n * 2); return;
+      case DType::kF32: return F16RowsT(src, n, OutF32{static_cast<float*>(dst)});
+      case DType::kBF16: return F16RowsT(src, n, OutBF16{static_cast<uint16_t*>(dst)});
+    }
+  }
+};
+
+}  // namespace mqkv::codec::simd

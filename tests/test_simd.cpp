@@ -1,0 +1,295 @@
+// The SIMD decoder equals the scalar reference bit for bit, under every ISA this machine has
+// (each forced in turn), for every low-bit codec shape, every output type and odd row ranges;
+// plus crafted edge values (NaN / Inf / subnormal metadata and levels) and the f16 / bf16
+// conversions of arbitrary binary32 patterns against numeric.h.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "format/container.h"
+#include "mqkv/detail/lowbit.h"
+#include "mqkv/mqkv.h"
+#include "mqkv/simd.h"
+#include "support.h"
+
+using namespace mqkv;
+
+namespace {
+
+struct Block {
+  BlockHeader h{};
+  std::vector<uint8_t> payload;  // exactly payload_bytes: any over-read shows under ASan
+  BlockView view() const { return BlockView{&h, payload.data()}; }
+};
+
+Status Build(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape, Block* out) {
+  EncodedBlock eb;
+  MQKV_RETURN_IF_ERROR(EncodeBlock(spec, x.data(), shape, &eb));
+  std::array<uint64_t, kNumParts> sizes{};
+  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
+  MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &eb.header));
+  out->h = eb.header;
+  out->payload.assign(eb.header.payload_bytes, 0);
+  for (int p = 0; p < kNumParts; ++p)
+    if (!eb.parts[p].empty()) std::memcpy(out->payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
+  return Status::OK();
+}
+
+std::vector<uint8_t> DecodeBytes(const Block& b, uint32_t r0, uint32_t r1, DType t, Backend be) {
+  std::vector<uint8_t> out(uint64_t(r1 - r0) * b.h.n_heads * b.h.head_dim * DTypeSize(t) + 1, 0xA5);
+  const Status s = GetCodec(b.h.codec)->Decode(b.view(), r0, r1, t, out.data(), be);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(out.back(), 0xA5) << "decode wrote past its output";
+  return out;
+}
+
+std::vector<std::string> SimdOnly() {
+  std::vector<std::string> v;
+  for (const std::string& a : SimdArchs())
+    if (a != "scalar") v.push_back(a);
+  return v;
+}
+
+// Restores automatic selection when a test ends.
+struct AutoArch {
+  ~AutoArch() { EXPECT_TRUE(ForceSimdArch("auto").ok()); }
+};
+
+// Every ISA, every output type, the given row ranges: bytes equal to the scalar decode.
+void ExpectAllArchsMatch(const Block& b, const std::vector<std::pair<uint32_t, uint32_t>>& ranges, const std::string& what) {
+  AutoArch restore;
+  for (const auto& [r0, r1] : ranges)
+    for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+      const std::vector<uint8_t> ref = DecodeBytes(b, r0, r1, t, Backend::kScalar);
+      for (const std::string& arch : SimdOnly()) {
+        ASSERT_TRUE(ForceSimdArch(arch).ok());
+        for (Backend be : {Backend::kSimd, Backend::kAuto}) {
+          const std::vector<uint8_t> got = DecodeBytes(b, r0, r1, t, be);
+          if (got != ref) {
+            size_t i = 0;
+            while (got[i] == ref[i]) ++i;
+            ADD_FAILURE() << what << ": " << arch << " " << DTypeName(t) << " rows [" << r0 << ", " << r1
+                          << ") differ from scalar first at byte " << i << " (element " << i / DTypeSize(t) << ")";
+            return;
+          }
+        }
+      }
+    }
+}
+
+TEST(Simd, ArchListAndForcing) {
+  AutoArch restore;
+  const std::vector<std::string> archs = SimdArchs();
+  ASSERT_FALSE(archs.empty());
+  EXPECT_EQ(archs.back(), "scalar");
+  EXPECT_EQ(BackendAvailable(Backend::kSimd), archs.size() > 1);
+  for (const std::string& a : archs) {
+    ASSERT_TRUE(ForceSimdArch(a).ok()) << a;
+    EXPECT_EQ(ActiveSimdArch(), a);
+  }
+  const Status bad = ForceSimdArch("avx1024");
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("avx1024"), std::string::npos);
+  EXPECT_EQ(ActiveSimdArch(), archs[archs.size() - 1]);  // unchanged by the failed call
+  ASSERT_TRUE(ForceSimdArch("auto").ok());
+  EXPECT_EQ(ActiveSimdArch(), archs.front());
+#if defined(__x86_64__)
+  EXPECT_NE(std::find(archs.begin(), archs.end(), "sse2"), archs.end()) << "SSE2 is the x86-64 baseline";
+#endif
+}
+
+// Random shapes and specs: all bit widths, meta 4/8/16, both axes, Hadamard with head_dim
+// 64/128/80/96 (and odd ones whose Hadamard blocks are 8), sinks / residual, odd row ranges.
+TEST(Simd, RandomBlocksEqualScalarUnderEveryIsa) {
+  if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
+  std::mt19937 rng(20261129);
+  auto pick = [&](auto... v) {
+    const std::array<int, sizeof...(v)> a{v...};
+    return a[rng() % a.size()];
+  };
+  int built = 0;
+  for (int iter = 0; iter < 260; ++iter) {
+    CodecSpec spec;
+    const bool cb = iter % 4 == 3;
+    spec.codec = cb ? CodecId::kCodebook : CodecId::kAffine;
+    spec.bits = static_cast<uint8_t>(cb ? pick(1, 2, 3, 4) : pick(2, 3, 4, 8));
+    spec.meta_bits = static_cast<uint8_t>(cb ? 16 : pick(4, 8, 16));
+    const uint32_t head_dim = static_cast<uint32_t>(pick(64, 128, 80, 96, 64, 128, 8, 24, 40, 16, 32));
+    const uint32_t n_heads = static_cast<uint32_t>(pick(1, 2, 3, 4));
+    spec.axis = rng() % 3 == 0 ? GroupAxis::kChannel : GroupAxis::kToken;
+    if (spec.axis == GroupAxis::kToken) {
+      std::vector<int> gs;
+      for (uint32_t g = 8; g <= head_dim; g += 8)
+        if (head_dim % g == 0) gs.push_back(static_cast<int>(g));
+      spec.group = static_cast<uint16_t>(gs[rng() % gs.size()]);
+    } else {
+      spec.group = static_cast<uint16_t>(pick(0, 1, 3, 5, 8, 16, 32));
+    }
+    if (rng() % 2) {
+      spec.rotation = Rotation::kHadamard;
+      spec.seed = rng();
+    }
+    const uint32_t rows = 1 + rng() % 40;
+    spec.sinks = rng() % 3 == 0 ? rng() % std::min<uint32_t>(rows, 3) : 0;
+    spec.residual = rng() % 3 == 0 ? rng() % (rows - spec.sinks + 1) : 0;
+    if (cb) {
+      const uint32_t n = 1u << spec.bits;
+      float v = -1.0f - float(rng() % 100) / 50.0f;
+      for (uint32_t i = 0; i < n; ++i) {
+        spec.levels.push_back(v);
+        v += 0.05f + float(rng() % 100) / 60.0f;
+      }
+      spec.scale_rule = rng() % 2 ? ScaleRule::kRobust : ScaleRule::kAbsMax;
+    }
+    const BlockShape shape{rows, n_heads, head_dim};
+    std::vector<float> x = mqkv::testing::RandomRows(shape.values(), 1000 + iter, rng() % 2 ? 1.0f : 1e-3f);
+    if (rng() % 4 == 0)  // a constant head vector: scale 0 groups
+      for (uint32_t d = 0; d < head_dim; ++d) x[d] = 0.25f;
+    Block b;
+    const Status s = Build(spec, x, shape, &b);
+    ASSERT_TRUE(s.ok()) << spec.ToString() << ": " << s.ToString();
+    ++built;
+    std::vector<std::pair<uint32_t, uint32_t>> ranges = {{0, rows}};
+    const uint32_t r0 = rng() % rows, r1 = r0 + 1 + rng() % (rows - r0);
+    ranges.push_back({r0, r1});
+    ExpectAllArchsMatch(b, ranges,
+                        spec.ToString() + " shape " + std::to_string(rows) + "x" + std::to_string(n_heads) + "x" + std::to_string(head_dim));
+    if (HasFailure()) return;
+  }
+  EXPECT_EQ(built, 260);
+}
+
+// The shapes the benchmarks and presets use, with every preset.
+TEST(Simd, PresetsEqualScalarUnderEveryIsa) {
+  if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
+  for (const std::string& name : PresetNames()) {
+    Result<CodecSpec> spec = CodecSpec::Parse(name);
+    ASSERT_TRUE(spec.ok()) << name;
+    if (spec->codec != CodecId::kAffine && spec->codec != CodecId::kCodebook) continue;
+    const BlockShape shape{200, 4, 128};
+    Block b;
+    const Status s = Build(*spec, mqkv::testing::RandomRows(shape.values(), 7), shape, &b);
+    ASSERT_TRUE(s.ok()) << name << ": " << s.ToString();
+    ExpectAllArchsMatch(b, {{0, 200}, {1, 2}, {5, 199}}, name);
+  }
+}
+
+uint16_t* MetaF16(Block& b, int part) { return reinterpret_cast<uint16_t*>(b.payload.data() + b.h.parts[part].offset); }
+
+// NaN (quiet and signalling payloads), infinities, subnormal and overflowing metadata.
+TEST(Simd, CraftedEdgeMetadataEqualScalar) {
+  if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
+  const uint16_t specials[] = {0x7E00, 0x7D01, 0xFE3F, 0x7C00, 0xFC00, 0x0001, 0x8001, 0x03FF,
+                               0x0400, 0x7BFF, 0xFBFF, 0x0000, 0x8000, 0x3C00, 0x1400, 0x0200};
+  for (const char* text : {"affine:bits=4,group=32", "affine:bits=2,group=16,axis=channel", "affine:bits=3,group=64",
+                           "affine:bits=8,group=64,rotate=hadamard", "codebook:bits=2,group=32,levels=-2/-1/1/2"}) {
+    Result<CodecSpec> spec = CodecSpec::Parse(text);
+    ASSERT_TRUE(spec.ok()) << text;
+    const BlockShape shape{12, 2, 64};
+    Block b;
+    ASSERT_TRUE(Build(*spec, mqkv::testing::RandomRows(shape.values(), 3), shape, &b).ok()) << text;
+    uint16_t* sc = MetaF16(b, kPartScales);
+    uint16_t* mn = spec->codec == CodecId::kAffine ? MetaF16(b, kPartMins) : nullptr;
+    const size_t groups = b.h.parts[kPartScales].bytes / 2;
+    for (size_t i = 0; i < groups; ++i) {
+      if (i % 3 == 0) sc[i] = specials[i % 16];
+      if (mn && i % 4 == 1) mn[i] = specials[(i * 7) % 16];
+      if (i % 5 == 2) sc[i] = 0x0001;  // subnormal products
+    }
+    ExpectAllArchsMatch(b, {{0, 12}, {3, 4}}, std::string("crafted ") + text);
+  }
+  // Meta-coded fields against crafted shared ranges (NaN, Inf, reversed, subnormal).
+  Result<CodecSpec> spec = CodecSpec::Parse("affine:bits=3,group=16,meta=4");
+  ASSERT_TRUE(spec.ok());
+  const BlockShape shape{9, 1, 64};
+  Block b;
+  ASSERT_TRUE(Build(*spec, mqkv::testing::RandomRows(shape.values(), 4), shape, &b).ok());
+  uint16_t* r = MetaF16(b, kPartRanges);
+  const size_t pairs = b.h.parts[kPartRanges].bytes / 4;
+  const uint16_t lohi[][2] = {{0x7E00, 0x3C00}, {0x0000, 0x7C00}, {0x3C00, 0x0000}, {0x0001, 0x0003},
+                              {0xFC00, 0x7C00}, {0x7BFF, 0xFBFF}, {0x8001, 0x0001}, {0x4000, 0x7D00}};
+  for (size_t i = 0; i < pairs; ++i) {
+    r[2 * i] = lohi[i % 8][0];
+    r[2 * i + 1] = lohi[i % 8][1];
+  }
+  ExpectAllArchsMatch(b, {{0, 9}, {8, 9}}, "crafted meta4 ranges");
+}
+
+// f16 / bf16 output of arbitrary binary32 patterns: a 4-bit codebook with scale 1 outputs its
+// levels exactly, so crafted levels reach the output conversions directly. Compared with
+// numeric.h, not only with the scalar decoder.
+TEST(Simd, OutputConversionsMatchNumericH) {
+  if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
+  AutoArch restore;
+  CodecSpec spec = *CodecSpec::Parse("codebook:bits=4,group=16,levels=-8/-7/-6/-5/-4/-3/-2/-1/1/2/3/4/5/6/7/8");
+  const BlockShape shape{1, 1, 32};
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = float(i % 16) - 7.5f;
+  Block b;
+  ASSERT_TRUE(Build(spec, x, shape, &b).ok());
+  uint16_t* sc = MetaF16(b, kPartScales);
+  sc[0] = sc[1] = 0x3C00;  // scale 1: output = L[q] exactly
+  // Codes 0..15 twice, so output element i is level i % 16.
+  uint8_t* codes = b.payload.data() + b.h.parts[kPartCodes].offset;
+  for (int i = 0; i < 16; ++i) codes[i] = static_cast<uint8_t>((2 * i % 16) | ((2 * i + 1) % 16) << 4);
+  uint8_t* levels = b.payload.data() + b.h.parts[kPartCodebook].offset;
+
+  std::vector<uint32_t> patterns;
+  // Around every f16 boundary: subnormal / normal, overflow, ties at each shift, NaN payloads.
+  for (uint32_t e = 100; e <= 145; ++e)
+    for (uint32_t m : {0u, 1u, 0xFFFu, 0x1000u, 0x1001u, 0x2000u, 0x3000u, 0x7FFFFFu, 0x400000u, 0x7FE000u, 0x7FF000u})
+      for (uint32_t s : {0u, 0x80000000u}) patterns.push_back(s | e << 23 | m);
+  for (uint32_t e = 102; e <= 113; ++e)  // subnormal-result ties: rem == half at each shift
+    for (uint32_t k = 0; k < 24; ++k) patterns.push_back(e << 23 | (1u << k) | ((k + e) % 2 ? 1u << 23 >> 1 : 0u));
+  for (uint32_t p : {0x7F800000u, 0xFF800000u, 0x7F800001u, 0x7FC00000u, 0xFFC00001u, 0x7FBFFFFFu, 0x00000001u,
+                     0x807FFFFFu, 0x477FEFFFu, 0x477FF000u, 0x477FF001u, 0x7F7FFFFFu, 0x33000000u, 0x33000001u,
+                     0x387FC000u, 0x387FE000u, 0x3F807FFFu, 0x3F808000u, 0x3F818000u, 0xFF7FFFFFu})
+    patterns.push_back(p);
+  std::mt19937 rng(5);
+  for (int i = 0; i < 16 * 3000; ++i) patterns.push_back(rng());
+  while (patterns.size() % 16) patterns.push_back(0x3F800000u);
+
+  volatile float one_v = 1.0f;  // not folded: x * 1.0f is an IEEE multiply, as in the decoder
+  const float one = one_v;
+  for (const std::string& arch : SimdOnly()) {
+    ASSERT_TRUE(ForceSimdArch(arch).ok());
+    for (size_t base = 0; base < patterns.size(); base += 16) {
+      std::memcpy(levels, patterns.data() + base, 64);
+      uint16_t h[32], bf[32];
+      float f[32];
+      ASSERT_TRUE(GetCodec(CodecId::kCodebook)->Decode(b.view(), 0, 1, DType::kF16, h, Backend::kSimd).ok());
+      ASSERT_TRUE(GetCodec(CodecId::kCodebook)->Decode(b.view(), 0, 1, DType::kBF16, bf, Backend::kSimd).ok());
+      ASSERT_TRUE(GetCodec(CodecId::kCodebook)->Decode(b.view(), 0, 1, DType::kF32, f, Backend::kSimd).ok());
+      for (int i = 0; i < 32; ++i) {
+        const uint32_t p = patterns[base + i % 16];
+        const float v = lowbit::codebook_value(bits_f32(p), one);  // a real multiply (quiets sNaN)
+        ASSERT_EQ(f32_bits(f[i]), f32_bits(v)) << arch << " f32 of 0x" << std::hex << p;
+        ASSERT_EQ(h[i], f32_to_f16(v)) << arch << " f16 of 0x" << std::hex << p;
+        ASSERT_EQ(bf[i], f32_to_bf16(v)) << arch << " bf16 of 0x" << std::hex << p;
+      }
+    }
+  }
+}
+
+// fp16 rows (sinks, residual) to every type: all 65536 half patterns.
+TEST(Simd, Fp16RowsAllPatterns) {
+  if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
+  CodecSpec spec = *CodecSpec::Parse("affine:bits=2,group=64,sinks=1,residual=2");
+  const BlockShape shape{4, 128, 64};  // 8192 values per row: 3 fp16 rows hold 24576 patterns
+  Block b;
+  ASSERT_TRUE(Build(spec, mqkv::testing::RandomRows(shape.values(), 9), shape, &b).ok());
+  uint16_t* sink = MetaF16(b, kPartSinkRows);
+  uint16_t* res = MetaF16(b, kPartResidualRows);
+  for (uint32_t round = 0; round < 3; ++round) {
+    for (uint32_t i = 0; i < 8192; ++i) sink[i] = static_cast<uint16_t>(round * 24576 + i);
+    for (uint32_t i = 0; i < 16384; ++i) res[i] = static_cast<uint16_t>(round * 24576 + 8192 + i);
+    ExpectAllArchsMatch(b, {{0, 4}, {0, 1}, {3, 4}}, "fp16 rows round " + std::to_string(round));
+  }
+}
+
+}  // namespace
