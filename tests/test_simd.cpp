@@ -119,7 +119,7 @@ TEST(Simd, RandomBlocksEqualScalarUnderEveryIsa) {
     spec.codec = cb ? CodecId::kCodebook : CodecId::kAffine;
     spec.bits = static_cast<uint8_t>(cb ? pick(1, 2, 3, 4) : pick(2, 3, 4, 8));
     spec.meta_bits = static_cast<uint8_t>(cb ? 16 : pick(4, 8, 16));
-    const uint32_t head_dim = static_cast<uint32_t>(pick(64, 128, 80, 96, 64, 128, 8, 24, 40, 16, 32));
+    const uint32_t head_dim = static_cast<uint32_t>(pick(64, 128, 80, 96, 64, 128, 8, 24, 40, 16, 32, 256));
     const uint32_t n_heads = static_cast<uint32_t>(pick(1, 2, 3, 4));
     spec.axis = rng() % 3 == 0 ? GroupAxis::kChannel : GroupAxis::kToken;
     if (spec.axis == GroupAxis::kToken) {

@@ -24,8 +24,7 @@ struct Avx2 {
     if constexpr (B == 8) {
       return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     } else {
-      uint32_t w = 0;
-      std::memcpy(&w, p, B);
+      const uint32_t w = static_cast<uint32_t>(LoadLE<B>(p));
       const __m256i sh = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
       return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), sh), C((1 << B) - 1));
     }

@@ -27,15 +27,13 @@ struct Avx512 {
     if constexpr (B == 8) {
       return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     } else if constexpr (B <= 2) {
-      uint32_t w = 0;
-      std::memcpy(&w, p, 2 * B);
+      const uint32_t w = static_cast<uint32_t>(LoadLE<2 * B>(p));
       const __m512i sh = _mm512_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B, 8 * B, 9 * B, 10 * B,
                                            11 * B, 12 * B, 13 * B, 14 * B, 15 * B);
       return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(w)), sh), C((1 << B) - 1));
     } else {
       // Codes 0-7 in bits [0, 8B), codes 8-15 in bits [8B, 16B): one dword per half.
-      uint64_t w = 0;
-      std::memcpy(&w, p, 2 * B);
+      const uint64_t w = LoadLE<2 * B>(p);
       const __m128i d = _mm_setr_epi32(static_cast<int>(static_cast<uint32_t>(w)),
                                        static_cast<int>(static_cast<uint32_t>(w >> (8 * B))), 0, 0);
       const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);

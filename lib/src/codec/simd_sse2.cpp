@@ -39,22 +39,19 @@ struct Sse2 {
     if constexpr (B == 8) {
       return Widen8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     } else if constexpr (B == 4) {
-      uint32_t w;
-      std::memcpy(&w, p, 4);
+      const uint32_t w = static_cast<uint32_t>(LoadLE<4>(p));
       const __m128i x = _mm_cvtsi32_si128(static_cast<int>(w));
       const __m128i m = _mm_set1_epi8(0x0F);
       return Widen8(_mm_unpacklo_epi8(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16(x, 4), m)));
     } else if constexpr (B == 2) {
-      uint16_t w;
-      std::memcpy(&w, p, 2);
+      const uint32_t w = static_cast<uint32_t>(LoadLE<2>(p));
       const __m128i x = _mm_cvtsi32_si128(w);
       const __m128i m = _mm_set1_epi8(0x03);
       const __m128i c0 = _mm_and_si128(x, m), c1 = _mm_and_si128(_mm_srli_epi16(x, 2), m);
       const __m128i c2 = _mm_and_si128(_mm_srli_epi16(x, 4), m), c3 = _mm_and_si128(_mm_srli_epi16(x, 6), m);
       return Widen8(_mm_unpacklo_epi16(_mm_unpacklo_epi8(c0, c1), _mm_unpacklo_epi8(c2, c3)));
     } else {
-      uint32_t w = 0;
-      std::memcpy(&w, p, B);
+      const uint32_t w = static_cast<uint32_t>(LoadLE<B>(p));
       constexpr uint32_t m = (1u << B) - 1u;
       auto c = [&](int i) { return static_cast<int>((w >> (B * i)) & m); };
       return {_mm_setr_epi32(c(0), c(1), c(2), c(3)), _mm_setr_epi32(c(4), c(5), c(6), c(7))};
