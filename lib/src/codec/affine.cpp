@@ -16,6 +16,9 @@ void DecodeAffineRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32
   const lb::Geometry g = lb::geometry(h);
   const uint8_t* codes = payload + h.parts[kPartCodes].offset;
   std::vector<float> scale(g.group_cols), min(g.group_cols);
+  std::vector<uint8_t> negative;  // sign rule, once per call
+  if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
+    for (uint32_t i = 0; i < h.head_dim; ++i) negative.push_back(lb::hadamard_negative(h.rot_seed, i));
   uint32_t cur = UINT32_MAX;
   for (uint32_t t = t0; t < t1; ++t) {
     const uint32_t gr = t / g.row_span;
@@ -32,8 +35,8 @@ void DecodeAffineRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32
       const uint32_t gc = e / g.col_span;
       o[e] = lb::affine_value(lb::read_code(codes, base + e, h.bits), scale[gc], min[gc]);
     }
-    if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
-      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, h.rot_seed);
+    if (!negative.empty())
+      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, negative.data());
   }
 }
 

@@ -19,6 +19,9 @@ void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint
   float levels[16];
   for (uint32_t i = 0; i < (1u << h.bits); ++i) levels[i] = lb::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i);
   std::vector<float> scale(g.group_cols);
+  std::vector<uint8_t> negative;  // sign rule, once per call
+  if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
+    for (uint32_t i = 0; i < h.head_dim; ++i) negative.push_back(lb::hadamard_negative(h.rot_seed, i));
   uint32_t cur = UINT32_MAX;
   for (uint32_t t = t0; t < t1; ++t) {
     const uint32_t gr = t / g.row_span;
@@ -30,8 +33,8 @@ void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint
     const uint64_t base = uint64_t(t) * g.row_values;
     for (uint32_t e = 0; e < g.row_values; ++e)
       o[e] = lb::codebook_value(levels[lb::read_code(codes, base + e, h.bits)], scale[e / g.col_span]);
-    if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
-      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, h.rot_seed);
+    if (!negative.empty())
+      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, negative.data());
   }
 }
 

@@ -183,6 +183,17 @@ MQKV_HD void inverse_rotate(float* v, uint32_t head_dim, uint32_t block, uint64_
   }
 }
 
+// The same with the sign rule precomputed: negative[i] = hadamard_negative(seed, i), i < head_dim
+// (bit-identical; negation, not a multiply by -1, so NaN signs match too).
+MQKV_HD void inverse_rotate(float* v, uint32_t head_dim, uint32_t block, const uint8_t* negative) {
+  const float c = hadamard_scale(block);
+  for (uint32_t b0 = 0; b0 < head_dim; b0 += block) fwht_butterflies(v + b0, block);
+  for (uint32_t i = 0; i < head_dim; ++i) {
+    const float x = mul_rn(v[i], c);
+    v[i] = negative[i] ? -x : x;
+  }
+}
+
 // Encode-side forward rotation: sign of each dim, then per block the butterflies, then times c_B.
 MQKV_HD void forward_rotate(float* v, uint32_t head_dim, uint32_t block, uint64_t seed) {
   for (uint32_t i = 0; i < head_dim; ++i)
