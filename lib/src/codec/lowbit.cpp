@@ -9,6 +9,7 @@
 
 #include "../format/container.h"
 #include "codecs.h"
+#include "mqkv/cuda.h"
 
 namespace mqkv::codec::lowbit {
 
@@ -220,7 +221,7 @@ Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<
 }
 
 Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend, RowsFn rows) {
-  if (backend == Backend::kCuda) return Unsupported("the cuda backend decodes into device memory (mqkv/cuda.h)");
+  if (backend == Backend::kCuda) return CudaDecodeHostBlock(b, r0, r1, out, dst);  // upload, decode, download
   const BlockHeader& h = *b.header;
   if (r0 > r1 || r1 > h.n_tokens)
     return OutOfRange("rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") outside the block's " + std::to_string(h.n_tokens) + " rows");

@@ -4,6 +4,7 @@
 
 #include "../format/container.h"
 #include "codecs.h"
+#include "mqkv/cuda.h"
 #include "mqkv/numeric.h"
 
 namespace mqkv::codec {
@@ -38,7 +39,7 @@ class RawCodec final : public Codec {
   }
 
   Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {
-    if (backend == Backend::kCuda) return Unsupported("the cuda backend decodes into device memory (mqkv/cuda.h)");
+    if (backend == Backend::kCuda) return CudaDecodeHostBlock(b, r0, r1, out, dst);  // upload, decode, download
     const BlockHeader& h = *b.header;
     if (r0 > r1 || r1 > h.n_tokens) return OutOfRange("row range outside block");
     const uint64_t row = uint64_t(h.n_heads) * h.head_dim;

@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "codecs.h"
+#include "mqkv/cuda.h"
 #include "mqkv/numeric.h"
 #include "mqkv/simd.h"
 
@@ -50,7 +51,7 @@ bool BackendAvailable(Backend b) {
     case Backend::kAuto:
     case Backend::kScalar: return true;
     case Backend::kSimd: return SimdArchs().size() > 1;  // an ISA beyond "scalar" (mqkv/simd.h)
-    case Backend::kCuda: return false;  // no host-callable CUDA decode in this build yet
+    case Backend::kCuda: return CudaDeviceAvailable();  // CUDA build and a device (mqkv/cuda.h)
   }
   return false;
 }
