@@ -110,42 +110,34 @@ inline LowbitArgs make_args(const BlockHeader& h, const uint8_t* payload, uint32
   return a;
 }
 
-// Per-thread state of one octet column. Token axis: one group column (index 0 of the arrays);
-// channel axis: 8 group columns e0 .. e0+7.
+// Per-thread state of one octet column. Token axis: one group column (index 0 of s, m); channel
+// axis: 8 group columns e0 .. e0+7. Kept small: register pressure decides the kernels' speed.
 struct Column {
   uint32_t e0;          // first element of the octet within the row
   uint32_t cur_gr;      // group row whose metadata is loaded (UINT32_MAX: none)
   uint32_t neg;         // bit k: element e0+k is negated by the inverse rotation
-  float lo[2][8];       // meta-coded: shared range low end per [field][column]
-  float step[2][8];     // meta-coded: (hi - lo) / (2^M - 1) per [field][column]
+  float lo[2], step[2]; // token axis, meta-coded: the group column's shared range per field
   float s[8], m[8];     // current group row's scale and min per column
 };
 
 MQKV_HD bool channel_axis(const BlockHeader& h) { return h.group_axis == static_cast<uint8_t>(GroupAxis::kChannel); }
 MQKV_HD bool is_affine(const BlockHeader& h) { return h.codec == static_cast<uint8_t>(CodecId::kAffine); }
 
-// Column-constant state: meta-coded ranges (the same arithmetic as lb::meta_field, hoisted) and
-// the Hadamard sign mask.
+// Column-constant state: the token-axis meta-coded ranges (lb::meta_field's arithmetic, hoisted
+// out of the row loop: a token-axis group row is one row) and the Hadamard sign mask.
 MQKV_HD void column_init(const LowbitArgs& a, uint32_t octet, Column& c) {
   const BlockHeader& h = a.h;
   c.e0 = octet * 8;
   c.cur_gr = 0xFFFFFFFFu;
   c.neg = 0;
-  const uint32_t ncol = channel_axis(h) ? 8u : 1u;
-  const uint32_t nfield = is_affine(h) ? 2u : 1u;
-  if (h.meta_bits != 16 && a.g.group_rows > 0) {
-    // Constant trip counts (unrolled) keep the arrays in registers.
+  if (h.meta_bits != 16 && !channel_axis(h) && a.g.group_rows > 0) {
 #pragma unroll
-    for (uint32_t f = 0; f < 2; ++f)
-#pragma unroll
-      for (uint32_t k = 0; k < 8; ++k) {
-        if (f >= nfield || k >= ncol) continue;
-        const uint32_t gc = channel_axis(h) ? c.e0 + k : c.e0 / h.group_size;
-        const uint8_t* r = a.payload + h.parts[kPartRanges].offset + (static_cast<uint64_t>(f) * a.g.group_cols + gc) * 4;
-        const float lo = lb::load_f16(r), hi = lb::load_f16(r + 2);
-        c.lo[f][k] = lo;
-        c.step[f][k] = lb::meta_step(lo, hi, h.meta_bits);
-      }
+    for (uint32_t f = 0; f < 2; ++f) {
+      if (f == 1 && !is_affine(h)) break;
+      const uint8_t* r = a.payload + h.parts[kPartRanges].offset + (static_cast<uint64_t>(f) * a.g.group_cols + c.e0 / h.group_size) * 4;
+      c.lo[f] = lb::load_f16(r);
+      c.step[f] = lb::meta_step(c.lo[f], lb::load_f16(r + 2), h.meta_bits);
+    }
   }
   if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) {
     const uint32_t d0 = c.e0 % h.head_dim;
@@ -154,29 +146,28 @@ MQKV_HD void column_init(const LowbitArgs& a, uint32_t octet, Column& c) {
   }
 }
 
-// Field `f` of group (gr, gc) for column slot k: lb::meta_field with the range hoisted.
-MQKV_HD float column_field(const LowbitArgs& a, const Column& c, uint32_t f, uint32_t k, uint32_t gr, uint32_t gc) {
-  const BlockHeader& h = a.h;
-  const uint8_t* part = a.payload + h.parts[f == 0 ? kPartScales : kPartMins].offset;
-  const uint64_t index = static_cast<uint64_t>(gr) * a.g.group_cols + gc;
-  if (h.meta_bits == 16) return lb::load_f16(part + 2 * index);
-  return lb::meta_value(lb::read_code(part, index, h.meta_bits), c.lo[f][k], c.step[f][k]);
-}
-
-// Loads scale (and min) of group row gr for the column.
+// Loads scale (and min) of group row gr for the column. Channel axis: lb::meta_field itself (once
+// per G rows); token axis: the same arithmetic with the column's range hoisted.
 MQKV_HD void column_meta(const LowbitArgs& a, Column& c, uint32_t gr) {
   const BlockHeader& h = a.h;
   const bool affine = is_affine(h);
   if (channel_axis(h)) {
 #pragma unroll
     for (uint32_t k = 0; k < 8; ++k) {
-      c.s[k] = column_field(a, c, 0, k, gr, c.e0 + k);
-      if (affine) c.m[k] = column_field(a, c, 1, k, gr, c.e0 + k);
+      c.s[k] = lb::meta_field(h, a.g, a.payload, lb::kFieldScale, gr, c.e0 + k);
+      if (affine) c.m[k] = lb::meta_field(h, a.g, a.payload, lb::kFieldMin, gr, c.e0 + k);
     }
   } else {
-    const uint32_t gc = c.e0 / h.group_size;
-    c.s[0] = column_field(a, c, 0, 0, gr, gc);
-    if (affine) c.m[0] = column_field(a, c, 1, 0, gr, gc);
+    const uint64_t index = static_cast<uint64_t>(gr) * a.g.group_cols + c.e0 / h.group_size;
+    const uint8_t* sp = a.payload + h.parts[kPartScales].offset;
+    const uint8_t* mp = a.payload + h.parts[kPartMins].offset;
+    if (h.meta_bits == 16) {
+      c.s[0] = lb::load_f16(sp + 2 * index);
+      if (affine) c.m[0] = lb::load_f16(mp + 2 * index);
+    } else {
+      c.s[0] = lb::meta_value(lb::read_code(sp, index, h.meta_bits), c.lo[0], c.step[0]);
+      if (affine) c.m[0] = lb::meta_value(lb::read_code(mp, index, h.meta_bits), c.lo[1], c.step[1]);
+    }
   }
   c.cur_gr = gr;
 }
