@@ -59,10 +59,13 @@ log=${out:-/tmp}/gpu-check.log
 } >"$results"
 status=0
 echo "== GPU tests" | tee -a "$log"
-if "$stage/test_cuda_gpu" ${out:+--gtest_output=xml:$out/test_cuda_gpu.xml} 2>&1 | tee -a "$log"; then t=passed; else t=FAILED; status=1; fi
-"$stage/test_cuda_logic" >>"$log" 2>&1 || { t="$t; logic test FAILED"; status=1; }
+gtest_log=${out:-/tmp}/test_cuda_gpu.log
+if "$stage/test_cuda_gpu" ${out:+--gtest_output=xml:$out/test_cuda_gpu.xml} >"$gtest_log" 2>&1; then t=passed; else t=FAILED; status=1; fi
+cat "$gtest_log" >>"$log"
+if grep -q 'no CUDA device' "$gtest_log"; then t="SKIPPED: $(grep -m1 -o 'no CUDA device[^)]*)' "$gtest_log")"; status=1; fi
+"$stage/test_cuda_logic" >>"$log" 2>&1 || { t="$t; CPU logic test FAILED"; status=1; }
 printf '\nGPU tests (tests/cuda/test_cuda_gpu.cu): **%s** (%s)\n\n' "$t" \
-  "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$log" | tr '\n' ' ')" >>"$results"
+  "$(grep -E '^\[  (PASSED|SKIPPED|FAILED)  \] [0-9]+ test' "$gtest_log" | tr -s ' ' | tr '\n' ' ')" >>"$results"
 if [ -f "$stage/affine_b2_g16.mqkv" ]; then
   echo "== mqverify --backend cuda" | tee -a "$log"
   if "$stage/mqverify" --backend cuda "$stage/affine_b2_g16.mqkv" >>"$log" 2>&1; then v=agrees; else v=FAILED; status=1; fi
