@@ -16,7 +16,7 @@ ctest --test-dir build --output-on-failure -j "$jobs"
 
 if [ "${MQKV_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== build + ctest (ASan + UBSan)"
-  MQKV_BUILD_DIR=build-asan bash scripts/build.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQKV_SANITIZE=ON \
+  MQKV_BUILD_DIR=build-asan bash scripts/build.sh -DCMAKE_BUILD_TYPE=Debug -DMQKV_SANITIZE=ON \
     -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j "$jobs"

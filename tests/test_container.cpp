@@ -66,3 +66,39 @@ TEST(Container, RoundTripRawCodecs) {
     EXPECT_EQ(*part, std::vector<float>(rows.begin() + 2 * 32, rows.begin() + 4 * 32));
   }
 }
+
+// Splitting a tensor into blocks never quantizes a row the spec keeps in fp16: all sink rows
+// land in the first block and all residual rows in the last, whatever max_block_tokens is.
+TEST(Container, SplitKeepsSinkAndResidualRowsInFp16) {
+  TempDir dir;
+  const std::string path = dir.Path("split.mqkv");
+  const uint32_t n = 200, heads = 2, dim = 32;
+  std::vector<float> rows = mqkv::testing::RandomRows(uint64_t(n) * heads * dim, 11);
+  auto spec = CodecSpec::Parse("affine:bits=2,group=32,sinks=3,residual=50");
+  ASSERT_TRUE(spec.ok());
+  {
+    WriterOptions wo;
+    wo.max_block_tokens = 20;
+    auto w = Writer::Create(path, wo);
+    ASSERT_TRUE(w.ok());
+    TensorDesc d;
+    d.n_heads = heads;
+    d.head_dim = dim;
+    d.n_tokens = n;
+    ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *spec).ok());
+    ASSERT_TRUE((*w)->Finish().ok());
+  }
+  auto s = Snapshot::Open(path);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const auto& blocks = (*s)->blocks();
+  ASSERT_EQ(blocks.size(), 8u);  // quantized middle of 147 rows cut every 20 rows
+  EXPECT_EQ(blocks.front().header.n_sink, 3u);
+  EXPECT_EQ(blocks.back().header.n_residual, 50u);
+  auto got = (*s)->DecodeF32(0, 0, n);
+  ASSERT_TRUE(got.ok());
+  const uint64_t row = heads * dim;
+  for (uint64_t i = 0; i < n * row; ++i) {
+    const uint64_t r = i / row;
+    if (r < 3 || r >= n - 50) ASSERT_EQ((*got)[i], round_to_f16(rows[i])) << "row " << r;
+  }
+}

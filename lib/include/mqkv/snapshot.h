@@ -126,7 +126,9 @@ class Snapshot {
 
 struct WriterOptions {
   int zstd_level = 0;            // 0: store payloads uncompressed; 1..22: zstd when it saves bytes
-  uint32_t max_block_tokens = 0; // 0: one block per tensor (split only if a payload would pass 4 GiB)
+  // 0: one block per tensor (split only if a payload would pass 4 GiB). Only the quantized middle
+  // is split: sink rows stay whole in the first block and residual rows in the last.
+  uint32_t max_block_tokens = 0;
   bool fsync = true;             // fsync file and directory before/after the rename
 };
 

@@ -138,13 +138,20 @@ Status Writer::AddTensor(const TensorDesc& desc, const float* rows, const CodecS
   uint64_t limit = (7ull << 29) / (row_values * 4);
   if (limit == 0) limit = 1;
   if (w.opts.max_block_tokens) limit = std::min<uint64_t>(limit, w.opts.max_block_tokens);
-  uint32_t begin = 0;
-  while (begin < desc.n_tokens) {
-    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(limit, desc.n_tokens - begin));
-    const bool first = begin == 0, last = begin + n == desc.n_tokens;
+  // Sink rows stay in the first block and residual rows in the last, so splitting never
+  // quantizes a row the spec keeps in fp16: only the quantized middle is cut every `limit` rows
+  // (the first and last block may exceed the limit by the sink / residual rows).
+  const uint32_t n_total = desc.n_tokens;
+  const uint32_t sinks = std::min(spec.sinks, n_total), residual = std::min(spec.residual, n_total - sinks);
+  std::vector<uint32_t> starts;
+  if (n_total > 0) starts.push_back(0);
+  for (uint64_t b = uint64_t(sinks) + limit; b < n_total - residual; b += limit) starts.push_back(static_cast<uint32_t>(b));
+  for (size_t i = 0; i < starts.size(); ++i) {
+    const uint32_t begin = starts[i];
+    const uint32_t n = (i + 1 < starts.size() ? starts[i + 1] : n_total) - begin;
     CodecSpec cs = spec;
-    cs.sinks = first ? std::min(spec.sinks, n) : 0;
-    cs.residual = last ? std::min(spec.residual, n - cs.sinks) : 0;
+    cs.sinks = i == 0 ? sinks : 0;
+    cs.residual = i + 1 == starts.size() ? residual : 0;
     EncodedBlock eb;
     BlockShape shape{n, desc.n_heads, desc.head_dim};
     if (Status s = EncodeBlock(cs, rows + begin * row_values, shape, &eb); !s.ok())
@@ -152,7 +159,6 @@ Status Writer::AddTensor(const TensorDesc& desc, const float* rows, const CodecS
     eb.header.layer = desc.layer;
     eb.header.kind = static_cast<uint8_t>(desc.kind);
     MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, eb));
-    begin += n;
   }
   ti.n_blocks = static_cast<uint32_t>(w.footer.blocks.size()) - ti.first_block;
   w.footer.tensors.push_back(std::move(ti));
