@@ -202,3 +202,22 @@ TEST_F(MqconvertTest, ExitCodesAndOneLineErrors) {
   EXPECT_EQ(r.code, 4) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir.Path("y.npz")));
 }
+
+// A llama.cpp state does not say how a row splits into heads; --head-dim-k/-v tell it.
+TEST_F(MqconvertTest, HeadDimForLlamaInput) {
+  const KvSet set = MakeSet("f16", 6);  // 2 heads x 16 dims per row
+  const std::string src = dir.Path("src.safetensors"), seq = dir.Path("slot.bin"), a = dir.Path("a.mqkv"), b = dir.Path("b.mqkv");
+  ASSERT_TRUE(WriteKvSet(set, src, FileFormat::kSafetensors).ok());
+  ASSERT_EQ(Exec(dir, src + " " + seq + " --to llama-seq").code, 0);
+  RunResult r = Exec(dir, seq + " " + a + " --head-dim-k 16");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto snap = Snapshot::Open(a);
+  ASSERT_TRUE(snap.ok());
+  for (const TensorInfo& t : (*snap)->tensors()) {
+    EXPECT_EQ(t.n_heads, 2u);
+    EXPECT_EQ(t.head_dim, 16u);
+  }
+  r = Exec(dir, src + " " + b + " --head-dim-k 16");
+  EXPECT_EQ(r.code, 2) << "--head-dim-k applies to llama.cpp input only";
+  EXPECT_NE(r.err.find("--head-dim-k"), std::string::npos) << r.err;
+}

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "mqkv/llama.h"
 #include "tool.h"
 
 using namespace mqkv;
@@ -100,6 +101,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-block-tokens", max_block_tokens, "mqkv: at most this many token rows per block (0: one block per tensor)");
   app.add_option("--llama-type-k", llama_k, "llama.cpp output: K cache type (f32, f16, bf16, q8_0, q4_0; default: the source's)");
   app.add_option("--llama-type-v", llama_v, "llama.cpp output: V cache type");
+  uint32_t head_dim_k = 0, head_dim_v = 0;
+  app.add_option("--head-dim-k", head_dim_k, "llama.cpp input: elements per K head (the state does not say; default: spec/LLAMA.md's rule)");
+  app.add_option("--head-dim-v", head_dim_v, "llama.cpp input: elements per V head (default: --head-dim-k, else the rule)");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.footer(kFooter);
   return tool::Run(app, argc, argv, [&]() -> int {
@@ -135,8 +139,21 @@ int main(int argc, char** argv) {
 
     tool::Progress progress(kProg, 2);
     progress.Update(0);
-    auto set = ReadKvSet(in, in_fmt, ropts);
-    if (!set.ok()) return tool::Fail(kProg, set.status());
+    const bool llama_in = in_fmt != FileFormat::kMqkv && in_fmt != FileFormat::kSafetensors && in_fmt != FileFormat::kNpy &&
+                          in_fmt != FileFormat::kNpz;
+    if ((head_dim_k || head_dim_v) && !llama_in)
+      return tool::Fail(kProg, InvalidArgument(std::string("--head-dim-k/-v apply to llama.cpp input, not ") + FileFormatName(in_fmt)));
+    Result<KvSet> set = Status(StatusCode::kInternal, "unread");
+    if (llama_in && (head_dim_k || head_dim_v)) {
+      set = ReadLlamaKvSet(in, in_fmt, LlamaReadOptions{head_dim_k, head_dim_v ? head_dim_v : head_dim_k});
+      if (set.ok() && ropts.tokens) {
+        Status st = SliceTokens(&*set, ropts.tokens->first, ropts.tokens->second);
+        if (!st.ok()) set = st.WithFile(in);
+      }
+    } else {
+      set = ReadKvSet(in, in_fmt, ropts);
+    }
+    if (!set.ok()) return tool::Fail(kProg, Status(set.status()).WithFile(in));
     progress.Update(1);
 
     wopts.k_codec = kspec ? *kspec : LosslessCodec(*set, Kind::kK);
