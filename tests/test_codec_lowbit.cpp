@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <set>
 
@@ -515,4 +516,16 @@ TEST(LowbitCodecs, WriterSplitsBlocksKeepingSinksAndResidualExact) {
   auto mid = (*snap)->DecodeF32(0, 10, 40, Backend::kScalar);
   ASSERT_TRUE(mid.ok());
   EXPECT_EQ(std::memcmp(mid->data(), dec->data() + 10 * rv, mid->size() * 4), 0);
+}
+
+// The encoder's fast round-half-even equals nearbyint everywhere, halves and large values included.
+TEST(CodecLowbit, RoundEvenMatchesNearbyint) {
+  std::vector<float> vs = {0.0f, -0.0f, 0.5f, 1.5f, 2.5f, 254.5f, 255.49998f, 8388607.5f, 8388608.0f, 1e30f, -0.5f, -3.5f,
+                           std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), 1e-40f};
+  uint64_t x = 1;
+  for (int i = 0; i < 200000; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    vs.push_back(static_cast<float>(x >> 40) / 65536.0f);  // [0, 256) with 16 fraction bits: many exact halves
+  }
+  for (float v : vs) ASSERT_EQ(mqkv::codec::lowbit::RoundEven(v), std::nearbyint(v)) << v;
 }
