@@ -17,6 +17,7 @@ positions (always including the last) through llama.cpp's cb_eval and stores the
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -37,6 +38,8 @@ def main() -> int:
     ap.add_argument("--cache-type", default="f16", choices=sorted(eng.GGML_TYPES), help="llama.cpp cache type")
     ap.add_argument("--no-flash-attn", action="store_true", help="transposed V cache (v_trans 1)")
     ap.add_argument("--queries", type=int, default=0, help="capture queries at N positions")
+    ap.add_argument("--positions", default="", help="capture queries at these fractions of the prefix instead "
+                    "(e.g. 0.25,0.5,0.75,1: p = clamp(floor(f*n + 0.5) - 1, 0, n - 1), the rule of spec/MEASURE.md)")
     ap.add_argument("--mqconvert", default=os.environ.get("MQCONVERT", "build/tools/mqconvert"))
     args = ap.parse_args()
 
@@ -52,7 +55,13 @@ def main() -> int:
     del probe
     if len(tokens) < args.tokens:
         print(f"mqdump: {args.text} gives only {len(tokens)} tokens", file=sys.stderr)
-    if args.queries > 0:
+    if args.positions:
+        n = len(tokens)
+        fr = [float(x) for x in args.positions.split(",") if x.strip()]
+        if not fr or any(not 0.0 < f <= 1.0 for f in fr):
+            raise SystemExit(f"mqdump: --positions {args.positions!r}: expected fractions in (0, 1]")
+        capture = eng.QueryCapture(sorted({min(max(math.floor(f * n + 0.5) - 1, 0), n - 1) for f in fr}))
+    elif args.queries > 0:
         n = len(tokens)
         k = min(args.queries, n)
         capture = eng.QueryCapture(sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)}))

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""The quality/size frontier on real SmolLM2 KV caches, with measured bytes (issue 7).
+
+Per text: mqdump writes the f16 reference snapshot with real post-RoPE queries at the seed's
+positions (fractions 1/4, 1/2, 3/4, 1 of the prefix); the same prefix is evaluated once more to
+save the engine's f16 sequence state and the teacher-forced logits of the continuation. Per method:
+- mqkv codecs: the reference is re-encoded (mqconvert --k-codec/--v-codec) and measured by mqverify
+  against the reference (measured bits/dim = stored bytes of the K/V tensors plus header, footer and
+  tail, Q tensors excluded; modeled bits/dim; attention-output and -score cosine over every layer,
+  query head and position); the f16 state is converted to the same codec, back to a llama.cpp state,
+  restored into a fresh f16 context, and the continuation is evaluated (KL, top-1, perplexity).
+- llama.cpp q8_0/q4_0: the engine's own quantized cache (prefix evaluated with that cache type,
+  state file bytes measured), and the f16 state quantized by the mqkv adapter (mqconvert --to
+  llama-seq --llama-type-k/-v), restored into a context of that cache type. Attention cosines for
+  these read the state back (dequantized) and compare with the reference like a codec; for the
+  engine-native cache they also include the drift of the quantized forward pass itself.
+Run through bench/frontier/run.sh.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+import mqkv_engine as eng  # noqa: E402
+
+# Lloyd-Max reconstruction levels for N(0, 1) (thresholds default to midpoints, which is the
+# Lloyd-Max condition). The codebook codec's scale is absmax per group (s = max|x| / max|L|), not
+# an rms/norm scale: the outermost level lands on the group's largest value.
+LLOYD_MAX = {
+    2: "-1.5104/-0.4528/0.4528/1.5104",
+    3: "-2.1519/-1.3439/-0.7560/-0.2451/0.2451/0.7560/1.3439/2.1519",
+    4: "-2.7326/-2.0690/-1.6180/-1.2562/-0.9423/-0.6568/-0.3880/-0.1284/"
+       "0.1284/0.3880/0.6568/0.9423/1.2562/1.6180/2.0690/2.7326",
+}
+
+
+def tq(bits: int) -> str:
+    return f"codebook:bits={bits},group=64,rotate=hadamard,scale=absmax,levels={LLOYD_MAX[bits]}"
+
+
+# (name, K spec, V spec, family)
+MQKV_METHODS = [
+    ("affine_seven_level_3bit_g64_meta4",) * 3 + ("seed",),
+    ("affine_seven_level_3bit_g32",) * 3 + ("seed",),
+    ("hadamard_affine_four_level_2bit_g64_meta8",) * 3 + ("seed",),
+    ("hadamard_affine_four_level_2bit_g32",) * 3 + ("seed",),
+    ("sink1_channelwise_four_level_2bit",) * 3 + ("seed",),
+    ("KIVI-2", "kivi2_k", "kivi2_v", "kivi"),
+    ("KIVI-4", "kivi4_k", "kivi4_v", "kivi"),
+    ("TQ-style rot+LloydMax 2-bit (absmax)", tq(2), tq(2), "rotation"),
+    ("TQ-style rot+LloydMax 3-bit (absmax)", tq(3), tq(3), "rotation"),
+    ("TQ-style rot+LloydMax 4-bit (absmax)", tq(4), tq(4), "rotation"),
+]
+LLAMA_MODELED = {"q8_0": 8.5, "q4_0": 4.5}  # ggml blocks: 32 values + one fp16 scale
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def compare(ref: np.ndarray, got: np.ndarray, cont: list[int]) -> dict:
+    """As tests/e2e/roundtrip.py: rows i predict cont[i + 1]; KL(ref || got) in nats."""
+    lr, lg = log_softmax(ref), log_softmax(got)
+    kl = (np.exp(lr) * (lr - lg)).sum(axis=-1)
+    nll = -lg[np.arange(len(cont) - 1), cont[1:]]
+    return {"kl_mean": float(kl.mean()), "kl_max": float(kl.max()),
+            "top1": float((ref.argmax(-1) == got.argmax(-1)).mean()), "ppl": float(np.exp(nll.mean()))}
+
+
+def mqverify(tool: str, ref: str, path: str) -> dict:
+    p = subprocess.run([tool, "--json", "--backend", "scalar", "--reference", ref, path], capture_output=True, text=True)
+    try:
+        j = json.loads(p.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"mqverify {path} (rc {p.returncode}): {p.stdout[-400:]}{p.stderr[-400:]}")
+    fid = j.get("fidelity") or {}
+    if "error" in fid:
+        raise RuntimeError(f"mqverify {path}: fidelity error: {fid['error']}")
+    att = fid.get("attention", {})
+    tot = j["total"]
+    return {"measured_bpd": tot["actual_bits_per_dim"], "modeled_bpd": tot["modeled_bits_per_dim"],
+            "out_cos_mean": att.get("mean_output_cosine"), "out_cos_min": att.get("min_output_cosine"),
+            "score_cos_mean": att.get("mean_score_cosine"), "score_cos_min": att.get("min_score_cosine"),
+            "cases": att.get("cases"), "queries": fid.get("queries"), "verify_rc": p.returncode,
+            "checksums_ok": j.get("checksums_ok"), "accounting_ok": j.get("accounting_ok")}
+
+
+def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
+    conv, verify = os.path.join(tools, "mqconvert"), os.path.join(tools, "mqverify")
+    name = os.path.splitext(os.path.basename(text_path))[0]
+    w = lambda f: os.path.join(work, f"{name}.{f}")
+    t0 = time.time()
+    ref_mq = w("ref.mqkv")
+    subprocess.run([sys.executable, os.path.join(ROOT, "python", "mqdump.py"), "--model", args.model, "--text", text_path,
+                    "--tokens", str(args.prefix), "--out", ref_mq, "--codec", "f16", "--positions", "0.25,0.5,0.75,1",
+                    "--mqconvert", conv], check=True)
+    n_ctx = args.prefix + args.cont + 16
+    base = eng.load(args.model, n_ctx=n_ctx, flash_attn=True)
+    tokens = base.tokenize(open(text_path, encoding="utf-8").read().encode(), add_bos=True)
+    if len(tokens) < args.prefix + args.cont:
+        raise SystemExit(f"{text_path}: {len(tokens)} tokens < {args.prefix} + {args.cont}")
+    prefix, cont = tokens[: args.prefix], tokens[args.prefix: args.prefix + args.cont]
+    eng.evaluate(base, prefix)
+    facts = eng.model_facts(base)
+    eng.save_seq(base, w("orig.bin"), prefix)
+    ref = eng.evaluate(base, cont)
+    del base
+    elems = facts.n_layer * len(prefix) * facts.n_head_kv * (facts.head_dim_k + facts.head_dim_v)
+    fresh = {}
+
+    def restored(state: str, ct: str) -> np.ndarray:
+        if ct not in fresh:
+            fresh[ct] = eng.load(args.model, n_ctx=n_ctx, flash_attn=True, cache_type=ct)
+        got = eng.restore_seq(fresh[ct], state)
+        if got != prefix:
+            raise RuntimeError(f"{state}: restored tokens differ from the prefix")
+        return eng.evaluate(fresh[ct], cont)
+
+    def add(method, family, kspec, vspec, e2e_bytes, m, v, note=""):
+        r = {"text": name, "tokens": len(tokens), "prefix": len(prefix), "cont": len(cont), "method": method,
+             "family": family, "k_spec": kspec, "v_spec": vspec, "e2e_file_bytes": e2e_bytes,
+             "e2e_file_bpd": 8.0 * e2e_bytes / elems, "note": note}
+        r.update(m)
+        r.update(v)
+        rows.append(r)
+        print(f"  {name:32s} {method:44s} meas {r['measured_bpd']:.3f} model {r['modeled_bpd']:.3f} "
+              f"out-cos {r['out_cos_mean']:.5f} score-cos {r['score_cos_mean']:.5f} KL {r['kl_mean']:.3e} "
+              f"top1 {r['top1']:.3f} ppl {r['ppl']:.3f}", flush=True)
+
+    r0 = compare(ref, ref, cont)
+    print(f"{name}: {len(tokens)} tokens, prefix {len(prefix)}, cont {len(cont)}, reference ppl {r0['ppl']:.4f}", flush=True)
+    for method, kspec, vspec, family in MQKV_METHODS:
+        try:
+            mq = w("m.mqkv")
+            eng.run([conv, "-q", ref_mq, mq, "--k-codec", kspec, "--v-codec", vspec])
+            v = mqverify(verify, ref_mq, mq)
+            e2e_mq, back = w("e.mqkv"), w("e.bin")
+            eng.run([conv, "-q", w("orig.bin"), e2e_mq, "--k-codec", kspec, "--v-codec", vspec])
+            eng.run([conv, "-q", e2e_mq, back, "--to", "llama-seq"])
+            m = compare(ref, restored(back, "f16"), cont)
+            add(method, family, kspec, vspec, os.path.getsize(e2e_mq), m, v)
+        except Exception as e:  # a method that fails is reported, not hidden
+            print(f"  {name} {method}: FAILED: {e}", file=sys.stderr, flush=True)
+            rows.append({"text": name, "method": method, "family": family, "k_spec": kspec, "v_spec": vspec,
+                         "note": f"failed: {str(e)[:300]}"})
+
+    def llama_fidelity(state: str) -> dict:
+        # The state read back (dequantized, un-rotated) with the model's head split, as f16 mqkv.
+        st, mq = w("lq.safetensors"), w("lq.mqkv")
+        eng.run([conv, "-q", state, st, "--from", "llama-seq", "--to", "safetensors"])
+        eng.annotate_safetensors(st, facts, None)
+        eng.run([conv, "-q", st, mq, "--from", "safetensors", "--to", "mqkv", "--codec", "f16"])
+        v = mqverify(verify, ref_mq, mq)
+        return v
+
+    for ct in ("q8_0", "q4_0"):
+        try:
+            ctx = eng.load(args.model, n_ctx=n_ctx, flash_attn=True, cache_type=ct)
+            eng.evaluate(ctx, prefix)
+            eng.save_seq(ctx, w(f"llama_{ct}.bin"), prefix)
+            got = eng.evaluate(ctx, cont)
+            del ctx
+            size = os.path.getsize(w(f"llama_{ct}.bin"))
+            v = llama_fidelity(w(f"llama_{ct}.bin"))
+            v.update(measured_bpd=8.0 * size / elems, modeled_bpd=LLAMA_MODELED[ct])
+            add(f"llama.cpp {ct} (engine cache)", "llama.cpp", ct, ct, size, compare(ref, got, cont), v,
+                "bits = state file bytes (cell metadata and tokens included); attention cosines include the quantized forward pass")
+            to = w(f"to_{ct}.bin")
+            eng.run([conv, "-q", w("orig.bin"), to, "--to", "llama-seq", "--llama-type-k", ct, "--llama-type-v", ct])
+            size = os.path.getsize(to)
+            v = llama_fidelity(to)
+            v.update(measured_bpd=8.0 * size / elems, modeled_bpd=LLAMA_MODELED[ct])
+            add(f"llama.cpp {ct} written by mqkv adapter", "llama.cpp", ct, ct, size, compare(ref, restored(to, ct), cont), v,
+                "f16 state quantized by mqconvert (Hadamard rotation + ggml reference quantizer)")
+        except Exception as e:
+            print(f"  {name} llama {ct}: FAILED: {e}", file=sys.stderr, flush=True)
+            rows.append({"text": name, "method": f"llama.cpp {ct}", "family": "llama.cpp", "note": f"failed: {str(e)[:300]}"})
+    for f in os.listdir(work):
+        if f.startswith(name + ".") and f.endswith((".bin", ".mqkv", ".safetensors")):
+            os.remove(os.path.join(work, f))
+    return {"text": name, "tokens": len(tokens), "ref_ppl": r0["ppl"], "elems": elems, "seconds": time.time() - t0,
+            "facts": f"{facts.n_layer} layers x {facts.n_head_kv} KV heads x {facts.head_dim_k}+{facts.head_dim_v} dims ({facts.architecture})"}
+
+
+COLS = ["text", "method", "family", "measured_bpd", "e2e_file_bpd", "modeled_bpd", "out_cos_mean", "out_cos_min",
+        "score_cos_mean", "score_cos_min", "cases", "queries", "kl_mean", "kl_max", "top1", "ppl", "e2e_file_bytes",
+        "prefix", "cont", "k_spec", "v_spec", "checksums_ok", "accounting_ok", "verify_rc", "note"]
+
+
+def fmt(v, nd=4):
+    if v is None or v == "":
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6e}" if abs(v) < 1e-2 and v != 0 else f"{v:.{nd}f}"
+    return str(v)
+
+
+def plots(rows, out_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ok = [r for r in rows if "kl_mean" in r]
+    texts = sorted({r["text"] for r in ok})
+    markers = ["o", "s", "^", "D"]
+    colors = {"seed": "tab:blue", "kivi": "tab:green", "rotation": "tab:red", "llama.cpp": "tab:gray"}
+    for key, ylabel, fname, logy in (("kl_mean", "mean KL(original || restored), nats", "bits_vs_kl.png", True),
+                                     ("out_cos_mean", "mean attention-output cosine", "bits_vs_attn_cosine.png", False)):
+        fig, ax = plt.subplots(figsize=(9, 6))
+        for ti, t in enumerate(texts):
+            for r in ok:
+                if r["text"] != t or r.get(key) is None:
+                    continue
+                y = r[key] if key != "out_cos_mean" else 1.0 - r[key]
+                ax.scatter(r["measured_bpd"], y, marker=markers[ti % 4], color=colors.get(r["family"], "k"), s=40)
+                if ti == 0:
+                    ax.annotate(r["method"].replace("llama.cpp ", "").replace("TQ-style rot+LloydMax ", "TQ ")[:28],
+                                (r["measured_bpd"], y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        for ti, t in enumerate(texts):
+            ax.scatter([], [], marker=markers[ti % 4], color="k", label=t)
+        for fam, c in colors.items():
+            ax.scatter([], [], marker="o", color=c, label=fam)
+        ax.set_xlabel("measured bits per dim (file bytes x 8 / K+V values)")
+        ax.set_ylabel(ylabel if key != "out_cos_mean" else "1 - mean attention-output cosine (log)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"SmolLM2-135M, real KV: {fname[:-4].replace('_', ' ')}")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, fname), dpi=110)
+        plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tools", required=True)
+    ap.add_argument("--model", default=eng.default_model())
+    ap.add_argument("--texts", nargs="+", default=["data/texts/pride-and-prejudice-ch1.txt",
+                                                    "data/texts/declaration-of-independence.txt"])
+    ap.add_argument("--prefix", type=int, default=1024)
+    ap.add_argument("--cont", type=int, default=64)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--results", default=os.path.join(ROOT, "bench", "frontier", "results"))
+    args = ap.parse_args()
+    t0 = time.time()
+    rows, infos = [], []
+    for t in args.texts:
+        infos.append(run_text(args, t, args.tools, args.work, rows))
+    elapsed = time.time() - t0
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.results, "frontier.csv"), "w", newline="") as f:
+        cw = csv.writer(f)
+        cw.writerow(COLS)
+        for r in rows:
+            cw.writerow([fmt(r.get(c)) for c in COLS])
+    plots(rows, args.results)
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception:
+        pass
+    with open(os.path.join(args.results, "RESULTS.md"), "w") as f:
+        f.write("# Quality frontier on real KV caches (measured bytes)\n\n")
+        f.write(f"Command: `bench/frontier/run.sh` (runs `bench/frontier/frontier.py --prefix {args.prefix} --cont {args.cont}`)  \n")
+        f.write(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  \n")
+        f.write(f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; run time {elapsed:.0f} s  \n")
+        f.write(f"Engine: llama-cpp-python {getattr(eng.llama_cpp, '__version__', '?')} (CPU), model {os.path.basename(args.model)}, "
+                "flash attention on, n_threads 2  \n")
+        for i in infos:
+            f.write(f"Text `{i['text']}`: {i['tokens']} tokens, {i['facts']}, {i['elems']:,} K+V values in the prefix, "
+                    f"reference ppl {i['ref_ppl']:.4f}  \n")
+        f.write("\nColumns: *meas* = measured bits/dim of the re-encoded snapshot (mqverify `total.actual_bits_per_dim`: "
+                "K/V stored bytes + header + footer + tail, Q excluded); for llama.cpp rows the state file bytes x 8 / K+V values "
+                "(cell metadata and tokens included). *file* = bytes of the Q-free mqkv file restored end to end, x 8 / K+V values. "
+                "*model* = modeled bits/dim (spec/CODECS.md; 8.5 / 4.5 for ggml q8_0 / q4_0). *out-cos*, *score-cos* = mean "
+                "attention-output / attention-score cosine over all 30 layers x 9 query heads x 4 positions (real post-RoPE "
+                "queries at p = n/4-1, n/2-1, 3n/4-1, n-1; spec/MEASURE.md). *KL* = mean KL(original || restored) in nats over "
+                f"the {args.cont} teacher-forced continuation tokens; *top-1* = argmax agreement; *ppl* = perplexity of the "
+                "continuation under the restored cache.\n\n")
+        f.write("TQ-style = Hadamard rotation (per 64-dim head vector, seeded signs) + Lloyd-Max levels for N(0,1), one fp16 "
+                "scale per 64 values chosen by **absmax** (s = max|x| / max|L|), not an rms/norm scale as TurboQuant uses; "
+                "a spec string of the existing codebook codec, not a new codec. fp8 e4m3: not done (no codec).\n\n")
+        f.write("![bits vs KL](bits_vs_kl.png) ![bits vs attention-output cosine](bits_vs_attn_cosine.png)\n\n")
+        f.write("| text | method | meas | file | model | out-cos | score-cos | KL | top-1 | ppl |\n")
+        f.write("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+        for r in rows:
+            if "kl_mean" not in r:
+                f.write(f"| {r['text']} | {r['method']} | {r['note']} |||||||| \n")
+                continue
+            f.write(f"| {r['text']} | {r['method']} | {r['measured_bpd']:.3f} | {r['e2e_file_bpd']:.3f} | {r['modeled_bpd']:.3f} | "
+                    f"{r['out_cos_mean']:.5f} | {r['score_cos_mean']:.5f} | {r['kl_mean']:.3e} | {r['top1']:.3f} | {r['ppl']:.3f} |\n")
+        f.write("\n" + targets(rows))
+    print(f"elapsed {elapsed:.1f} s")
+    return 0 if all("kl_mean" in r for r in rows) else 1
+
+
+def targets(rows) -> str:
+    ok = [r for r in rows if "kl_mean" in r]
+    out = ["## Targets (computed from the rows above)\n"]
+    for t in sorted({r["text"] for r in ok}):
+        rs = [r for r in ok if r["text"] == t]
+        q4 = next((r for r in rs if r["method"] == "llama.cpp q4_0 (engine cache)"), None)
+        rot3 = next((r for r in rs if r["method"].startswith("TQ-style") and "3-bit" in r["method"]), None)
+        if q4:
+            win = [r for r in rs if r["measured_bpd"] <= 3.2 and r["kl_mean"] < q4["kl_mean"]]
+            out.append(f"- `{t}`: <= 3.2 bits/dim with KL below llama.cpp q4_0's ({q4['kl_mean']:.3e} at {q4['measured_bpd']:.2f} bits): "
+                       + (", ".join(f"{r['method']} ({r['measured_bpd']:.2f} bits, KL {r['kl_mean']:.3e})" for r in win) if win else "**none**"))
+        if rot3:
+            win = [r for r in rs if r["measured_bpd"] <= 2.3 and r["out_cos_mean"] >= rot3["out_cos_mean"]]
+            out.append(f"- `{t}`: <= 2.3 bits/dim with attention-output cosine >= the 3-bit rotation baseline's "
+                       f"({rot3['out_cos_mean']:.5f}): "
+                       + (", ".join(f"{r['method']} ({r['measured_bpd']:.2f} bits, {r['out_cos_mean']:.5f})" for r in win) if win else "**none**"))
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

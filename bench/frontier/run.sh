@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Quality/size frontier on real SmolLM2 KV caches (bench/frontier/frontier.py; issue 7).
+# Sets up the engine (scripts/setup-engine.sh, idempotent), installs the pinned matplotlib into the
+# engine's venv if it is missing, builds mqconvert/mqinfo/mqverify, and writes
+# bench/frontier/results/{frontier.csv,RESULTS.md,bits_vs_kl.png,bits_vs_attn_cosine.png}.
+#   BUILD_DIR   cmake build folder to use (default: build-frontier)
+#   RESULTS_DIR output folder (default: bench/frontier/results)
+# Extra arguments go to frontier.py (--prefix, --cont, --texts ...).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build-frontier}"
+MATPLOTLIB_VERSION=3.9.2
+CACHE="$("$ROOT/scripts/setup-engine.sh")"
+PY="$CACHE/venv/bin/python"
+if ! "$PY" -c "import matplotlib" 2>/dev/null; then
+  "$PY" -m pip install -q "matplotlib==$MATPLOTLIB_VERSION"
+fi
+if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF -DMQKV_BUILD_TESTS=OFF >/dev/null
+fi
+cmake --build "$BUILD_DIR" -j2 --target mqconvert mqinfo mqverify >/dev/null
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+cd "$ROOT"
+"$PY" bench/frontier/frontier.py --tools "$BUILD_DIR/tools" --work "$WORK" \
+  --results "${RESULTS_DIR:-$ROOT/bench/frontier/results}" "$@"
