@@ -288,7 +288,9 @@ TEST(LowbitCodecs, RandomSpecsMeetErrorBoundsAndDecodeConsistently) {
       if (r0 > r1) std::swap(r0, r1);
       const std::vector<float> part = DecodeAll(b, DType::kF32, r0, r1);
       const uint64_t rv = uint64_t(s.n_heads) * s.head_dim;
-      ASSERT_EQ(std::memcmp(part.data(), dec.data() + r0 * rv, part.size() * 4), 0) << "rows " << r0 << ".." << r1;
+      ASSERT_TRUE(std::equal(part.begin(), part.end(), dec.begin() + r0 * rv,
+                             [](float a, float b) { return std::memcmp(&a, &b, 4) == 0; }))
+          << "rows " << r0 << ".." << r1;
     }
     // f16 / bf16 output equals converting the f32 decode (round to nearest even).
     const std::vector<float> h16 = DecodeAll(b, DType::kF16), b16 = DecodeAll(b, DType::kBF16);
