@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +50,17 @@ def tq(bits: int) -> str:
     return f"codebook:bits={bits},group=64,rotate=hadamard,scale=absmax,levels={LLOYD_MAX[bits]}"
 
 
+# The codec's robust scale is s = 0.6 median|x| + 0.4 mean|x| (spec/CODECS.md), which for N(0, sigma)
+# is ROBUST_SIGMA * sigma: Lloyd-Max levels divided by it make a statistic-scaled (not absmax)
+# rotation + Lloyd-Max codebook, closer to TurboQuant's norm scale.
+ROBUST_SIGMA = 0.6 * 0.6744897501960817 + 0.4 * 0.7978845608028654
+
+
+def tq_robust(bits: int, group: int = 64, axis: str = "token") -> str:
+    lv = "/".join(f"{float(x) / ROBUST_SIGMA:.4f}" for x in LLOYD_MAX[bits].split("/"))
+    return f"codebook:bits={bits},group={group},axis={axis},rotate=hadamard,scale=robust,levels={lv}"
+
+
 # (name, K spec, V spec, family)
 MQKV_METHODS = [
     ("affine_seven_level_3bit_g64_meta4",) * 3 + ("seed",),
@@ -61,6 +73,25 @@ MQKV_METHODS = [
     ("TQ-style rot+LloydMax 2-bit (absmax)", tq(2), tq(2), "rotation"),
     ("TQ-style rot+LloydMax 3-bit (absmax)", tq(3), tq(3), "rotation"),
     ("TQ-style rot+LloydMax 4-bit (absmax)", tq(4), tq(4), "rotation"),
+    # Beyond the presets: statistic-scaled Lloyd-Max and mixed K/V budgets.
+    ("rot+LloydMax 2-bit robust-scale g64", tq_robust(2), tq_robust(2), "explore"),
+    ("rot+LloydMax 3-bit robust-scale g64", tq_robust(3), tq_robust(3), "explore"),
+    ("K rot+LM 3-bit robust g64 / V rot+LM 2-bit robust g64", tq_robust(3), tq_robust(2), "explore"),
+    ("rot+LloydMax 3-bit robust-scale channel g128", tq_robust(3, 128, "channel"), tq_robust(3, 128, "channel"), "explore"),
+    ("rot+LloydMax 3-bit robust-scale channel g256", tq_robust(3, 256, "channel"), tq_robust(3, 256, "channel"), "explore"),
+    ("K channel affine 3-bit g64 meta4 / V rot+LM 3-bit robust channel g128", "affine:bits=3,group=64,meta=4,axis=channel",
+     tq_robust(3, 128, "channel"), "explore"),
+    ("rot+LloydMax 2-bit robust-scale channel g128", tq_robust(2, 128, "channel"), tq_robust(2, 128, "channel"), "explore"),
+    ("K channel affine 3-bit g128 meta4 / V rot+LM 3-bit robust g64", "affine:bits=3,group=128,meta=4,axis=channel",
+     tq_robust(3), "explore"),
+    ("K channel affine 3-bit g64 meta4 / V Hadamard affine 3-bit g64 meta4", "affine:bits=3,group=64,meta=4,axis=channel",
+     "affine:bits=3,group=64,meta=4,rotate=hadamard", "explore"),
+    ("K channel affine 3-bit g64 meta4 / V affine 3-bit g64 meta4", "affine:bits=3,group=64,meta=4,axis=channel",
+     "affine:bits=3,group=64,meta=4", "explore"),
+    ("K channel affine 2-bit g64 meta8 / V Hadamard affine 2-bit g64 meta8", "affine:bits=2,group=64,meta=8,axis=channel",
+     "affine:bits=2,group=64,meta=8,rotate=hadamard", "explore"),
+    ("K channel affine 2-bit g32 meta4 / V rot+LM 2-bit robust g64", "affine:bits=2,group=32,meta=4,axis=channel",
+     tq_robust(2), "explore"),
 ]
 LLAMA_MODELED = {"q8_0": 8.5, "q4_0": 4.5}  # ggml blocks: 32 values + one fp16 scale
 
@@ -143,6 +174,8 @@ def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
     r0 = compare(ref, ref, cont)
     print(f"{name}: {len(tokens)} tokens, prefix {len(prefix)}, cont {len(cont)}, reference ppl {r0['ppl']:.4f}", flush=True)
     for method, kspec, vspec, family in MQKV_METHODS:
+        if args.methods and not re.search(args.methods, method):
+            continue
         try:
             mq = w("m.mqkv")
             eng.run([conv, "-q", ref_mq, mq, "--k-codec", kspec, "--v-codec", vspec])
@@ -166,7 +199,7 @@ def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
         v = mqverify(verify, ref_mq, mq)
         return v
 
-    for ct in ("q8_0", "q4_0"):
+    for ct in args.llama_types:
         try:
             ctx = eng.load(args.model, n_ctx=n_ctx, flash_attn=True, cache_type=ct)
             eng.evaluate(ctx, prefix)
@@ -215,7 +248,7 @@ def plots(rows, out_dir):
     ok = [r for r in rows if "kl_mean" in r]
     texts = sorted({r["text"] for r in ok})
     markers = ["o", "s", "^", "D"]
-    colors = {"seed": "tab:blue", "kivi": "tab:green", "rotation": "tab:red", "llama.cpp": "tab:gray"}
+    colors = {"seed": "tab:blue", "kivi": "tab:green", "rotation": "tab:red", "explore": "tab:purple", "llama.cpp": "tab:gray"}
     for key, ylabel, fname, logy in (("kl_mean", "mean KL(original || restored), nats", "bits_vs_kl.png", True),
                                      ("out_cos_mean", "mean attention-output cosine", "bits_vs_attn_cosine.png", False)):
         fig, ax = plt.subplots(figsize=(9, 6))
@@ -252,6 +285,8 @@ def main() -> int:
     ap.add_argument("--prefix", type=int, default=1024)
     ap.add_argument("--cont", type=int, default=64)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--llama-types", nargs="*", default=["q8_0", "q4_0"], help="llama.cpp cache types to compare")
+    ap.add_argument("--methods", default="", help="regex: run only the mqkv methods whose name matches (llama.cpp rows always run)")
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "frontier", "results"))
     args = ap.parse_args()
     t0 = time.time()
