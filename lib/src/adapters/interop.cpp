@@ -296,7 +296,9 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
   ModelInfo& m = set.model;
   std::map<std::string, std::string> free;
   bool n_layer = false, n_head = false, n_head_kv = false, dim_k = false, dim_v = false, fmt = false;
-  for (const auto& [k, v] : meta) {
+  for (const auto& kv : meta) {
+    const std::string& k = kv.first;
+    const std::string& v = kv.second;
     auto num = [&](uint32_t* dst, bool* seen) -> Status {
       MQKV_ASSIGN_OR_RETURN(*dst, U32(k, v));
       *seen = true;

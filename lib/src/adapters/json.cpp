@@ -81,7 +81,7 @@ class Parser {
       SkipWs();
       Value child;
       MQKV_RETURN_IF_ERROR(ParseValue(&child, depth + 1));
-      v->members.emplace_back(std::move(key), std::move(child));
+      v->members.push_back(Member{std::move(key), std::move(child)});
       SkipWs();
       if (Eat('}')) return Status::OK();
       if (!Eat(',')) return Err("expected ',' or '}'");

@@ -16,17 +16,25 @@ namespace mqkv::json {
 
 inline constexpr int kMaxJsonDepth = 64;
 
+struct Member;
+
 struct Value {
   enum class Type : uint8_t { kNull, kBool, kNumber, kString, kArray, kObject };
   Type type = Type::kNull;
   bool boolean = false;
   std::string text;  // kString: decoded UTF-8; kNumber: the literal as written
   std::vector<Value> items;
-  std::vector<std::pair<std::string, Value>> members;  // in document order, keys unique
+  std::vector<Member> members;  // in document order, keys unique (a pair of an incomplete type is
+                                // ill-formed for some standard libraries; a vector of one is fine)
 
   const Value* Find(std::string_view key) const;
   // kNumber holding a non-negative integer literal (no fraction, no exponent) that fits.
   bool AsUint64(uint64_t* out) const;
+};
+
+struct Member {
+  std::string first;
+  Value second;
 };
 
 // Errors are FormatErrors at the byte offset (relative to `text`) where parsing stopped.

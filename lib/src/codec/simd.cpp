@@ -1,6 +1,9 @@
 // SIMD decoder front: CPU detection (xsimd), the active kernel table, and the plan each kernel
 // call gets (simd.h). Built with the baseline flags, like the scalar reference it leans on for
 // odd tails.
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include "simd.h"
 
 #include <algorithm>
@@ -33,7 +36,9 @@ const std::vector<Arch>& Available() {
 #if defined(__x86_64__) || defined(__i386__)
     const auto cpu = xsimd::available_architectures();
     __builtin_cpu_init();
-    const bool f16c = __builtin_cpu_supports("f16c");
+    // F16C: CPUID leaf 1, ECX bit 29 (read directly: clang 14's __builtin_cpu_supports lacks "f16c").
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 29 & 1u);
     if (cpu.avx512f && cpu.avx512bw && cpu.avx512dq && cpu.avx512cd && __builtin_cpu_supports("avx512vl") && f16c &&
         cpu.fma3_avx2 && KernelsAvx512())
       v.push_back({"avx512", KernelsAvx512()});

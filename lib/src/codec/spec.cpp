@@ -155,6 +155,8 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
       return InvalidArgument("unknown option \"" + key + "\" for codec " + std::string(name));
     }
   }
+  if (seen["seed"] && s.rotation != Rotation::kHadamard)
+    return InvalidArgument("codec option seed applies to rotate=hadamard only");
   // Parameter ranges (the codec's PartSizes repeats these checks for headers read from files).
   if (s.codec == CodecId::kAffine && s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
     return InvalidArgument("affine bits=" + std::to_string(s.bits) + ": expected 2, 3, 4 or 8");
