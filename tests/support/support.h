@@ -21,6 +21,20 @@ class TempDir {
   std::filesystem::path dir_;
 };
 
+// splitmix64 (Steele, Lea, Flood 2014): the only source of "random" inputs for golden vectors
+// (std:: distributions differ between standard libraries).
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t Next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // (next >> 40) / 2^24: uniform on [0, 1), exact in binary32.
+  float Uniform() { return static_cast<float>(Next() >> 40) * 0x1p-24f; }
+};
+
 std::vector<float> RandomRows(uint64_t n, uint32_t seed, float scale = 1.0f);
 std::vector<uint8_t> ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes);

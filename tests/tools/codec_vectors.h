@@ -11,22 +11,11 @@
 #include <vector>
 
 #include "mqkv/mqkv.h"
+#include "support.h"
 
 namespace mqkv::codec_vectors {
 
-// splitmix64 (Steele, Lea, Flood 2014): the only source of "random" inputs (no <random>
-// distributions, whose output differs between standard libraries).
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // (next >> 40) / 2^24: uniform on [0, 1), exact in binary32.
-  float Uniform() { return static_cast<float>(Next() >> 40) * 0x1p-24f; }
-};
+using SplitMix64 = mqkv::testing::SplitMix64;  // tests/support/support.h
 
 // Row values [n_tokens][n_heads][head_dim] (binary32, every operation rounded, no libm):
 //   g = (u1 + u2 + u3 + u4 - 2) * 1.7320508   (Irwin-Hall: mean 0, variance 1, summed left to right)

@@ -13,19 +13,11 @@
 #include <vector>
 
 #include "mqkv/mqkv.h"
+#include "support.h"
 
 namespace mqkv::vectors {
 
-// splitmix64 (Steele, Lea, Flood 2014): the only source of "random" inputs.
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-};
+using SplitMix64 = mqkv::testing::SplitMix64;  // tests/support/support.h
 
 // Value i of a tensor: k / 64 with k = (next() % 511) - 255, so |v| < 4 and v has at most 8
 // significant bits: exactly representable in f32, f16 and bf16 (decoding is exact for all three).
