@@ -249,8 +249,8 @@ def plots(rows, out_dir):
     texts = sorted({r["text"] for r in ok})
     markers = ["o", "s", "^", "D"]
     colors = {"seed": "tab:blue", "kivi": "tab:green", "rotation": "tab:red", "explore": "tab:purple", "llama.cpp": "tab:gray"}
-    for key, ylabel, fname, logy in (("kl_mean", "mean KL(original || restored), nats", "bits_vs_kl.png", True),
-                                     ("out_cos_mean", "mean attention-output cosine", "bits_vs_attn_cosine.png", False)):
+    for key, ylabel, fname, logy in (("kl_mean", "mean KL(original || restored), nats", "frontier_bits_vs_kl.png", True),
+                                     ("out_cos_mean", "mean attention-output cosine", "frontier_bits_vs_attn_cosine.png", False)):
         fig, ax = plt.subplots(figsize=(9, 6))
         for ti, t in enumerate(texts):
             for r in ok:
@@ -306,7 +306,7 @@ def main() -> int:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except Exception:
         pass
-    with open(os.path.join(args.results, "RESULTS.md"), "w") as f:
+    with open(os.path.join(args.results, "frontier.md"), "w") as f:
         f.write("# Quality frontier on real KV caches (measured bytes)\n\n")
         f.write(f"Command: `bench/frontier/run.sh` (runs `bench/frontier/frontier.py --prefix {args.prefix} --cont {args.cont}`)  \n")
         f.write(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  \n")
@@ -327,7 +327,7 @@ def main() -> int:
         f.write("TQ-style = Hadamard rotation (per 64-dim head vector, seeded signs) + Lloyd-Max levels for N(0,1), one fp16 "
                 "scale per 64 values chosen by **absmax** (s = max|x| / max|L|), not an rms/norm scale as TurboQuant uses; "
                 "a spec string of the existing codebook codec, not a new codec. fp8 e4m3: not done (no codec).\n\n")
-        f.write("![bits vs KL](bits_vs_kl.png) ![bits vs attention-output cosine](bits_vs_attn_cosine.png)\n\n")
+        f.write("![bits vs KL](frontier_bits_vs_kl.png) ![bits vs attention-output cosine](frontier_bits_vs_attn_cosine.png)\n\n")
         f.write("| text | method | meas | file | model | out-cos | score-cos | KL | top-1 | ppl |\n")
         f.write("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         for r in rows:

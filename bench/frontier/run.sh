@@ -2,9 +2,9 @@
 # Quality/size frontier on real SmolLM2 KV caches (bench/frontier/frontier.py; issue 7).
 # Sets up the engine (scripts/setup-engine.sh, idempotent), installs the pinned matplotlib into the
 # engine's venv if it is missing, builds mqconvert/mqinfo/mqverify, and writes
-# bench/frontier/results/{frontier.csv,RESULTS.md,bits_vs_kl.png,bits_vs_attn_cosine.png}.
+# bench/results/{frontier.csv,frontier.md,frontier_bits_vs_kl.png,frontier_bits_vs_attn_cosine.png}.
 #   BUILD_DIR   cmake build folder to use (default: build-frontier)
-#   RESULTS_DIR output folder (default: bench/frontier/results)
+#   RESULTS_DIR output folder (default: bench/results)
 # Extra arguments go to frontier.py (--prefix, --cont, --texts ...).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -23,4 +23,4 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 cd "$ROOT"
 "$PY" bench/frontier/frontier.py --tools "$BUILD_DIR/tools" --work "$WORK" \
-  --results "${RESULTS_DIR:-$ROOT/bench/frontier/results}" "$@"
+  --results "${RESULTS_DIR:-$ROOT/bench/results}" "$@"
