@@ -1,7 +1,6 @@
 // The affine codec (CodecId 3, spec/CODECS.md "affine"): groupwise asymmetric uniform codes,
 // x' = q * s + mn, with fp16 or M-bit meta-coded (s, mn), optional Hadamard rotation, fp16
 // sink and residual rows.
-#include <algorithm>
 #include <vector>
 
 #include "codecs.h"
@@ -40,6 +39,40 @@ void DecodeAffineRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32
   }
 }
 
+// The reference encoder (spec/CODECS.md, "Encoder"): every fast path must produce these bytes.
+Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) {
+  namespace lb = mqkv::lowbit;
+  std::vector<float> rotated;
+  const float* x = nullptr;
+  MQKV_RETURN_IF_ERROR(BeginEncode(spec, src, shape, out, &rotated, &x));
+  const BlockHeader& h = out->header;
+  const lb::Geometry g = lb::geometry(h);
+  const uint32_t qmax = (1u << h.bits) - 1u;
+  const float levels = static_cast<float>(qmax);
+  // (a) Per group its range: the first smallest and the last largest value.
+  const uint64_t groups = uint64_t(g.group_rows) * g.group_cols;
+  std::vector<float> lo(groups), hi(groups);
+  for (uint32_t gr = 0; gr < g.group_rows; ++gr)
+    for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
+      const uint64_t i = uint64_t(gr) * g.group_cols + gc;
+      GroupRange(g, x, gr, gc, &lo[i], &hi[i]);
+    }
+  // (b) Metadata: mn = min, s = (max - mn) / (2^b - 1) in fp32, then stored as meta_bits say.
+  std::vector<float> scales(groups), mins(groups);
+  AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data());
+  std::vector<float> s, mn;  // what the decoder will see
+  MQKV_RETURN_IF_ERROR(StoreMetaField(g, lb::kFieldScale, scales, out, &s));
+  MQKV_RETURN_IF_ERROR(StoreMetaField(g, lb::kFieldMin, mins, out, &mn));
+  // (c) Codes against the dequantized metadata, so decode reproduces what encode measured.
+  WriteCodes(g, h.bits, &out->parts[kPartCodes], [&](uint32_t t, uint32_t e, uint32_t gr, uint32_t gc) {
+    const uint64_t i = uint64_t(gr) * g.group_cols + gc;
+    if (!(s[i] > 0.0f)) return 0u;
+    const float r = RoundEven((x[uint64_t(t) * g.row_values + e] - mn[i]) / s[i]);
+    return r <= 0.0f ? 0u : r >= levels ? qmax : static_cast<uint32_t>(r);
+  });
+  return Status::OK();
+}
+
 }  // namespace lowbit
 
 namespace {
@@ -54,34 +87,10 @@ class AffineCodec final : public Codec {
   }
 
   Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
-    namespace lb = mqkv::lowbit;
     if (spec.codec != CodecId::kAffine) return InvalidArgument("affine encoder given spec " + spec.ToString());
-    std::vector<float> x;
-    MQKV_RETURN_IF_ERROR(lowbit::BeginEncode(spec, src, shape, out, &x));
-    const BlockHeader& h = out->header;
-    const lb::Geometry g = lb::geometry(h);
-    const uint32_t qmax = (1u << h.bits) - 1u;
-    const float levels = static_cast<float>(qmax);
-    // Per group: mn = min, s = (max - mn) / (2^b - 1), in fp32.
-    const uint64_t groups = uint64_t(g.group_rows) * g.group_cols;
-    std::vector<float> mins(groups), scales(groups);
-    lowbit::ForEachGroup(g, x.data(), [&](uint32_t gr, uint32_t gc, const std::vector<float>& v) {
-      const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
-      const uint64_t i = uint64_t(gr) * g.group_cols + gc;
-      mins[i] = *lo;
-      scales[i] = (*hi - *lo) / levels;
-    });
-    std::vector<float> s, mn;  // what the decoder will see
-    MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, lb::kFieldScale, scales, out, &s));
-    MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, lb::kFieldMin, mins, out, &mn));
-    // Codes against the dequantized metadata, so decode reproduces what encode measured.
-    lowbit::WriteCodes(g, h.bits, &out->parts[kPartCodes], [&](uint32_t t, uint32_t e, uint32_t gr, uint32_t gc) {
-      const uint64_t i = uint64_t(gr) * g.group_cols + gc;
-      if (!(s[i] > 0.0f)) return 0u;
-      const float r = lowbit::RoundEven((x[uint64_t(t) * g.row_values + e] - mn[i]) / s[i]);
-      return r <= 0.0f ? 0u : r >= levels ? qmax : static_cast<uint32_t>(r);
-    });
-    return Status::OK();
+    Status st;
+    if (simd::EncodeAffine(spec, src, shape, out, &st)) return st;
+    return lowbit::EncodeAffineScalar(spec, src, shape, out);
   }
 
   Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {

@@ -118,8 +118,7 @@ float RoundEven(float v) {
   return std::nearbyint(v);
 }
 
-Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out,
-                   std::vector<float>* quantized) {
+Status BeginEncodeHeader(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) {
   const char* name = spec.codec == CodecId::kCodebook ? "codebook" : "affine";
   if (shape.n_heads == 0 || shape.n_heads > 0xFFFF || shape.head_dim == 0 || shape.head_dim > 0xFFFF)
     return InvalidArgument(std::string(name) + ": shape " + std::to_string(shape.n_heads) + " heads x " +
@@ -150,46 +149,93 @@ Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, En
                            std::to_string(shape.n_heads) + " heads x " + std::to_string(shape.head_dim) + " dims: " + s.message());
   for (int p = 0; p < kNumParts; ++p) out->parts[p].assign(sizes[p], 0);
 
-  const lb::Geometry g = lb::geometry(h);
-  const uint64_t rv = g.row_values;
+  const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
   StoreF16Rows(src, uint64_t(h.n_sink) * rv, out->parts[kPartSinkRows].data());
   StoreF16Rows(src + uint64_t(h.n_tokens - h.n_residual) * rv, uint64_t(h.n_residual) * rv,
                out->parts[kPartResidualRows].data());
-  const float* q = src + uint64_t(h.n_sink) * rv;
-  const uint64_t n = uint64_t(g.q_rows) * rv;
+  return Status::OK();
+}
+
+Status CheckFinite(const char* name, const BlockHeader& h, const float* q) {
+  const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
+  const uint64_t n = uint64_t(h.n_tokens - h.n_sink - h.n_residual) * rv;
   for (uint64_t i = 0; i < n; ++i)
     if (!std::isfinite(q[i]))
       return InvalidArgument(std::string(name) + " needs finite input: row " + std::to_string(h.n_sink + i / rv) + " head " +
                              std::to_string(i % rv / h.head_dim) + " dim " + std::to_string(i % h.head_dim) + " is " +
                              std::to_string(q[i]));
-  quantized->assign(q, q + n);
-  if (rotate)
-    for (uint64_t v = 0; v < n; v += h.head_dim) lb::forward_rotate(quantized->data() + v, h.head_dim, h.rot_block, h.rot_seed);
+  return Status::OK();
+}
+
+Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out,
+                   std::vector<float>* storage, const float** q) {
+  MQKV_RETURN_IF_ERROR(BeginEncodeHeader(spec, src, shape, out));
+  const BlockHeader& h = out->header;
+  const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
+  const float* x = src + uint64_t(h.n_sink) * rv;
+  MQKV_RETURN_IF_ERROR(CheckFinite(spec.codec == CodecId::kCodebook ? "codebook" : "affine", h, x));
+  *q = x;
+  if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) {
+    const uint64_t n = uint64_t(h.n_tokens - h.n_sink - h.n_residual) * rv;
+    storage->assign(x, x + n);
+    for (uint64_t v = 0; v < n; v += h.head_dim) lb::forward_rotate(storage->data() + v, h.head_dim, h.rot_block, h.rot_seed);
+    *q = storage->data();
+  }
+  return Status::OK();
+}
+
+Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out,
+                   std::vector<float>* quantized) {
+  const float* q = nullptr;
+  MQKV_RETURN_IF_ERROR(BeginEncode(spec, src, shape, out, quantized, &q));
+  if (q != quantized->data()) {
+    const BlockHeader& h = out->header;
+    quantized->assign(q, q + uint64_t(h.n_tokens - h.n_sink - h.n_residual) * h.n_heads * h.head_dim);
+  }
+  return Status::OK();
+}
+
+void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min) {
+  const float levels = static_cast<float>((1u << bits) - 1u);
+  for (uint64_t i = 0; i < n; ++i) {
+    min[i] = lo[i];
+    scale[i] = (hi[i] - lo[i]) / levels;
+  }
+}
+
+namespace {
+
+Status MetaTooBig(const Geometry& g, lb::MetaField field, uint64_t i, float v) {
+  return InvalidArgument(std::string("group ") + (field == lb::kFieldScale ? "scale" : "minimum") + " " + std::to_string(v) +
+                         " (group row " + std::to_string(i / g.group_cols) + ", column " + std::to_string(i % g.group_cols) +
+                         ") is outside the fp16 metadata range (|v| <= 65504)");
+}
+
+}  // namespace
+
+Status StoreMetaF16(const Geometry& g, lb::MetaField field, const float* values, uint64_t i0, uint64_t i1, EncodedBlock* out,
+                    float* decoded) {
+  uint8_t* part = out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data();
+  for (uint64_t i = i0; i < i1; ++i) {
+    const float v = values[i - i0];
+    const uint16_t u = f32_to_f16(v);
+    const float f = f16_to_f32(u);
+    if (!std::isfinite(f)) return MetaTooBig(g, field, i, v);
+    part[2 * i] = static_cast<uint8_t>(u & 0xFF);
+    part[2 * i + 1] = static_cast<uint8_t>(u >> 8);
+    decoded[i - i0] = f;
+  }
   return Status::OK();
 }
 
 Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<float>& values, EncodedBlock* out,
                       std::vector<float>* decoded) {
   const BlockHeader& h = out->header;
-  const char* fname = field == lb::kFieldScale ? "scale" : "minimum";
   uint8_t* part = out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data();
   decoded->resize(values.size());
   if (values.empty()) return Status::OK();  // Q = 0: no groups, no metadata parts
-  auto too_big = [&](uint64_t i, float v) {
-    return InvalidArgument(std::string("group ") + fname + " " + std::to_string(v) + " (group row " + std::to_string(i / g.group_cols) +
-                           ", column " + std::to_string(i % g.group_cols) + ") is outside the fp16 metadata range (|v| <= 65504)");
-  };
-  if (h.meta_bits == 16) {
-    for (uint64_t i = 0; i < values.size(); ++i) {
-      const uint16_t u = f32_to_f16(values[i]);
-      const float f = f16_to_f32(u);
-      if (!std::isfinite(f)) return too_big(i, values[i]);
-      part[2 * i] = static_cast<uint8_t>(u & 0xFF);
-      part[2 * i + 1] = static_cast<uint8_t>(u >> 8);
-      (*decoded)[i] = f;
-    }
-    return Status::OK();
-  }
+  auto too_big = [&](uint64_t i, float v) { return MetaTooBig(g, field, i, v); };
+  if (h.meta_bits == 16) return StoreMetaF16(g, field, values.data(), 0, values.size(), out, decoded->data());
   // Meta-coded: per column the fp16 range [lo, hi] of the field over all group rows, rounded
   // outwards so every value lies inside; then M-bit codes against it.
   const uint32_t m = h.meta_bits, cmax = (1u << m) - 1u;

@@ -47,10 +47,19 @@ uint16_t F16Up(float v);
 // Round half to even, as nearbyint in the default rounding mode.
 float RoundEven(float v);
 
-// Encoder front half shared by both codecs. Checks spec and shape, fills the header's codec
-// fields (codec, bits, meta_bits, group_axis, group_size, rotation, rot_block, rot_seed, n_sink,
-// n_residual), sizes every part, writes sink and residual rows as fp16 and returns the quantized
-// rows [Q][n_heads][head_dim], rotated when the spec asks for it.
+// Encoder front half shared by both codecs, in three steps:
+// BeginEncodeHeader checks spec and shape, fills the header's codec fields (codec, bits,
+// meta_bits, group_axis, group_size, rotation, rot_block, rot_seed, n_sink, n_residual), sizes
+// (and zeroes) every part and writes sink and residual rows as fp16.
+Status BeginEncodeHeader(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out);
+// CheckFinite rejects a non-finite value among the quantized rows `q` ([Q][n_heads][head_dim]),
+// naming the first one.
+Status CheckFinite(const char* codec_name, const BlockHeader& h, const float* q);
+// BeginEncode runs both and points *q at the quantized rows: the caller's input itself, or,
+// when the spec rotates, a rotated copy in *storage.
+Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out,
+                   std::vector<float>* storage, const float** q);
+// The same, always returning a copy of the quantized rows in *quantized (rotated when asked).
 Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out,
                    std::vector<float>* quantized);
 
@@ -71,21 +80,59 @@ void ForEachGroup(const Geometry& g, const float* q, Fn&& fn) {
   }
 }
 
+// Range of group (gr, gc) of the quantized rows q, as std::minmax_element over the group's
+// values in stream order: *lo the first smallest, *hi the last largest (this fixes which zero a
+// group holding both -0.0 and +0.0 reports; spec/CODECS.md, "Encoder").
+inline void GroupRange(const Geometry& g, const float* q, uint32_t gr, uint32_t gc, float* lo, float* hi) {
+  const uint32_t t0 = gr * g.row_span;
+  const uint32_t t1 = t0 + g.row_span < g.q_rows ? t0 + g.row_span : g.q_rows;
+  const uint32_t e0 = gc * g.col_span, e1 = e0 + g.col_span;
+  float a = q[static_cast<uint64_t>(t0) * g.row_values + e0], b = a;
+  for (uint32_t t = t0; t < t1; ++t) {
+    const float* row = q + static_cast<uint64_t>(t) * g.row_values;
+    for (uint32_t e = e0; e < e1; ++e) {
+      const float v = row[e];
+      if (v < a) a = v;
+      if (!(v < b)) b = v;
+    }
+  }
+  *lo = a;
+  *hi = b;
+}
+
 // Writes one code per quantized value, in [row][head][dim] order: code(t, e, gr, gc).
 template <typename CodeFn>
 void WriteCodes(const Geometry& g, uint32_t bits, std::vector<uint8_t>* part, CodeFn&& code) {
   BitWriter w(part->data(), bits);
+  uint32_t gr = 0, left = g.row_span;  // group row of row t, rows left in it
   for (uint32_t t = 0; t < g.q_rows; ++t) {
-    const uint32_t gr = t / g.row_span;
-    for (uint32_t e = 0; e < g.row_values; ++e) w.Put(code(t, e, gr, e / g.col_span));
+    uint32_t e = 0;
+    for (uint32_t gc = 0; gc < g.group_cols; ++gc)
+      for (uint32_t k = 0; k < g.col_span; ++k, ++e) w.Put(code(t, e, gr, gc));
+    if (--left == 0) {
+      ++gr;
+      left = g.row_span;
+    }
   }
 }
+
+// The affine metadata rule (spec/CODECS.md, "Encoder"), one stage of its own so other rules can
+// sit beside it: per group i, from the group's range [lo[i], hi[i]],
+//   min[i] = lo[i], scale[i] = (hi[i] - lo[i]) / float(2^bits - 1)   (fp32).
+void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min);
 
 // Stores the per-group metadata field `field` (values [group_rows][group_cols], fp32) as the
 // header's meta_bits say, and sets *decoded to the values a decoder will see. Fails when a
 // value (or a shared range) does not fit fp16.
 Status StoreMetaField(const Geometry& g, mqkv::lowbit::MetaField field, const std::vector<float>& values,
                       EncodedBlock* out, std::vector<float>* decoded);
+// The fp16 (meta_bits == 16) case for groups [i0, i1) of the grid only: values and decoded are
+// indexed from i0 (values[k] is group i0 + k). Same errors as StoreMetaField.
+Status StoreMetaF16(const Geometry& g, mqkv::lowbit::MetaField field, const float* values, uint64_t i0, uint64_t i1,
+                    EncodedBlock* out, float* decoded);
+
+// The scalar reference encoder of the affine codec (the fast paths must match it byte for byte).
+Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out);
 
 // Scalar decode of quantized rows [t0, t1) to fp32 (inverse rotation included), one function per
 // codec so a SIMD path can replace each.

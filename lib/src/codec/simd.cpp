@@ -190,6 +190,8 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
   return true;
 }
 
+bool EncodeAffine(const CodecSpec&, const float*, BlockShape, EncodedBlock*, Status*) { return false; }
+
 }  // namespace codec::simd
 
 std::vector<std::string> SimdArchs() {

@@ -77,6 +77,11 @@ const Kernels* KernelsSse2();
 const Kernels* KernelsAvx2();
 const Kernels* KernelsAvx512();
 
+// Encodes an affine block with the active ISA, byte-identical to lowbit::EncodeAffineScalar.
+// Returns false (nothing decided) when the active ISA is "scalar"; otherwise true with *status
+// the result (any error is the reference encoder's, which re-runs to report it).
+bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out, Status* status);
+
 // Decodes block rows [r0, r1) of a verified affine or codebook block with the active ISA.
 // Returns false (nothing written) when the active ISA is "scalar" or the request is not one the
 // SIMD path serves; the caller then runs the scalar reference, which also reports bad ranges.
