@@ -15,6 +15,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "lowbit.h"
 #include "mqkv/detail/lowbit.h"
 #include "mqkv/simd.h"
 
@@ -190,7 +191,132 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
   return true;
 }
 
-bool EncodeAffine(const CodecSpec&, const float*, BlockShape, EncodedBlock*, Status*) { return false; }
+namespace {
+
+// The widest table at or below the active ISA whose vectors tile the block: rows of row_values
+// and token-axis groups of col_span values (both multiples of 8; AVX-512 needs 16).
+const Kernels* EncodeKernels(const lb::Geometry& g) {
+  const Arch* active = Active();
+  bool seen = false;
+  for (const Arch& a : Available()) {
+    seen = seen || &a == active;
+    if (!seen) continue;
+    if (!a.kernels) return nullptr;
+    const uint32_t n = a.kernels->lanes;
+    if (g.row_values % n == 0 && (g.col_span == 1 || g.col_span % n == 0)) return a.kernels;
+  }
+  return nullptr;
+}
+
+// Values per chunk: the encoder takes whole group rows, ~128 KiB of fp32 at a time, so that the
+// codes pass reads what the range pass left in L2.
+constexpr uint64_t kChunkValues = 32768;
+
+}  // namespace
+
+bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out, Status* status) {
+  namespace cl = mqkv::codec::lowbit;
+  if (!Active()->kernels) return false;
+  auto reference = [&] {
+    *status = cl::EncodeAffineScalar(spec, src, shape, out);
+    return true;
+  };
+  if (Status s = cl::BeginEncodeHeader(spec, src, shape, out); !s.ok()) {
+    *status = s;
+    return true;
+  }
+  const BlockHeader& h = out->header;
+  const lb::Geometry g = lb::geometry(h);
+  const Kernels* k = EncodeKernels(g);
+  if (!k) return reference();
+  const uint64_t rv = g.row_values;
+  const float* x = src + uint64_t(h.n_sink) * rv;
+  const bool rotate = h.rotation == static_cast<uint8_t>(Rotation::kHadamard);
+
+  EncodePlan p;
+  p.bits = h.bits;
+  p.levels = static_cast<float>((1u << h.bits) - 1u);
+  p.row_values = g.row_values;
+  p.group_cols = g.group_cols;
+  p.col_span = g.col_span;
+  p.row_span = g.row_span;
+  std::vector<uint32_t> sign;
+  if (rotate) {
+    p.rot_block = h.rot_block;
+    p.rot_c = lb::hadamard_scale(h.rot_block);
+    sign.resize(rv);
+    for (uint32_t i = 0; i < h.head_dim; ++i) sign[i] = lb::hadamard_negative(h.rot_seed, i) ? 0x80000000u : 0u;
+    for (uint64_t i = h.head_dim; i < rv; ++i) sign[i] = sign[i % h.head_dim];
+    p.sign = sign.data();
+    p.butterflies = &Butterflies;
+  }
+
+  // Chunks of whole group rows; the rotation (when asked) goes to a chunk-sized buffer.
+  const uint64_t group_row_values = uint64_t(g.row_span) * rv;
+  const uint32_t chunk = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkValues / group_row_values));
+  const uint64_t groups = uint64_t(g.group_rows) * g.group_cols;
+  std::vector<float> rotated(rotate ? std::min<uint64_t>(uint64_t(chunk) * group_row_values, uint64_t(g.q_rows) * rv) : 0);
+  auto rows_of = [&](uint32_t gr0, uint32_t* t0, uint32_t* t1) {
+    *t0 = gr0 * g.row_span;
+    *t1 = uint64_t(*t0) + uint64_t(chunk) * g.row_span < g.q_rows ? *t0 + chunk * g.row_span : g.q_rows;
+  };
+  auto input = [&](uint32_t t0, uint32_t t1) {
+    if (!rotate) return x + uint64_t(t0) * rv;
+    k->enc_rotate(p, x + uint64_t(t0) * rv, t1 - t0, rotated.data());
+    return static_cast<const float*>(rotated.data());
+  };
+  // Per-group arrays: the chunk's groups (fp16 metadata: one chunk at a time, each group on
+  // its own) or every group (meta-coded: the shared ranges need them all before any code).
+  const bool meta16 = h.meta_bits == 16;
+  const uint64_t n_arr = meta16 ? std::min<uint64_t>(groups, uint64_t(chunk) * g.group_cols) : groups;
+  std::vector<float> lo(n_arr), hi(n_arr), scales(n_arr), mins(n_arr), s(n_arr), mn(n_arr);
+  uint8_t* codes = out->parts[kPartCodes].data();
+
+  for (uint32_t gr0 = 0; gr0 < g.group_rows; gr0 += chunk) {
+    uint32_t t0, t1;
+    rows_of(gr0, &t0, &t1);
+    const float* xs = input(t0, t1);
+    const uint32_t gr1 = std::min(g.group_rows, gr0 + chunk);
+    const uint64_t i0 = uint64_t(gr0) * g.group_cols, i1 = uint64_t(gr1) * g.group_cols;
+    const uint64_t a0 = meta16 ? 0 : i0;  // array index of group i0
+    // (a) ranges; a non-finite value is the reference's error to report.
+    if (!k->enc_ranges(p, xs, t1 - t0, lo.data() + a0, hi.data() + a0)) return reference();
+    // Where a range ends at zero, which zero (-0.0 or +0.0) is the reference's first smallest /
+    // last largest: take the group again in its order.
+    lb::Geometry local = g;
+    local.q_rows = t1 - t0;
+    for (uint64_t i = i0; i < i1; ++i) {
+      float* l = &lo[a0 + i - i0];
+      float* u = &hi[a0 + i - i0];
+      if (*l == 0.0f || *u == 0.0f)
+        cl::GroupRange(local, xs, static_cast<uint32_t>(i / g.group_cols) - gr0, static_cast<uint32_t>(i % g.group_cols), l, u);
+    }
+    if (!meta16) continue;
+    // (b) metadata of these groups, (c) their codes while the chunk is in cache. A metadata
+    // error goes to the reference, which reports the first one in its own order.
+    // (b1) the metadata rule, (b2) fp16 storage (the bytes of lowbit::StoreMetaF16).
+    cl::AffineGroupMeta(lo.data(), hi.data(), i1 - i0, h.bits, scales.data(), mins.data());
+    if (!k->enc_meta_f16(scales.data(), i1 - i0, out->parts[kPartScales].data() + 2 * i0, s.data()) ||
+        !k->enc_meta_f16(mins.data(), i1 - i0, out->parts[kPartMins].data() + 2 * i0, mn.data()))
+      return reference();
+    k->enc_codes(p, xs, t1 - t0, s.data(), mn.data(), codes + uint64_t(t0) * rv * h.bits / 8);
+  }
+  if (!meta16) {
+    // Meta-coded fields share a per-column range over all group rows: (b) needs every group
+    // first, then (c) takes the input (rotated again) a second time.
+    cl::AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data());
+    if (!cl::StoreMetaField(g, lb::kFieldScale, scales, out, &s).ok() || !cl::StoreMetaField(g, lb::kFieldMin, mins, out, &mn).ok())
+      return reference();
+    for (uint32_t gr0 = 0; gr0 < g.group_rows; gr0 += chunk) {
+      uint32_t t0, t1;
+      rows_of(gr0, &t0, &t1);
+      const uint64_t i0 = uint64_t(gr0) * g.group_cols;
+      k->enc_codes(p, input(t0, t1), t1 - t0, s.data() + i0, mn.data() + i0, codes + uint64_t(t0) * rv * h.bits / 8);
+    }
+  }
+  *status = Status::OK();
+  return true;
+}
 
 }  // namespace codec::simd
 

@@ -64,12 +64,40 @@ struct Plan {
   void (*butterflies)(float* v, uint32_t block) = nullptr;
 };
 
+// What the affine encode kernels need of a block (simd_encode_kernels.h). The kernels work on a
+// chunk of whole group rows at a time (the last group row may be short); lo/hi/s/mn arrays are
+// grid-ordered from the chunk's first group, codes from the chunk's first row.
+struct EncodePlan {
+  uint32_t bits = 0;        // 2, 3, 4 or 8
+  float levels = 0;         // 2^bits - 1
+  uint32_t row_values = 0;  // n_heads * head_dim, a multiple of the kernel's lanes
+  // Metadata grid (detail/lowbit.h Geometry); token-axis col_span is a multiple of the lanes.
+  uint32_t group_cols = 0, col_span = 0, row_span = 0;
+  // Forward Hadamard rotation.
+  uint32_t rot_block = 0;
+  float rot_c = 0;                 // c_B
+  const uint32_t* sign = nullptr;  // row_values sign masks (0x80000000 where the dim is negated)
+  void (*butterflies)(float* v, uint32_t block) = nullptr;  // scalar reference (baseline flags)
+};
+
 struct Kernels {
   const char* name;
+  uint32_t lanes;  // floats per vector
   // Quantized rows [t0, t1) (indices among the Q quantized rows) -> dst as `out`.
   void (*rows)(const Plan& p, uint32_t t0, uint32_t t1, DType out, void* dst);
   // n fp16 values (sink / residual rows) -> dst as `out`.
   void (*f16_rows)(const uint8_t* src, uint64_t n, DType out, void* dst);
+
+  // Affine encoder, on `rows` rows of x (row 0 starts a group row):
+  // the min and max of every group (a zero's sign unspecified); false if a value is not finite.
+  bool (*enc_ranges)(const EncodePlan& p, const float* x, uint32_t rows, float* lo, float* hi);
+  // n metadata values -> fp16 at part and their decoded values (StoreMetaF16's bytes);
+  // false if one does not fit fp16.
+  bool (*enc_meta_f16)(const float* v, uint64_t n, uint8_t* part, float* decoded);
+  // the forward Hadamard rotation src -> dst.
+  void (*enc_rotate)(const EncodePlan& p, const float* src, uint32_t rows, float* dst);
+  // the codes against the decoded metadata s/mn, written to dst (every byte of those rows).
+  void (*enc_codes)(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst);
 };
 
 // Kernel tables, null where the build has no such ISA (non-x86 targets).

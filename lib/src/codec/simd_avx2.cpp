@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "simd_kernels.h"
+#include "simd_encode_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
@@ -59,6 +60,45 @@ struct Avx2 {
                      _mm_packus_epi32(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1)));
   }
   static V LoadF16(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  // ---- encoder ----
+  static V Div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V Min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V Max(V a, V b) { return _mm256_max_ps(a, b); }
+  static float HMin(V v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+    return _mm_cvtss_f32(_mm_min_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+  }
+  static float HMax(V v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+    return _mm_cvtss_f32(_mm_max_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+  }
+  static V Or(V a, V b) { return _mm256_or_ps(a, b); }
+  static bool AnyBits(V v) { return !_mm256_testz_si256(_mm256_castps_si256(v), _mm256_castps_si256(v)); }
+  static I Quantize(V d, V levels) {
+    const __m256 r = _mm256_round_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), levels));
+  }
+  static I MaskPositive(I q, V s) {
+    return _mm256_and_si256(q, _mm256_castps_si256(_mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_GT_OQ)));
+  }
+  // 8 codes -> B bytes: each code shifted to its bit offset, then or-ed together.
+  template <int B>
+  static void StoreCodes(uint8_t* d, I q) {
+    if constexpr (B == 8) {
+      const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(d), _mm_packus_epi16(w, w));
+    } else {
+      const __m256i v = _mm256_sllv_epi32(q, _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B));
+      __m128i a = _mm_or_si128(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+      a = _mm_or_si128(a, _mm_shuffle_epi32(a, 0x4E));
+      a = _mm_or_si128(a, _mm_shuffle_epi32(a, 0xB1));
+      const uint32_t w = static_cast<uint32_t>(_mm_cvtsi128_si32(a));
+      StoreLE<B>(d, w);
+    }
+  }
+
   static void FwhtIntra(V& v) {
     __m256 s = _mm256_permute_ps(v, 0xB1);  // lanes j ^ 1
     v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xAA);
@@ -70,7 +110,8 @@ struct Avx2 {
 };
 
 using K = Impl<Avx2>;
-const Kernels kAvx2 = {"avx2", &K::Rows, &K::F16Rows};
+using E = EncodeImpl<Avx2>;
+const Kernels kAvx2 = {"avx2", Avx2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16, &E::Rotate, &E::Codes};
 
 }  // namespace
 

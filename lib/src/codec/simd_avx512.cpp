@@ -4,11 +4,14 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 // GCC 12 warns inside avx512fintrin.h about the deliberately undefined source of its
-// _mm512_undefined_* helpers (a false positive, GCC PR 105593).
+// _mm512_undefined_* helpers (a false positive, GCC PR 105593); the encoder's conversions and
+// extracts trigger its -Wuninitialized form.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "simd_kernels.h"
+#include "simd_encode_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
@@ -66,6 +69,57 @@ struct Avx512 {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm512_cvtepi32_epi16(o));
   }
   static V LoadF16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  // ---- encoder ----
+  static V Div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V Min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V Max(V a, V b) { return _mm512_max_ps(a, b); }
+  static float HMin(V v) {
+    __m256 h = _mm256_min_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+    return _mm_cvtss_f32(_mm_min_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+  }
+  static float HMax(V v) {
+    __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+    return _mm_cvtss_f32(_mm_max_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+  }
+  static V Or(V a, V b) { return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b))); }
+  static bool AnyBits(V v) { return _mm512_test_epi32_mask(_mm512_castps_si512(v), _mm512_castps_si512(v)) != 0; }
+  static I Quantize(V d, V levels) {
+    const __m512 r = _mm512_roundscale_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(r, _mm512_setzero_ps()), levels));
+  }
+  static I MaskPositive(I q, V s) {
+    return _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), q);
+  }
+  // 16 codes -> 2B bytes: one byte per code, then pairs, quads and the two 8-code halves merged.
+  template <int B>
+  static void StoreCodes(uint8_t* d, I q) {
+    const __m128i b = _mm512_cvtepi32_epi8(q);
+    if constexpr (B == 8) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d), b);
+    } else {
+      const __m128i p2 = _mm_maddubs_epi16(b, _mm_set1_epi16(static_cast<short>(((1 << B) << 8) | 1)));  // c0 + c1 << B
+      const __m128i p4 = _mm_madd_epi16(p2, _mm_set1_epi32((1 << (2 * B)) << 16 | 1));  // 4 codes in 4B bits
+      if constexpr (B == 2) {
+        const __m128i w = _mm_packus_epi16(_mm_packus_epi32(p4, p4), _mm_setzero_si128());
+        const uint32_t v = static_cast<uint32_t>(_mm_cvtsi128_si32(w));
+        StoreLE<4>(d, v);
+      } else if constexpr (B == 4) {
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(d), _mm_packus_epi32(p4, p4));
+      } else {  // B == 3: dwords of 12 bits -> 24 bits per qword -> 48 bits
+        const __m128i p8 = _mm_or_si128(_mm_and_si128(p4, _mm_set1_epi64x(0xFFF)),
+                                        _mm_and_si128(_mm_srli_epi64(p4, 20), _mm_set1_epi64x(0xFFF000)));
+        alignas(16) uint64_t q2[2];
+        _mm_store_si128(reinterpret_cast<__m128i*>(q2), p8);
+        const uint64_t v = q2[0] | q2[1] << 24;
+        StoreLE<6>(d, v);
+      }
+    }
+  }
+
   static void FwhtIntra(V& v) {
     __m512 s = _mm512_permute_ps(v, 0xB1);  // lanes j ^ 1
     v = _mm512_mask_blend_ps(0xAAAA, _mm512_add_ps(v, s), _mm512_sub_ps(s, v));
@@ -79,7 +133,8 @@ struct Avx512 {
 };
 
 using K = Impl<Avx512>;
-const Kernels kAvx512 = {"avx512", &K::Rows, &K::F16Rows};
+using E = EncodeImpl<Avx512>;
+const Kernels kAvx512 = {"avx512", Avx512::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16, &E::Rotate, &E::Codes};
 
 }  // namespace
 

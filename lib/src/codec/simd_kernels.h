@@ -45,6 +45,26 @@ static inline __attribute__((always_inline)) uint64_t LoadLE(const uint8_t* p) {
   }
 }
 
+// Little-endian store of the low `n` bytes of v (n <= 8) as power-of-two stores from the
+// register (a memcpy of 3, 5, 6 or 7 bytes may go through the stack and stall the next load).
+template <int n>
+static inline __attribute__((always_inline)) void StoreLE(uint8_t* p, uint64_t v) {
+  if constexpr (n == 1) {
+    p[0] = static_cast<uint8_t>(v);
+  } else if constexpr (n == 2 || n == 4 || n == 8) {
+    using T = std::conditional_t<n == 2, uint16_t, std::conditional_t<n == 4, uint32_t, uint64_t>>;
+    const T t = static_cast<T>(v);
+    std::memcpy(p, &t, n);
+  } else if constexpr (n == 3) {
+    StoreLE<2>(p, v);
+    StoreLE<1>(p + 2, v >> 16);
+  } else {
+    static_assert(n >= 5 && n <= 7, "StoreLE: 1..8 bytes");
+    StoreLE<4>(p, v);
+    StoreLE<n - 4>(p + 4, v >> 32);
+  }
+}
+
 // Instantiated only with traits types from an anonymous namespace, so every instantiation has
 // internal linkage (simd.h).
 template <class K>
@@ -192,6 +212,24 @@ struct Impl {
     }
   }
 
+  // Butterfly stages h = H, 2H, ..., BV/2 across the BV vectors of one rotation block (after the
+  // in-vector stages), in the reference's stage order. Compile-time stages: a loop over h let
+  // GCC peel iterations that index past v[] (-Warray-bounds false positives).
+  template <int BV, int H = 1>
+  static inline __attribute__((always_inline)) void CrossStages(V* v) {
+    if constexpr (H < BV) {
+#pragma GCC unroll 16
+      for (int j = 0; j < BV; j += 2 * H)
+#pragma GCC unroll 16
+        for (int k = j; k < j + H; ++k) {
+          const V a = v[k], b = v[k + H];
+          v[k] = K::Add(a, b);
+          v[k + H] = K::Sub(a, b);
+        }
+      CrossStages<BV, 2 * H>(v);
+    }
+  }
+
   // Decode + inverse Hadamard with one rotation block (BV vectors) held in registers: decode,
   // in-vector stages, cross-vector stages (stage order of the reference), *c_B, sign, store.
   template <int B, bool CB, int BV, class Meta, class Out>
@@ -206,16 +244,7 @@ struct Impl {
         v[i] = Value<B, CB>(c + uint64_t(e) * B / 8, meta, e, p.levels);
         K::FwhtIntra(v[i]);
       }
-#pragma GCC unroll 4
-      for (int h = 1; h < BV; h <<= 1)
-#pragma GCC unroll 16
-        for (int j = 0; j < BV; j += 2 * h)
-#pragma GCC unroll 16
-          for (int k = j; k < j + h; ++k) {
-            const V a = v[k], b = v[k + h];
-            v[k] = K::Add(a, b);
-            v[k + h] = K::Sub(a, b);
-          }
+      CrossStages<BV>(v);
 #pragma GCC unroll 16
       for (int i = 0; i < BV; ++i) {
         const uint32_t e = b0 + i * N;

@@ -9,6 +9,7 @@
 #include <emmintrin.h>
 
 #include "simd_kernels.h"
+#include "simd_encode_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
@@ -134,6 +135,51 @@ struct Sse2 {
     return {F16ToF32(_mm_unpacklo_epi16(x, z)), F16ToF32(_mm_unpackhi_epi16(x, z))};
   }
 
+  // ---- encoder ----
+  static V Div(V x, V y) { return {_mm_div_ps(x.a, y.a), _mm_div_ps(x.b, y.b)}; }
+  static V Min(V x, V y) { return {_mm_min_ps(x.a, y.a), _mm_min_ps(x.b, y.b)}; }
+  static V Max(V x, V y) { return {_mm_max_ps(x.a, y.a), _mm_max_ps(x.b, y.b)}; }
+  static float HMin(V v) {
+    __m128 m = _mm_min_ps(v.a, v.b);
+    m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+    return _mm_cvtss_f32(_mm_min_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+  }
+  static float HMax(V v) {
+    __m128 m = _mm_max_ps(v.a, v.b);
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+    return _mm_cvtss_f32(_mm_max_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+  }
+  static V Or(V x, V y) { return {_mm_or_ps(x.a, y.a), _mm_or_ps(x.b, y.b)}; }
+  static bool AnyBits(V v) {
+    const __m128i o = _mm_castps_si128(_mm_or_ps(v.a, v.b));
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(o, _mm_setzero_si128())) != 0xFFFF;
+  }
+  // No roundps in SSE2: clamp to [0, levels] first (the same codes as rounding first), then
+  // round half to even by adding and subtracting 2^23 (exact for 0 <= v < 2^23).
+  static __m128i Quantize4(__m128 d, __m128 levels) {
+    const __m128 m = _mm_set1_ps(8388608.0f);
+    const __m128 v = _mm_min_ps(_mm_max_ps(d, _mm_setzero_ps()), levels);
+    return _mm_cvttps_epi32(_mm_sub_ps(_mm_add_ps(v, m), m));
+  }
+  static I Quantize(V d, V levels) { return {Quantize4(d.a, levels.a), Quantize4(d.b, levels.b)}; }
+  static I MaskPositive(I q, V s) {
+    const __m128 z = _mm_setzero_ps();
+    return {_mm_and_si128(q.a, _mm_castps_si128(_mm_cmpgt_ps(s.a, z))), _mm_and_si128(q.b, _mm_castps_si128(_mm_cmpgt_ps(s.b, z)))};
+  }
+  // 8 codes -> one byte each in a 64-bit word -> pairs, quads, halves merged -> B bytes.
+  template <int B>
+  static void StoreCodes(uint8_t* d, I q) {
+    const __m128i w16 = _mm_packs_epi32(q.a, q.b);
+    uint64_t w;
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(&w), _mm_packus_epi16(w16, w16));
+    if constexpr (B != 8) {
+      w = (w & 0x00FF00FF00FF00FFull) | ((w & 0xFF00FF00FF00FF00ull) >> (8 - B));
+      w = (w & 0x0000FFFF0000FFFFull) | ((w & 0xFFFF0000FFFF0000ull) >> (16 - 2 * B));
+      w = (w & 0x00000000FFFFFFFFull) | ((w & 0xFFFFFFFF00000000ull) >> (32 - 4 * B));
+    }
+    StoreLE<B>(d, w);
+  }
+
   static __m128 Bfly4(__m128 v, __m128 s, __m128 upper) { return SelF(upper, _mm_sub_ps(s, v), _mm_add_ps(v, s)); }
   static void FwhtIntra(V& v) {
     const __m128 u1 = _mm_castsi128_ps(_mm_setr_epi32(0, -1, 0, -1));
@@ -149,7 +195,8 @@ struct Sse2 {
 };
 
 using K = Impl<Sse2>;
-const Kernels kSse2 = {"sse2", &K::Rows, &K::F16Rows};
+using E = EncodeImpl<Sse2>;
+const Kernels kSse2 = {"sse2", Sse2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16, &E::Rotate, &E::Codes};
 
 }  // namespace
 
