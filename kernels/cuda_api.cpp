@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <string>
 
 #include "launch.h"
 #include "mqkv/cuda.h"
+#include "mqkv/detail/fp8.h"
 #include "mqkv/snapshot.h"
 
 namespace mqkv {
@@ -47,6 +49,19 @@ Status CheckHeader(const BlockHeader& h) {
 }
 
 namespace {
+
+// What the kernels cannot check without a synchronizing copy, checked where the payload is in
+// host memory: an fp8 block's scale must be positive and finite (the CPU decoder refuses others
+// with the same message; spec/CODECS.md "fp8").
+Status CheckHostPayload(const BlockHeader& h, const uint8_t* payload) {
+  if (h.codec != static_cast<uint8_t>(CodecId::kFp8)) return Status::OK();
+  const float s = mqkv::lowbit::load_f32(payload + h.parts[kPartScales].offset);
+  if (fp8::scale_valid(s)) return Status::OK();
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "fp8 block scale %g (bits 0x%08X) is not a positive finite number", static_cast<double>(s),
+                static_cast<unsigned>(f32_bits(s)));
+  return FormatError(buf);
+}
 
 Status RequireDevice() {
   std::string why;
@@ -110,6 +125,7 @@ Status CudaDecodeTensor(const Snapshot& snapshot, size_t tensor, uint32_t row_be
     MQKV_ASSIGN_OR_RETURN(BlockData data, snapshot.ReadBlock(b));
     const BlockHeader& h = *data.view.header;
     Status st = cuda_detail::CheckHeader(h);
+    if (st.ok()) st = cuda_detail::CheckHostPayload(h, data.view.payload);
     if (!st.ok()) return st.Prepend("block " + std::to_string(b)).WithFile(snapshot.path());
     // Stream-ordered allocation: freed on the stream after the kernels that read it. A pageable
     // host source is staged before cudaMemcpyAsync returns, so `data` may go out of scope.
@@ -134,6 +150,7 @@ Status CudaDecodeHostBlock(const BlockView& block, uint32_t row_begin, uint32_t 
     return OutOfRange("rows [" + std::to_string(row_begin) + ", " + std::to_string(row_end) + ") outside the block's " +
                       std::to_string(h.n_tokens) + " rows");
   MQKV_RETURN_IF_ERROR(cuda_detail::CheckHeader(h));
+  MQKV_RETURN_IF_ERROR(cuda_detail::CheckHostPayload(h, block.payload));
   const uint64_t out_bytes = uint64_t(row_end - row_begin) * h.n_heads * h.head_dim * DTypeSize(out);
   cuda_detail::DeviceBuffer payload, result;
   MQKV_RETURN_IF_ERROR(payload.Alloc(h.payload_bytes));

@@ -1,7 +1,8 @@
 // CUDA decode kernels for every codec of spec/CODECS.md, bit-identical to the scalar reference.
 // The per-element logic is in decode_logic.cuh (tested on the CPU); this file is the thread
 // schedule and the launchers. Kernels are templated only by what changes the inner loop's code
-// (code width, output type): 5 widths x 3 outputs low-bit kernels, 6 raw conversion kernels.
+// (code width, output type): 5 widths x 3 outputs low-bit kernels, 6 raw conversion kernels,
+// 3 fp8 kernels.
 // Codec (affine / codebook), group axis, metadata coding and rotation are CTA-uniform branches.
 #include <cuda_runtime.h>
 
@@ -93,6 +94,31 @@ __global__ void __launch_bounds__(256) RawKernel(const uint8_t* src, uint64_t n,
   }
 }
 
+// n fp8 codes to O: one octet per thread per grid-stride step (coalesced 8-byte loads, 16- or
+// 32-byte stores). The scale is read once per thread from the device payload.
+template <Out O>
+__global__ void __launch_bounds__(256) Fp8Kernel(const uint8_t* codes, uint64_t n, const uint8_t* scale_p, void* dst,
+                                                 uint32_t aligned, uint32_t vec) {
+  const float scale = lb::load_f32(scale_p);
+  const bool ok = fp8::scale_valid(scale);
+  const uint64_t octets = (n + 7) / 8, stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  for (uint64_t k = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < octets; k += stride)
+    fp8_octet<O>(codes, n, scale, ok, dst, k, aligned != 0, vec != 0);
+}
+
+Status EnqueueFp8(const uint8_t* codes, uint64_t n, const uint8_t* scale_p, DType out, void* dst, cudaStream_t stream) {
+  if (n == 0) return Status::OK();
+  const uint64_t blocks64 = ((n + 7) / 8 + 255) / 256;
+  const unsigned blocks = static_cast<unsigned>(blocks64 < 1u << 20 ? blocks64 : 1u << 20);
+  const uint32_t aligned = reinterpret_cast<uintptr_t>(codes) % 8 == 0, vec = reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  switch (out) {
+    case DType::kF32: Fp8Kernel<Out::kF32><<<blocks, 256, 0, stream>>>(codes, n, scale_p, dst, aligned, vec); break;
+    case DType::kF16: Fp8Kernel<Out::kF16><<<blocks, 256, 0, stream>>>(codes, n, scale_p, dst, aligned, vec); break;
+    case DType::kBF16: Fp8Kernel<Out::kBF16><<<blocks, 256, 0, stream>>>(codes, n, scale_p, dst, aligned, vec); break;
+  }
+  return CudaStatus(cudaGetLastError(), "fp8 decode kernel launch");
+}
+
 template <uint32_t Src>
 Status LaunchRaw(const uint8_t* src, uint64_t n, DType out, void* dst, cudaStream_t stream) {
   const uint64_t blocks64 = (n + 256 * 8 - 1) / (256 * 8);
@@ -171,6 +197,8 @@ Status EnqueueBlockDecode(const BlockHeader& h, const uint8_t* d_payload, uint32
     uint8_t* o = static_cast<uint8_t*>(d_dst) + seg[i].dst_index * es;
     if (seg[i].lowbit)
       MQKV_RETURN_IF_ERROR(EnqueueLowbit(h, d_payload, seg[i].t0, seg[i].t1, out, o, stream));
+    else if (seg[i].stored == kStoredFp8)
+      MQKV_RETURN_IF_ERROR(EnqueueFp8(d_payload + seg[i].src_offset, seg[i].n, d_payload + h.parts[kPartScales].offset, out, o, stream));
     else
       MQKV_RETURN_IF_ERROR(EnqueueRaw(static_cast<DType>(seg[i].stored), d_payload + seg[i].src_offset, seg[i].n, out, o, stream));
   }

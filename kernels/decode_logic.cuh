@@ -23,6 +23,7 @@
 #endif
 
 #include "mqkv/block.h"
+#include "mqkv/detail/fp8.h"
 #include "mqkv/detail/lowbit.h"
 #include "mqkv/numeric.h"
 
@@ -286,14 +287,43 @@ MQKV_HD void store1(void* base, uint64_t i, float x) {
   if constexpr (O == Out::kBF16) static_cast<uint16_t*>(base)[i] = out_bf16(x);
 }
 
+// ---- fp8 codes (codec 5) --------------------------------------------------------------------------
+// A thread decodes an octet of 8 consecutive codes (one 8-byte load when the codes are 8-aligned)
+// with fp8::decode, so every value is the scalar decoder's. The scale is checked on the host by
+// every entry point that holds the payload in host memory (the CPU decoder refuses a bad scale);
+// a payload already on the device gets NaN 0x7FC00000 for every value instead.
+
+inline constexpr uint32_t kStoredFp8 = 3;  // Segment::stored of fp8 codes (0..2 are raw types)
+
+MQKV_HD float fp8_value(uint32_t code, float scale, bool scale_ok) {
+  return scale_ok ? fp8::decode(code, scale) : bits_f32(0x7FC00000u);
+}
+
+// Octet k of n fp8 codes at `codes` to dst elements 8k .. min(8k + 8, n). `aligned`: codes is
+// 8-byte aligned (one load); `vec`: dst is 16-byte aligned (vector stores).
+template <Out O>
+MQKV_HD void fp8_octet(const uint8_t* codes, uint64_t n, float scale, bool scale_ok, void* dst, uint64_t k, bool aligned,
+                       bool vec) {
+  const uint64_t i0 = k * 8;
+  if (i0 + 8 <= n) {
+    const uint64_t w = aligned ? load_le<8>(codes + i0) : load_le<7>(codes + i0) | static_cast<uint64_t>(codes[i0 + 7]) << 56;
+    float v[8];
+#pragma unroll
+    for (uint32_t j = 0; j < 8; ++j) v[j] = fp8_value(static_cast<uint32_t>(w >> (8 * j)) & 0xFFu, scale, scale_ok);
+    store8<O>(dst, i0, v, vec);
+  } else {
+    for (uint64_t i = i0; i < n; ++i) store1<O>(dst, i, fp8_value(codes[i], scale, scale_ok));
+  }
+}
+
 // ---- row segments of a block --------------------------------------------------------------------
-// Block rows [r0, r1) split into what one launch each decodes: raw rows of a raw codec, fp16 sink
+// Block rows [r0, r1) split into what one launch each decodes: raw rows of a raw codec, fp8 codes, fp16 sink
 // rows, quantized rows, fp16 residual rows (at most 3 segments, in output order).
 struct Segment {
-  bool lowbit;          // quantized rows (LowbitKernel) or raw rows
-  uint32_t stored;      // raw rows: stored type (0 f32, 1 f16, 2 bf16)
-  uint64_t src_offset;  // raw rows: payload byte offset of the first element
-  uint64_t n;           // raw rows: elements
+  bool lowbit;          // quantized rows (LowbitKernel) or raw rows / fp8 codes
+  uint32_t stored;      // raw rows: stored type (0 f32, 1 f16, 2 bf16) or kStoredFp8
+  uint64_t src_offset;  // raw rows, fp8: payload byte offset of the first element
+  uint64_t n;           // raw rows, fp8: elements
   uint32_t t0, t1;      // quantized rows [t0, t1), quantized-row numbering
   uint64_t dst_index;   // output element index of the segment's first element
 };
@@ -305,6 +335,10 @@ inline int split_rows(const BlockHeader& h, uint32_t r0, uint32_t r1, Segment se
   if (h.codec <= static_cast<uint8_t>(CodecId::kBF16)) {
     const uint32_t es = h.codec == static_cast<uint8_t>(CodecId::kF32) ? 4 : 2;
     seg[n++] = Segment{false, h.codec, h.parts[kPartCodes].offset + r0 * rv * es, (r1 - r0) * rv, 0, 0, 0};
+    return n;
+  }
+  if (h.codec == static_cast<uint8_t>(CodecId::kFp8)) {
+    seg[n++] = Segment{false, kStoredFp8, h.parts[kPartCodes].offset + r0 * rv, (r1 - r0) * rv, 0, 0, 0};
     return n;
   }
   const uint32_t q_end = h.n_tokens - h.n_residual;

@@ -17,7 +17,7 @@ llama-seq-state. The input format comes from its first bytes, then its extension
 format from --to, else its extension (.mqkv, .safetensors, .npy, .npz). Conventions for the
 interchange formats: spec/INTEROP.md.
 
-Codecs (mqkv output): a spec string (f32 | f16 | bf16 | affine:bits=3,group=64,... |
+Codecs (mqkv output): a spec string (f32 | f16 | bf16 | fp8 | affine:bits=3,group=64,... |
 codebook:... | a preset name; spec/CODECS.md). Default: the raw type of the source that holds
 every value exactly (f16 for an f16 source, bf16 for bf16, else f32), so a plain conversion is
 lossless.

@@ -1,6 +1,7 @@
 // Blocks of every codec layout of spec/CODECS.md for the CUDA tests: raw f32/f16/bf16; affine 2, 3,
 // 4, 8 bits with fp16, meta8 and meta4 metadata on both axes, sinks and residual rows, Hadamard
-// rotation with small and large blocks; codebook 1..4 bits; odd shapes; a block with no quantized rows.
+// rotation with small and large blocks; codebook 1..4 bits; fp8 (any head_dim: code runs that do not
+// fill octets); odd shapes; a block with no quantized rows.
 #pragma once
 
 #include <array>
@@ -48,6 +49,9 @@ inline Status BuildBlock(const Layout& l, uint32_t seed, TestBlock* out) {
 inline std::vector<Layout> AllLayouts() {
   std::vector<Layout> v;
   for (const char* raw : {"f32", "f16", "bf16"}) v.push_back({raw, {13, 3, 20}});
+  v.push_back({"fp8", {13, 3, 20}});
+  v.push_back({"fp8", {9, 1, 9}});     // 9 values a row: unaligned code runs, partial octets
+  v.push_back({"fp8", {300, 4, 64}});  // many CTAs
   for (int bits : {2, 3, 4, 8})
     for (int meta : {16, 8, 4}) {
       const std::string b = "affine:bits=" + std::to_string(bits) + ",meta=" + std::to_string(meta);

@@ -163,6 +163,23 @@ TEST_F(CudaGpu, TensorTokenRangesAcrossCompressedBlocks) {
   EXPECT_EQ(CudaDecodeTensor(**s, 9, 0, 1, DType::kF32, dst.p).code(), StatusCode::kOutOfRange);
 }
 
+TEST_F(CudaGpu, Fp8BadScaleIsRefusedOnTheHostAndNaNOnTheDevice) {
+  TestBlock b;
+  ASSERT_TRUE(BuildBlock({"fp8", {4, 2, 16}}, 8, &b).ok());
+  const float zero = 0.0f;
+  std::memcpy(b.payload.data() + b.h.parts[kPartScales].offset, &zero, 4);
+  std::vector<float> host(4 * 32);
+  const Status st = GetCodec(b.h.codec)->Decode(b.view(), 0, 4, DType::kF32, host.data(), Backend::kCuda);
+  EXPECT_EQ(st.code(), StatusCode::kFormatError) << st.ToString();
+  EXPECT_EQ(CudaDecodeHostBlock(b.view(), 0, 4, DType::kF32, host.data()).code(), StatusCode::kFormatError);
+  DeviceMem payload(b.payload.size()), dst(4 * 32 * 4);
+  CUDA_OK(cudaMemcpy(payload.p, b.payload.data(), b.payload.size(), cudaMemcpyHostToDevice));
+  ASSERT_TRUE(CudaDecodeBlock(b.h, payload.p, 0, 4, DType::kF32, dst.p).ok());
+  std::vector<uint32_t> got(4 * 32);
+  CUDA_OK(cudaMemcpy(got.data(), dst.p, got.size() * 4, cudaMemcpyDeviceToHost));
+  for (uint32_t u : got) ASSERT_EQ(u, 0x7FC00000u);
+}
+
 TEST_F(CudaGpu, BadArgumentsAreErrors) {
   TestBlock b;
   ASSERT_TRUE(BuildBlock({"affine:bits=4,group=16", {6, 2, 32}}, 5, &b).ok());

@@ -11,6 +11,7 @@
 
 #include "decode_logic.cuh"
 #include "layouts.h"
+#include "mqkv/detail/fp8.h"
 #include "mqkv/detail/lowbit.h"
 #include "mqkv/cuda.h"
 #include "mqkv/mqkv.h"
@@ -103,6 +104,14 @@ void EmulateRawFrom(uint32_t stored, const uint8_t* src, uint64_t n, void* dst) 
   if (stored == 2) EmulateRaw<2, O>(src, n, dst);
 }
 
+// Fp8Kernel<O>: every octet of the segment, the scale read from the payload.
+template <Out O>
+void EmulateFp8(const uint8_t* payload, const BlockHeader& h, const uint8_t* codes, uint64_t n, void* dst) {
+  const float s = lb::load_f32(payload + h.parts[kPartScales].offset);
+  const bool aligned = reinterpret_cast<uintptr_t>(codes) % 8 == 0, vec = reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  for (uint64_t k = 0; k < (n + 7) / 8; ++k) fp8_octet<O>(codes, n, s, fp8::scale_valid(s), dst, k, aligned, vec);
+}
+
 // EnqueueBlockDecode with every launch replaced by its emulation.
 void EmulateBlock(const TestBlock& b, uint32_t r0, uint32_t r1, DType out, uint8_t* dst) {
   Segment seg[3];
@@ -114,6 +123,11 @@ void EmulateBlock(const TestBlock& b, uint32_t r0, uint32_t r1, DType out, uint8
       if (out == DType::kF32) EmulateLowbitBits<Out::kF32>(a);
       if (out == DType::kF16) EmulateLowbitBits<Out::kF16>(a);
       if (out == DType::kBF16) EmulateLowbitBits<Out::kBF16>(a);
+    } else if (seg[i].stored == kStoredFp8) {
+      const uint8_t* codes = b.payload.data() + seg[i].src_offset;
+      if (out == DType::kF32) EmulateFp8<Out::kF32>(b.payload.data(), b.h, codes, seg[i].n, o);
+      if (out == DType::kF16) EmulateFp8<Out::kF16>(b.payload.data(), b.h, codes, seg[i].n, o);
+      if (out == DType::kBF16) EmulateFp8<Out::kBF16>(b.payload.data(), b.h, codes, seg[i].n, o);
     } else {
       const uint8_t* src = b.payload.data() + seg[i].src_offset;
       if (out == DType::kF32) EmulateRawFrom<Out::kF32>(seg[i].stored, src, seg[i].n, o);
@@ -232,6 +246,25 @@ TEST(CudaLogic, EveryLayoutMatchesTheScalarReferenceBitForBit) {
       }
   }
   EXPECT_GT(checked, 300);
+}
+
+TEST(CudaLogic, Fp8OctetsMatchTheScalarCodeAndBadScalesGiveNaN) {
+  // Every code in every lane, from aligned and unaligned starts, full and partial octets.
+  std::vector<uint8_t> codes(256 + 16);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<uint8_t>(i * 37 + 5);
+  for (uint32_t start : {0u, 3u})
+    for (uint64_t n : {uint64_t(256), uint64_t(253)}) {
+      std::vector<float> got(n, -1.0f);
+      for (uint64_t k = 0; k < (n + 7) / 8; ++k)
+        fp8_octet<Out::kF32>(codes.data() + start, n, 0.75f, true, got.data(), k, start % 8 == 0, false);
+      for (uint64_t i = 0; i < n; ++i)
+        ASSERT_EQ(f32_bits(got[i]), f32_bits(fp8::decode(codes[start + i], 0.75f))) << "start " << start << " element " << i;
+    }
+  for (float bad : {0.0f, -2.0f, INFINITY, NAN}) {
+    std::vector<uint16_t> got(12, 0);
+    for (uint64_t k = 0; k < 2; ++k) fp8_octet<Out::kF16>(codes.data(), 12, bad, fp8::scale_valid(bad), got.data(), k, true, false);
+    for (uint16_t h : got) ASSERT_EQ(h, 0x7E00) << bad;
+  }
 }
 
 TEST(CudaLogic, NoDeviceIsReportedNotCrashed) {

@@ -4,6 +4,7 @@
 // committed files) and tests/test_codec_vectors.cpp (regenerates them and compares bytes).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -21,8 +22,10 @@ using SplitMix64 = mqkv::testing::SplitMix64;  // tests/support/support.h
 //   g = (u1 + u2 + u3 + u4 - 2) * 1.7320508   (Irwin-Hall: mean 0, variance 1, summed left to right)
 //   x = g * w(d), w(d) = 4 when d % 7 == 3 (outlier channels, as in keys), else 1
 // with the u drawn in row-major order from SplitMix64{seed}. When `flat_row` is set, head 0 of
-// row 1 is replaced by the constant 0.5 (a zero-range group).
-inline std::vector<float> Inputs(uint64_t seed, uint32_t n_tokens, uint32_t n_heads, uint32_t head_dim, bool flat_row) {
+// row 1 is replaced by the constant 0.5 (a zero-range group). When `wide_range` is set, x is then
+// multiplied by 2^-(d % 16) (exact): a dynamic range that reaches fp8's subnormal codes.
+inline std::vector<float> Inputs(uint64_t seed, uint32_t n_tokens, uint32_t n_heads, uint32_t head_dim, bool flat_row,
+                                 bool wide_range = false) {
   SplitMix64 g{seed};
   std::vector<float> v(uint64_t(n_tokens) * n_heads * head_dim);
   for (uint64_t i = 0; i < v.size(); ++i) {
@@ -32,6 +35,7 @@ inline std::vector<float> Inputs(uint64_t seed, uint32_t n_tokens, uint32_t n_he
     s = s + g.Uniform();
     const uint32_t d = static_cast<uint32_t>(i % head_dim);
     v[i] = (s - 2.0f) * 1.7320508f * (d % 7 == 3 ? 4.0f : 1.0f);
+    if (wide_range) v[i] = std::ldexp(v[i], -static_cast<int>(d % 16));
   }
   if (flat_row && n_tokens > 1)
     for (uint32_t d = 0; d < head_dim; ++d) v[uint64_t(1) * n_heads * head_dim + d] = 0.5f;
@@ -45,6 +49,7 @@ struct Vector {
   uint64_t seed;
   bool flat_row = false;
   std::string note;
+  bool wide_range = false;
 };
 
 inline std::vector<Vector> AllVectors() {
@@ -71,6 +76,10 @@ inline std::vector<Vector> AllVectors() {
                "1-bit codebook, channel groups 4,4,2"});
   v.push_back({"codebook_b2_thresholds_sink_res", "codebook:bits=2,group=8,levels=-3/-1/1/3,thresholds=-1.5/0/2,scale=robust,sinks=1,residual=1",
                6, 2, 16, 109, true, "custom thresholds, one sink and one residual row, a flat group"});
+  // fp8 (codec 5): format 1.1 files (feature bit 4).
+  v.push_back({"fp8_e4m3", "fp8", 8, 2, 64, 110, false, "E4M3 codes, one fp32 scale (absmax / 448); format 1.1"});
+  v.push_back({"fp8_e4m3_wide_range", "fp8", 6, 3, 40, 111, true,
+               "wide range (x * 2^-(d % 16)): subnormal and zero codes; a flat head; format 1.1", true});
   return v;
 }
 
@@ -81,15 +90,17 @@ inline std::string Readme() {
       "tests/tools/codec_vectors.h); regenerate only through that tool. `test_codec_vectors` rebuilds\n"
       "every file in a temporary directory and requires identical bytes, and decodes each committed\n"
       "`.mqkv` with every CPU backend, requiring the `.expected.f32` bits exactly.\n\n"
-      "Each `<name>.mqkv` is a format 1.0 snapshot with one tensor (layer 0, kind k, one block) holding\n"
-      "the rows below encoded with the spec; `<name>.expected.f32` is that tensor decoded to binary32,\n"
-      "little-endian, [row][head][dim]. The decode is normative (spec/CODECS.md), so a second\n"
-      "implementation must reproduce `.expected.f32` bit for bit from the `.mqkv`. The encoder is\n"
-      "informative: matching the `.mqkv` bytes as well means matching mqkv's encoder exactly.\n\n"
+      "Each `<name>.mqkv` is a format 1.0 snapshot (1.1 for the fp8 vectors: codec 5 needs feature bit 4)\n"
+      "with one tensor (layer 0, kind k, one block) holding the rows below encoded with the spec;\n"
+      "`<name>.expected.f32` is that tensor decoded to binary32, little-endian, [row][head][dim]. The\n"
+      "decode is normative (spec/CODECS.md), so a second implementation must reproduce `.expected.f32`\n"
+      "bit for bit from the `.mqkv`. The encoder is informative: matching the `.mqkv` bytes as well\n"
+      "means matching mqkv's encoder exactly.\n\n"
       "Inputs: `x[i] = (u1 + u2 + u3 + u4 - 2) * 1.7320508 * w`, binary32, each operation rounded, the sum\n"
       "taken left to right; `u = (splitmix64_next() >> 40) * 2^-24` drawn in row-major order from a\n"
       "splitmix64 generator whose state starts at `seed` (state += 0x9E3779B97F4A7C15, then the standard\n"
-      "mix); `w = 4` for dims d with d % 7 == 3, else 1. \"flat\": head 0 of row 1 is set to 0.5.\n"
+      "mix); `w = 4` for dims d with d % 7 == 3, else 1. \"flat\": head 0 of row 1 is set to 0.5. \"wide\n"
+      "range\" (noted): then x is multiplied by 2^-(d % 16).\n"
       "Snapshot model info: architecture \"codec-vector\", n_layer 1, heads and head_dim as the tensor.\n\n"
       "| name | spec | rows x heads x dim | seed | flat | note |\n|---|---|---|---|---|---|\n";
   for (const Vector& v : AllVectors()) {
@@ -104,7 +115,7 @@ inline std::string Readme() {
 // Writes <dir>/<name>.mqkv and returns the decoded rows (scalar backend) in *decoded.
 inline Status WriteVector(const Vector& v, const std::string& dir, std::vector<float>* decoded) {
   MQKV_ASSIGN_OR_RETURN(CodecSpec spec, CodecSpec::Parse(v.spec));
-  const std::vector<float> rows = Inputs(v.seed, v.n_tokens, v.n_heads, v.head_dim, v.flat_row);
+  const std::vector<float> rows = Inputs(v.seed, v.n_tokens, v.n_heads, v.head_dim, v.flat_row, v.wide_range);
   const std::string path = dir + "/" + v.name + ".mqkv";
   {
     MQKV_ASSIGN_OR_RETURN(auto w, Writer::Create(path, WriterOptions{.zstd_level = 0, .max_block_tokens = 0, .fsync = false}));

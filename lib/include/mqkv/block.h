@@ -14,8 +14,9 @@ enum class CodecId : uint8_t {
   kBF16 = 2,      // raw bfloat16 rows
   kAffine = 3,    // groupwise asymmetric uniform codes (spec/CODECS.md)
   kCodebook = 4,  // codebook levels x group scale (spec/CODECS.md)
+  kFp8 = 5,       // FP8 E4M3 codes x one fp32 block scale (spec/CODECS.md; format 1.1)
 };
-constexpr int kNumCodecIds = 5;
+constexpr int kNumCodecIds = 6;
 
 enum class GroupAxis : uint8_t {
   kToken = 0,    // groups of G consecutive dims of one token's head vector

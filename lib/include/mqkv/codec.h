@@ -34,7 +34,7 @@ enum class ScaleRule : uint8_t {
 };
 
 // A user-level codec choice, parsed from a spec string (spec/CODECS.md, "Spec strings"):
-//   f32 | f16 | bf16
+//   f32 | f16 | bf16 | fp8          (fp8: E4M3 codes, one fp32 scale per block; format 1.1)
 //   affine:bits=3,group=64,meta=4,axis=token,rotate=hadamard,seed=N,sinks=1,residual=128
 //   codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel
 //   or a preset name (affine_seven_level_3bit_g64_meta4, ...).
@@ -43,7 +43,7 @@ struct CodecSpec {
   uint8_t bits = 16;
   uint16_t group = 0;  // 0: the whole head vector (token axis) / all rows (channel axis)
   GroupAxis axis = GroupAxis::kToken;
-  uint8_t meta_bits = 0;  // affine/codebook: 16 = fp16 metadata; 8 or 4 = meta-coded; raw: 0
+  uint8_t meta_bits = 0;  // affine/codebook: 16 = fp16 metadata; 8 or 4 = meta-coded; raw, fp8: 0
   Rotation rotation = Rotation::kNone;
   uint64_t seed = 0x6D716B76u;  // "mqkv"; Hadamard sign seed
   uint32_t sinks = 0;

@@ -34,6 +34,9 @@ bool CudaDeviceAvailable(std::string* why = nullptr);
 // element size; 16-byte alignment enables vector stores). The header is checked as the reader
 // checks it (codec fields and part layout); header.compression is ignored (the payload is
 // decoded). Blocks with a Hadamard block length over 8192 dims are kUnsupported (shared memory).
+// The payload itself is not read on the host: an fp8 block whose scale is not positive and finite
+// (which the CPU decoder and the two functions below refuse with FormatError) decodes to NaN
+// 0x7FC00000 here.
 Status CudaDecodeBlock(const BlockHeader& header, const void* d_payload, uint32_t row_begin, uint32_t row_end,
                        DType out, void* d_dst, void* stream = nullptr);
 

@@ -14,8 +14,10 @@
 
 namespace mqkv {
 
+// The newest format version this library reads and writes. A writer writes the lowest version
+// that describes its file (FormatMinorFor), so a file without 1.1 features stays a 1.0 file.
 inline constexpr uint16_t kFormatMajor = 1;
-inline constexpr uint16_t kFormatMinor = 0;
+inline constexpr uint16_t kFormatMinor = 1;
 
 // Required-feature bits (spec/FORMAT.md, "Versioning"). A reader refuses any bit it does not know.
 enum Feature : uint64_t {
@@ -23,9 +25,14 @@ enum Feature : uint64_t {
   kFeatureAffine = 1ull << 1,    // some block uses the affine codec
   kFeatureCodebook = 1ull << 2,  // some block uses the codebook codec
   kFeatureHadamard = 1ull << 3,  // some block is Hadamard-rotated
+  kFeatureFp8 = 1ull << 4,       // some block uses the fp8 codec (format 1.1)
 };
-inline constexpr uint64_t kKnownFeatures = 0xF;
+inline constexpr uint64_t kKnownFeatures = 0x1F;
 std::string FeatureNames(uint64_t bits);  // "zstd|affine" / "bit 7" for unknown bits
+
+// Lowest minor version (of major 1) that defines every known bit of `features`: 1 when the fp8
+// bit is set, else 0 (unknown bits do not raise it).
+inline constexpr uint16_t FormatMinorFor(uint64_t features) { return (features & kFeatureFp8) ? 1 : 0; }
 
 enum class Kind : uint8_t { kK = 0, kV = 1, kQ = 2 };
 const char* KindName(Kind k);  // "k", "v", "q"

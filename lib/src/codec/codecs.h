@@ -9,6 +9,7 @@ const Codec* RawF16();
 const Codec* RawBF16();
 const Codec* Affine();
 const Codec* Codebook();
+const Codec* Fp8();
 
 // Stores a decoded fp32 row segment as `out` (shared by every codec's scalar path).
 void StoreF32(const float* src, size_t n, DType out, void* dst);

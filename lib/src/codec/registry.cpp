@@ -11,7 +11,7 @@ const Codec* GetCodec(CodecId id) { return GetCodec(static_cast<uint8_t>(id)); }
 
 const Codec* GetCodec(uint8_t raw_id) {
   static const Codec* const kTable[kNumCodecIds] = {
-      codec::RawF32(), codec::RawF16(), codec::RawBF16(), codec::Affine(), codec::Codebook(),
+      codec::RawF32(), codec::RawF16(), codec::RawBF16(), codec::Affine(), codec::Codebook(), codec::Fp8(),
   };
   return raw_id < kNumCodecIds ? kTable[raw_id] : nullptr;
 }

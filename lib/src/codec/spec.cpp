@@ -93,6 +93,12 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
     s.bits = name == "f32" ? 32 : 16;
     return s;
   }
+  if (name == "fp8") {
+    if (colon != std::string_view::npos) return InvalidArgument("codec fp8 takes no options");
+    s.codec = CodecId::kFp8;
+    s.bits = 8;
+    return s;
+  }
   if (name == "affine") {
     s.codec = CodecId::kAffine;
     s.bits = 4;
@@ -104,7 +110,7 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
   } else {
     std::string known;
     for (const Preset& p : kPresets) known += std::string(", ") + p.name;
-    return InvalidArgument("unknown codec \"" + std::string(name) + "\" (known: f32, f16, bf16, affine:..., codebook:..." + known + ")");
+    return InvalidArgument("unknown codec \"" + std::string(name) + "\" (known: f32, f16, bf16, fp8, affine:..., codebook:..." + known + ")");
   }
   std::map<std::string, bool> seen;
   while (!opts.empty()) {
@@ -185,6 +191,7 @@ std::string CodecSpec::ToString() const {
     case CodecId::kF32: return "f32";
     case CodecId::kF16: return "f16";
     case CodecId::kBF16: return "bf16";
+    case CodecId::kFp8: return "fp8";
     default: break;
   }
   std::string s = codec == CodecId::kAffine ? "affine:" : "codebook:";

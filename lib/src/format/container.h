@@ -64,7 +64,7 @@ std::vector<uint8_t> BuildFooter(const Footer& f);
 // to the footer start; the caller adds the footer offset.
 Status ParseFooter(const uint8_t* data, uint64_t size, Footer* out);
 
-// Codec features a block needs (zstd, affine, codebook, hadamard).
+// Codec features a block needs (zstd, affine, codebook, hadamard, fp8).
 uint64_t BlockFeatures(const BlockHeader& h);
 
 // Computes the canonical part layout for `sizes` and fills h->parts and h->payload_bytes.

@@ -184,6 +184,23 @@ Status AtomicFile::WriteZeros(uint64_t n) {
   return Status::OK();
 }
 
+Status AtomicFile::WriteAt(uint64_t offset, const void* data, uint64_t n) {
+  if (fd_ < 0) return Internal("write after commit");
+  if (offset > pos_ || n > pos_ - offset) return Internal("WriteAt past the written end of the file");
+  MQKV_RETURN_IF_ERROR(Flush());
+  const char* p = static_cast<const char*>(data);
+  uint64_t done = 0;
+  while (done < n) {
+    ssize_t w = ::pwrite(fd_, p + done, n - done, static_cast<off_t>(offset + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write failed", path_);
+    }
+    done += static_cast<uint64_t>(w);
+  }
+  return Status::OK();
+}
+
 Status AtomicFile::Commit() {
   MQKV_RETURN_IF_ERROR(Flush());
   if (fsync_ && ::fsync(fd_) != 0) return Errno("fsync failed", path_);

@@ -37,6 +37,9 @@ class AtomicFile {
   ~AtomicFile();  // removes the temporary file unless committed
   Status Write(const void* data, uint64_t n);
   Status WriteZeros(uint64_t n);
+  // Overwrites n bytes at `offset` of what was already written (offset + n <= position()), e.g.
+  // a file header field known only at the end. Flushes the buffer first.
+  Status WriteAt(uint64_t offset, const void* data, uint64_t n);
   uint64_t position() const { return pos_; }
   Status Commit();
   const std::string& path() const { return path_; }

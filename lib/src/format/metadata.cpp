@@ -179,6 +179,7 @@ uint64_t BlockFeatures(const BlockHeader& h) {
   if (h.codec == static_cast<uint8_t>(CodecId::kAffine)) f |= kFeatureAffine;
   if (h.codec == static_cast<uint8_t>(CodecId::kCodebook)) f |= kFeatureCodebook;
   if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) f |= kFeatureHadamard;
+  if (h.codec == static_cast<uint8_t>(CodecId::kFp8)) f |= kFeatureFp8;
   return f;
 }
 
@@ -198,12 +199,14 @@ Status LayoutParts(const std::array<uint64_t, kNumParts>& sizes, BlockHeader* h)
 }
 
 std::string FeatureNames(uint64_t bits) {
-  static const char* kNames[] = {"zstd", "affine", "codebook", "hadamard"};
+  static const char* kNames[] = {"zstd", "affine", "codebook", "hadamard", "fp8"};
+  constexpr int kNamed = sizeof kNames / sizeof kNames[0];
+  static_assert(kKnownFeatures == (1ull << kNamed) - 1, "every known feature bit has a name");
   std::string s;
   for (int i = 0; i < 64; ++i) {
     if (!(bits >> i & 1)) continue;
     if (!s.empty()) s += "|";
-    s += i < 4 ? std::string(kNames[i]) : "bit " + std::to_string(i);
+    s += i < kNamed ? std::string(kNames[i]) : "bit " + std::to_string(i);
   }
   return s.empty() ? "none" : s;
 }

@@ -3,6 +3,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "container.h"
@@ -40,7 +41,7 @@ Result<std::unique_ptr<Writer>> Writer::Create(const std::string& path, const Wr
   format::FileHeader fh{};
   std::memcpy(fh.magic, format::kFileMagic, 8);
   fh.version_major = kFormatMajor;
-  fh.version_minor = kFormatMinor;
+  fh.version_minor = 0;  // rewritten by Finish() when a block needs a newer minor version
   fh.header_bytes = format::kFileHeaderBytes;
   MQKV_RETURN_IF_ERROR(impl->file->Write(&fh, sizeof fh));
   return std::unique_ptr<Writer>(new Writer(std::move(impl)));
@@ -203,21 +204,27 @@ Status Writer::Finish() {
   // Keys are sorted bytewise; a NUL inside a key would make FlatBuffers' strcmp order disagree.
   for (const auto& kv : m.metadata)
     if (kv.first.find('\0') != std::string::npos) return InvalidArgument("metadata key contains a NUL byte");
-  w.footer.version_major = kFormatMajor;
-  w.footer.version_minor = kFormatMinor;
+  // The lowest version that describes the file (spec/FORMAT.md section 7): 1.0 unless a 1.1
+  // feature (fp8) is used, so files without one are byte-identical to 1.0 writers' files.
   w.footer.required_features |= w.extra_features;
+  w.footer.version_major = kFormatMajor;
+  w.footer.version_minor = FormatMinorFor(w.footer.required_features);
   std::vector<uint8_t> fb = format::BuildFooter(w.footer);
   format::Tail tail{};
   tail.footer_offset = w.file->position();
   tail.footer_bytes = fb.size();
   tail.footer_checksum = format::Checksum(fb.data(), fb.size());
   tail.required_features = w.footer.required_features;
-  tail.version_major = kFormatMajor;
-  tail.version_minor = kFormatMinor;
+  tail.version_major = w.footer.version_major;
+  tail.version_minor = w.footer.version_minor;
   tail.tail_bytes = format::kTailBytes;
   std::memcpy(tail.magic, format::kFileMagic, 8);
   if (Status s = w.file->Write(fb.data(), fb.size()); !s.ok()) return w.Fail(s);
   if (Status s = w.file->Write(&tail, sizeof tail); !s.ok()) return w.Fail(s);
+  if (w.footer.version_minor != 0) {  // the file header was written with minor 0
+    const uint16_t minor = w.footer.version_minor;
+    if (Status s = w.file->WriteAt(offsetof(format::FileHeader, version_minor), &minor, sizeof minor); !s.ok()) return w.Fail(s);
+  }
   if (Status s = w.file->Commit(); !s.ok()) return w.Fail(s);
   w.finished = true;
   return Status::OK();
