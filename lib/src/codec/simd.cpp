@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -208,6 +209,35 @@ const Kernels* EncodeKernels(const lb::Geometry& g) {
   return nullptr;
 }
 
+// lowbit::StoreMetaField for meta-coded fields (meta_bits 4 or 8), vectorized across the grid's
+// columns when they fill whole vectors; false on any error (the reference then reports it).
+bool StoreMetaCoded(const Kernels& k, const lb::Geometry& g, lb::MetaField field, const std::vector<float>& values,
+                    EncodedBlock* out, std::vector<float>* decoded) {
+  namespace cl = mqkv::codec::lowbit;
+  if (g.group_cols % k.lanes != 0) return cl::StoreMetaField(g, field, values, out, decoded).ok();
+  const BlockHeader& h = out->header;
+  decoded->resize(values.size());
+  if (values.empty()) return true;
+  const uint32_t m = h.meta_bits;
+  std::vector<float> lo(g.group_cols), hi(g.group_cols), step(g.group_cols);
+  k.enc_column_ranges(values.data(), g.group_rows, g.group_cols, lo.data(), hi.data());
+  uint8_t* ranges = out->parts[kPartRanges].data();
+  for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
+    const uint16_t a16 = cl::F16Down(lo[gc]), b16 = cl::F16Up(hi[gc]);
+    if (!std::isfinite(f16_to_f32(a16)) || !std::isfinite(f16_to_f32(b16))) return false;
+    uint8_t* r = ranges + (uint64_t(field) * g.group_cols + gc) * 4;
+    r[0] = static_cast<uint8_t>(a16 & 0xFF);
+    r[1] = static_cast<uint8_t>(a16 >> 8);
+    r[2] = static_cast<uint8_t>(b16 & 0xFF);
+    r[3] = static_cast<uint8_t>(b16 >> 8);
+    lo[gc] = f16_to_f32(a16);
+    step[gc] = lb::meta_step(lo[gc], f16_to_f32(b16), m);
+  }
+  k.enc_meta_codes(values.data(), g.group_rows, g.group_cols, m, lo.data(), step.data(),
+                   out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data(), decoded->data());
+  return true;
+}
+
 // Values per chunk: the encoder takes whole group rows, ~128 KiB of fp32 at a time, so that the
 // codes pass reads what the range pass left in L2.
 constexpr uint64_t kChunkValues = 32768;
@@ -305,7 +335,7 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
     // Meta-coded fields share a per-column range over all group rows: (b) needs every group
     // first, then (c) takes the input (rotated again) a second time.
     cl::AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data());
-    if (!cl::StoreMetaField(g, lb::kFieldScale, scales, out, &s).ok() || !cl::StoreMetaField(g, lb::kFieldMin, mins, out, &mn).ok())
+    if (!StoreMetaCoded(*k, g, lb::kFieldScale, scales, out, &s) || !StoreMetaCoded(*k, g, lb::kFieldMin, mins, out, &mn))
       return reference();
     for (uint32_t gr0 = 0; gr0 < g.group_rows; gr0 += chunk) {
       uint32_t t0, t1;

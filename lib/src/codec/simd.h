@@ -94,6 +94,12 @@ struct Kernels {
   // n metadata values -> fp16 at part and their decoded values (StoreMetaF16's bytes);
   // false if one does not fit fp16.
   bool (*enc_meta_f16)(const float* v, uint64_t n, uint8_t* part, float* decoded);
+  // meta-coded metadata on the grid v[rows][cols] (cols a multiple of the lanes): the column
+  // ranges (first smallest, first largest), then the M-bit codes (M = 4 or 8) against lo/step,
+  // packed into part, and their decoded values (lowbit::StoreMetaField's bytes and values).
+  void (*enc_column_ranges)(const float* v, uint32_t rows, uint32_t cols, float* lo, float* hi);
+  void (*enc_meta_codes)(const float* v, uint32_t rows, uint32_t cols, uint32_t meta_bits, const float* lo, const float* step,
+                         uint8_t* part, float* decoded);
   // the forward Hadamard rotation src -> dst.
   void (*enc_rotate)(const EncodePlan& p, const float* src, uint32_t rows, float* dst);
   // the codes against the decoded metadata s/mn, written to dst (every byte of those rows).

@@ -111,7 +111,8 @@ struct Avx2 {
 
 using K = Impl<Avx2>;
 using E = EncodeImpl<Avx2>;
-const Kernels kAvx2 = {"avx2", Avx2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16, &E::Rotate, &E::Codes};
+const Kernels kAvx2 = {"avx2", Avx2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
+                         &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
 
 }  // namespace
 

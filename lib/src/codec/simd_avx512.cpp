@@ -134,7 +134,8 @@ struct Avx512 {
 
 using K = Impl<Avx512>;
 using E = EncodeImpl<Avx512>;
-const Kernels kAvx512 = {"avx512", Avx512::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16, &E::Rotate, &E::Codes};
+const Kernels kAvx512 = {"avx512", Avx512::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
+                         &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
 
 }  // namespace
 

@@ -114,6 +114,45 @@ struct EncodeImpl {
     return !K::AnyBits(bad);
   }
 
+  // Meta-coded fields (lowbit::StoreMetaField), on the grid values[rows][cols], cols a multiple
+  // of N. Per column: lo = the first smallest (std::min), hi = the first largest (std::max).
+  static void ColumnRanges(const float* v, uint32_t rows, uint32_t cols, float* lo, float* hi) {
+    for (uint32_t e = 0; e < cols; e += N) {
+      K::Store(lo + e, K::Load(v + e));
+      K::Store(hi + e, K::Load(v + e));
+    }
+    for (uint32_t r = 1; r < rows; ++r) {
+      const float* row = v + uint64_t(r) * cols;
+      for (uint32_t e = 0; e < cols; e += N) {
+        const V y = K::Load(row + e);
+        K::Store(lo + e, K::Min(y, K::Load(lo + e)));  // y < lo ? y : lo
+        K::Store(hi + e, K::Max(y, K::Load(hi + e)));  // y > hi ? y : hi
+      }
+    }
+  }
+
+  // M-bit codes c = clamp(round_even((v - lo) / step)) (0 where !(step > 0)) of every value,
+  // packed in grid order, and the decoded values float(c) * step + lo.
+  template <int M>
+  static void MetaCodesM(const float* v, uint32_t rows, uint32_t cols, const float* lo, const float* step, uint8_t* part,
+                         float* decoded) {
+    const V cmax = K::Bcast(float((1u << M) - 1u));
+    for (uint32_t r = 0; r < rows; ++r)
+      for (uint32_t e = 0; e < cols; e += N) {
+        const uint64_t i = uint64_t(r) * cols + e;
+        const V l = K::Load(lo + e), st = K::Load(step + e);
+        const I c = K::MaskPositive(K::Quantize(K::Div(K::Sub(K::Load(v + i), l), st), cmax), st);
+        K::template StoreCodes<M>(part + i * M / 8, c);
+        K::Store(decoded + i, K::Add(K::Mul(K::ToFloat(c), st), l));
+      }
+  }
+
+  static void MetaCodes(const float* v, uint32_t rows, uint32_t cols, uint32_t meta_bits, const float* lo, const float* step,
+                        uint8_t* part, float* decoded) {
+    if (meta_bits == 4) return MetaCodesM<4>(v, rows, cols, lo, step, part, decoded);
+    MetaCodesM<8>(v, rows, cols, lo, step, part, decoded);
+  }
+
   // ---- forward Hadamard rotation ------------------------------------------------------------
 
   // One rotation block of BV vectors in registers: sign, in-vector stages, cross-vector stages

@@ -196,7 +196,8 @@ struct Sse2 {
 
 using K = Impl<Sse2>;
 using E = EncodeImpl<Sse2>;
-const Kernels kSse2 = {"sse2", Sse2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16, &E::Rotate, &E::Codes};
+const Kernels kSse2 = {"sse2", Sse2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
+                         &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
 
 }  // namespace
 
