@@ -1,7 +1,9 @@
 // mqkv CPU benchmarks (issue 3 "Performance", issue 8). Names, so bench/report.py can pair them:
 //   memcpy/<bytes>                          the same machine's memcpy of a given size
 //   decode/<config>/<f16|f32>/<isa>         one block of kValues values, GB/s of output
-//   encode/<config>                         kEncodeValues fp32 values, GB/s of input
+//   encode/<config>/<isa>                   kEncodeValues fp32 values (4 MiB, cache-resident), GB/s of input
+//   encode_big/<config>/<isa>               kValues fp32 values (64 MiB, past the LLC), GB/s of input
+//                                           (<isa> scalar = the reference encoder; codebook: scalar only)
 //   ggml/<q4_0|q8_0>/f32                    ggml's to_float on kValues values (peer; skipped if absent)
 //   open/<MiB>                              Snapshot::Open + index of a 64-tensor file of that size
 //   layer/one, layer/all                    decode one layer (K and V) vs every layer of a file
@@ -21,6 +23,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "format/container.h"
@@ -159,8 +162,13 @@ void BM_DecodeSmall(benchmark::State& st, const Block* b, std::string isa) {
   (void)ForceSimdArch("auto");
 }
 
-void BM_Encode(benchmark::State& st, CodecSpec spec, const std::vector<float>* x) {
-  const BlockShape shape{uint32_t(kEncodeValues / (kHeads * kDim)), kHeads, kDim};
+// x holds at least `values` fp32 values; the block is values / (kHeads * kDim) tokens.
+void BM_Encode(benchmark::State& st, CodecSpec spec, const std::vector<float>* x, uint64_t values, std::string isa) {
+  if (Status s = ForceSimdArch(isa); !s.ok()) {
+    st.SkipWithError(s.message().c_str());
+    return;
+  }
+  const BlockShape shape{uint32_t(values / (kHeads * kDim)), kHeads, kDim};
   EncodedBlock eb;
   for (auto _ : st) {
     if (Status s = EncodeBlock(spec, x->data(), shape, &eb); !s.ok()) {
@@ -169,7 +177,8 @@ void BM_Encode(benchmark::State& st, CodecSpec spec, const std::vector<float>* x
     }
     benchmark::DoNotOptimize(eb.parts[0].data());
   }
-  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(kEncodeValues * 4));
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(values * 4));
+  (void)ForceSimdArch("auto");
 }
 
 // ---- ggml peer (dlopen at run time) --------------------------------------------------------------
@@ -398,6 +407,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("memcpy/f16_out", BM_Memcpy, kValues * 2);
   benchmark::RegisterBenchmark("memcpy/f32_out", BM_Memcpy, kValues * 4);
   benchmark::RegisterBenchmark("memcpy/encode_in", BM_Memcpy, kEncodeValues * 4);
+  benchmark::RegisterBenchmark("memcpy/encode_big_in", BM_Memcpy, kValues * 4);
   const std::vector<std::string> isas = SimdArchs();  // best first, "scalar" last
   for (const Config& cfg : kConfigs) {
     const CodecSpec spec = Spec(cfg.spec);
@@ -408,8 +418,17 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark(("decode/" + std::string(cfg.name) + "/" + DTypeName(t) + "/" + isa).c_str(), BM_Decode,
                                      b, t, isa)
             ;
-    benchmark::RegisterBenchmark(("encode/" + std::string(cfg.name)).c_str(), BM_Encode, spec, &xe);
   }
+  // Encode, in cache (4 MiB of input) and past the LLC (the decode block's 64 MiB of fp32 input):
+  // the SIMD encoder under each ISA and the scalar reference; codebook has the reference only.
+  for (const auto& [prefix, input, values] : {std::tuple{"encode/", &xe, kEncodeValues}, std::tuple{"encode_big/", &x, kValues}})
+    for (const Config& cfg : kConfigs) {
+      const CodecSpec spec = Spec(cfg.spec);
+      for (const std::string& isa : isas) {
+        if (spec.codec != CodecId::kAffine && isa != "scalar") continue;
+        benchmark::RegisterBenchmark((prefix + std::string(cfg.name) + "/" + isa).c_str(), BM_Encode, spec, input, values, isa);
+      }
+    }
   // In-cache regime: a 256-token block (512 KiB of fp16 output) beside memcpy of that size.
   const uint32_t small_tokens = 256;
   const uint64_t small_values = uint64_t(small_tokens) * kHeads * kDim;
