@@ -99,6 +99,39 @@ struct Avx2 {
     }
   }
 
+  // 32 codes (4 vectors) -> 4B bytes: bytes in code order, then pairs / quads merged by
+  // multiply-adds (the codes' bits are disjoint, so sums are ors).
+  template <int B>
+  static void Pack4(uint8_t* d, I q0, I q1, I q2, I q3) {
+    // packus interleaves 128-bit lanes: dwords [q0 0-3, q1 0-3, q2 0-3, q3 0-3 | q0 4-7, ...].
+    const __m256i c = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(_mm256_packus_epi32(q0, q1), _mm256_packus_epi32(q2, q3)),
+                                                  _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if constexpr (B == 8) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), c);
+      return;
+    }
+    const __m256i p2 = _mm256_maddubs_epi16(c, _mm256_set1_epi16(static_cast<short>(((1 << B) << 8) | 1)));  // c0 + c1 << B
+    if constexpr (B == 4) {
+      const __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi16(p2, p2), 0x08);  // qwords 0, 2
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(w));
+      return;
+    }
+    const __m256i p4 = _mm256_madd_epi16(p2, _mm256_set1_epi32((1 << (2 * B)) << 16 | 1));  // 4 codes in 4B bits per dword
+    if constexpr (B == 2) {
+      const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(p4, p4), p4);  // per lane: 4 bytes = 16 codes
+      StoreLE<4>(d, static_cast<uint32_t>(_mm256_cvtsi256_si32(w)));
+      StoreLE<4>(d + 4, static_cast<uint32_t>(_mm_cvtsi128_si32(_mm256_extracti128_si256(w, 1))));
+    } else {  // B == 3: dwords of 12 bits -> qwords of 24 -> 48 bits per lane
+      const __m256i p8 = _mm256_or_si256(_mm256_and_si256(p4, _mm256_set1_epi64x(0xFFF)),
+                                         _mm256_and_si256(_mm256_srli_epi64(p4, 20), _mm256_set1_epi64x(0xFFF000)));
+      const __m256i w = _mm256_or_si256(p8, _mm256_slli_epi64(_mm256_srli_si256(p8, 8), 24));
+      alignas(32) uint64_t t[4];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t), w);
+      StoreLE<6>(d, t[0]);
+      StoreLE<6>(d + 6, t[2]);
+    }
+  }
+
   static void FwhtIntra(V& v) {
     __m256 s = _mm256_permute_ps(v, 0xB1);  // lanes j ^ 1
     v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xAA);
