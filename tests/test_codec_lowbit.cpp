@@ -171,7 +171,8 @@ CodecSpec RandomSpec(std::mt19937& rng, BlockShape s) {
         const float a = spec.levels[i], b = spec.levels[i + 1];
         spec.thresholds.push_back(a + (b - a) * (0.2f + 0.6f * float(pick(100)) / 100.0f));
       }
-    spec.scale_rule = pick(2) ? ScaleRule::kRobust : ScaleRule::kAbsMax;
+    const ScaleRule rules[] = {ScaleRule::kAbsMax, ScaleRule::kRobust, ScaleRule::kRms};
+    spec.scale_rule = rules[pick(3)];
   } else {
     const uint8_t bits[] = {2, 3, 4, 8};
     spec.bits = bits[pick(4)];
@@ -337,7 +338,8 @@ TEST(LowbitCodecs, EveryPresetEncodesAndDecodes) {
       EXPECT_EQ(back, want) << name;
     } else {
       EXPECT_EQ(back.levels, spec->levels) << name;
-      EXPECT_EQ(back.sinks, 1u);
+      EXPECT_EQ(back.sinks, spec->sinks) << name;
+      EXPECT_EQ(back.rotation, spec->rotation) << name;
     }
   }
 }

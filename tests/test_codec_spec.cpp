@@ -11,7 +11,8 @@ TEST(CodecSpec, CanonicalStringsRoundTrip) {
   for (const char* t : {"f32", "f16", "bf16", "affine:bits=3,group=64,meta=4,rotate=hadamard,sinks=1",
                         "affine:bits=8,group=0,axis=channel,residual=128", "affine:bits=2,rotate=hadamard,seed=7",
                         "codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel",
-                        "codebook:bits=1,levels=-0.1/0.30000001"})
+                        "codebook:bits=1,levels=-0.1/0.30000001", "fp8",
+                        "codebook:bits=3,group=16,levels=-3/-2/-1/-0.5/0.5/1/2/3,scale=rms,rotate=hadamard,seed=9"})
     texts.push_back(t);
   for (const std::string& t : texts) {
     auto s = CodecSpec::Parse(t);
@@ -31,6 +32,8 @@ TEST(CodecSpec, MisuseIsAClearError) {
            {"codebook:bits=2,levels=1/2/3", "needs 4 levels"},
            {"codebook:bits=1,levels=2/1", "ascending"},
            {"f16:bits=3", "takes no options"},
+           {"fp8:scale=absmax", "takes no options"},
+           {"codebook:bits=1,levels=-1/1,scale=norm", "absmax, robust or rms"},
            {"zzz", "unknown codec"},
            {"affine:axis=diagonal", "token or channel"}}) {
     auto s = CodecSpec::Parse(text);

@@ -80,6 +80,7 @@ inline std::vector<Vector> AllVectors() {
   v.push_back({"fp8_e4m3", "fp8", 8, 2, 64, 110, false, "E4M3 codes, one fp32 scale (absmax / 448); format 1.1"});
   v.push_back({"fp8_e4m3_wide_range", "fp8", 6, 3, 40, 111, true,
                "wide range (x * 2^-(d % 16)): subnormal and zero codes; a flat head; format 1.1", true});
+  v.push_back({"turbo3_hd80", "turbo3", 6, 2, 80, 112, false, "turbo3 at head_dim 80: Hadamard blocks of 16, one rms scale per 80 dims"});
   return v;
 }
 

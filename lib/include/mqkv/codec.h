@@ -31,13 +31,14 @@ bool BackendAvailable(Backend b);
 enum class ScaleRule : uint8_t {
   kAbsMax = 0,  // s = max|x| / max|level|
   kRobust = 1,  // s = 0.6 * median|x| + 0.4 * mean|x|   (the seed's channelwise rule)
+  kRms = 2,     // s = sqrt(mean x^2): for a whole rotated head vector ||x|| / sqrt(d) (TurboQuant)
 };
 
 // A user-level codec choice, parsed from a spec string (spec/CODECS.md, "Spec strings"):
 //   f32 | f16 | bf16 | fp8          (fp8: E4M3 codes, one fp32 scale per block; format 1.1)
 //   affine:bits=3,group=64,meta=4,axis=token,rotate=hadamard,seed=N,sinks=1,residual=128
 //   codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel
-//   or a preset name (affine_seven_level_3bit_g64_meta4, ...).
+//   or a preset name (affine_seven_level_3bit_g64_meta4, ..., turbo2, turbo3, turbo4).
 struct CodecSpec {
   CodecId codec = CodecId::kF16;
   uint8_t bits = 16;

@@ -44,6 +44,11 @@ namespace {
 
 // Encoder scale of one group (informative, spec/CODECS.md "codebook encoder").
 float GroupScale(ScaleRule rule, std::vector<float> v, float max_level) {
+  if (rule == ScaleRule::kRms) {  // fp32(sqrt(sum x^2 / n)), the sum in binary64 in group order
+    double sum = 0.0;
+    for (float x : v) sum += double(x) * double(x);
+    return static_cast<float>(std::sqrt(sum / double(v.size())));
+  }
   for (float& x : v) x = std::fabs(x);
   if (rule == ScaleRule::kAbsMax) return *std::max_element(v.begin(), v.end()) / max_level;
   std::sort(v.begin(), v.end());

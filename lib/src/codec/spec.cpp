@@ -14,7 +14,8 @@ struct Preset {
   const char* spec;
 };
 
-// The proof-of-concept's method names (shared/notes/research-background.md) and KIVI.
+// The proof-of-concept's method names (shared/notes/research-background.md), KIVI and the
+// TurboQuant-style family.
 constexpr Preset kPresets[] = {
     {"affine_seven_level_3bit_g64_meta4", "affine:bits=3,group=64,meta=4"},
     {"affine_seven_level_3bit_g32", "affine:bits=3,group=32"},
@@ -27,6 +28,17 @@ constexpr Preset kPresets[] = {
     {"kivi2_v", "affine:bits=2,group=32,residual=128"},
     {"kivi4_k", "affine:bits=4,group=32,axis=channel,residual=128"},
     {"kivi4_v", "affine:bits=4,group=32,residual=128"},
+    // TurboQuant-style (Zandieh et al. 2025, MSE variant without the QJL stage; spec/CODECS.md
+    // "TurboQuant-style presets"): Hadamard rotation with random signs, one scale per head vector
+    // s = rms = ||x|| / sqrt(d), Lloyd-Max levels of N(0, 1) (thresholds: the midpoints, Lloyd-Max's
+    // decision boundaries). Levels from Lloyd's algorithm on the exact Gaussian, to 6 decimals.
+    {"turbo2", "codebook:bits=2,rotate=hadamard,scale=rms,levels=-1.510418/-0.452780/0.452780/1.510418"},
+    {"turbo3",
+     "codebook:bits=3,rotate=hadamard,scale=rms,levels=-2.151946/-1.343909/-0.756005/-0.245094/0.245094/0.756005/1.343909/"
+     "2.151946"},
+    {"turbo4",
+     "codebook:bits=4,rotate=hadamard,scale=rms,levels=-2.732590/-2.069017/-1.618046/-1.256231/-0.942340/-0.656759/-0.388048/"
+     "-0.128395/0.128395/0.388048/0.656759/0.942340/1.256231/1.618046/2.069017/2.732590"},
 };
 
 std::string FormatFloat(float f) {
@@ -156,7 +168,8 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
     } else if (key == "scale" && s.codec == CodecId::kCodebook) {
       if (v == "absmax") s.scale_rule = ScaleRule::kAbsMax;
       else if (v == "robust") s.scale_rule = ScaleRule::kRobust;
-      else return InvalidArgument("codec option scale=" + std::string(v) + ": expected absmax or robust");
+      else if (v == "rms") s.scale_rule = ScaleRule::kRms;
+      else return InvalidArgument("codec option scale=" + std::string(v) + ": expected absmax, robust or rms");
     } else {
       return InvalidArgument("unknown option \"" + key + "\" for codec " + std::string(name));
     }
@@ -201,7 +214,7 @@ std::string CodecSpec::ToString() const {
   if (codec == CodecId::kCodebook) {
     s += ",levels=" + JoinFloats(levels);
     if (!thresholds.empty()) s += ",thresholds=" + JoinFloats(thresholds);
-    s += std::string(",scale=") + (scale_rule == ScaleRule::kRobust ? "robust" : "absmax");
+    s += std::string(",scale=") + (scale_rule == ScaleRule::kRobust ? "robust" : scale_rule == ScaleRule::kRms ? "rms" : "absmax");
   }
   if (rotation == Rotation::kHadamard) s += ",rotate=hadamard,seed=" + std::to_string(seed);
   if (sinks) s += ",sinks=" + std::to_string(sinks);
