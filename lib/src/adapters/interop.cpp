@@ -179,6 +179,7 @@ bool ByteSize(const std::vector<uint64_t>& shape, size_t elem_size, uint64_t* by
 }
 
 void ToF32(const ArrayView& a, uint64_t first, uint64_t n, float* dst) {
+  if (n == 0) return;  // an empty array may have no data pointer (memcpy needs non-null)
   const bool be = a.big_endian;
   switch (a.type) {
     case ElemType::kF32:
