@@ -1,6 +1,10 @@
 // Container round trips and reader checks (spec/FORMAT.md).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstring>
+#include <thread>
+
 #include "mqkv/mqkv.h"
 #include "support.h"
 
@@ -92,8 +96,10 @@ TEST(Container, SplitKeepsSinkAndResidualRowsInFp16) {
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   const auto& blocks = (*s)->blocks();
   ASSERT_EQ(blocks.size(), 8u);  // quantized middle of 147 rows cut every 20 rows
-  EXPECT_EQ(blocks.front().header.n_sink, 3u);
-  EXPECT_EQ(blocks.back().header.n_residual, 50u);
+  auto first = (*s)->BlockHeaderAt(0), last = (*s)->BlockHeaderAt(blocks.size() - 1);
+  ASSERT_TRUE(first.ok() && last.ok());
+  EXPECT_EQ((*first)->n_sink, 3u);
+  EXPECT_EQ((*last)->n_residual, 50u);
   auto got = (*s)->DecodeF32(0, 0, n);
   ASSERT_TRUE(got.ok());
   const uint64_t row = heads * dim;
@@ -101,6 +107,71 @@ TEST(Container, SplitKeepsSinkAndResidualRowsInFp16) {
     const uint64_t r = i / row;
     if (r < 3 || r >= n - 50) {
       ASSERT_EQ((*got)[i], round_to_f16(rows[i])) << "row " << r;
+    }
+  }
+}
+
+// Block headers are checked and cached on first access; several threads may make that first
+// access at once (bench "threads/" does). Every thread must see the same checked header and
+// decode the same bits as a single-threaded reader. (A data race here is what TSan would report;
+// the assertions catch a header read before it was published.)
+TEST(Container, ConcurrentFirstAccessOfBlocks) {
+  TempDir dir;
+  const std::string path = dir.Path("threads.mqkv");
+  const uint32_t n = 96, heads = 2, dim = 16;
+  const std::vector<float> rows = mqkv::testing::RandomRows(uint64_t(n) * heads * dim, 11);
+  {
+    WriterOptions wo;
+    wo.max_block_tokens = 2;  // 48 blocks per tensor
+    wo.fsync = false;
+    auto w = Writer::Create(path, wo);
+    ASSERT_TRUE(w.ok());
+    for (uint32_t l = 0; l < 4; ++l) {
+      TensorDesc d;
+      d.layer = l;
+      d.n_heads = heads;
+      d.head_dim = dim;
+      d.n_tokens = n;
+      ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *CodecSpec::Parse("affine:bits=3,group=16")).ok());
+    }
+    ASSERT_TRUE((*w)->Finish().ok());
+  }
+  auto ref = Snapshot::Open(path);
+  ASSERT_TRUE(ref.ok());
+  std::vector<std::vector<float>> want;
+  for (size_t t = 0; t < (*ref)->tensors().size(); ++t) want.push_back((*ref)->DecodeF32(t, 0, n).value());
+  for (int round = 0; round < 4; ++round) {
+    auto s = Snapshot::Open(path);
+    ASSERT_TRUE(s.ok());
+    const Snapshot& snap = **s;
+    constexpr int kThreads = 8;
+    std::vector<std::vector<const BlockHeader*>> seen(kThreads);
+    std::vector<int> bad(kThreads, 0);
+    std::vector<std::thread> pool;
+    std::atomic<int> arrived{0};  // start together, so first accesses overlap
+    for (int i = 0; i < kThreads; ++i)
+      pool.emplace_back([&, i] {
+        arrived.fetch_add(1);
+        while (arrived.load() < kThreads) std::this_thread::yield();
+        for (size_t k = 0; k < snap.tensors().size(); ++k) {
+          const size_t t = (k + i) % snap.tensors().size();
+          auto got = snap.DecodeF32(t, 0, n);
+          if (!got.ok() || std::memcmp(got->data(), want[t].data(), want[t].size() * 4) != 0) ++bad[i];
+        }
+        for (size_t b = 0; b < snap.blocks().size(); ++b) {
+          auto h = snap.BlockHeaderAt(b);
+          seen[i].push_back(h.ok() ? *h : nullptr);
+        }
+      });
+    for (auto& th : pool) th.join();
+    for (int i = 0; i < kThreads; ++i) {
+      EXPECT_EQ(bad[i], 0) << "thread " << i;
+      ASSERT_EQ(seen[i].size(), snap.blocks().size());
+      for (size_t b = 0; b < snap.blocks().size(); ++b) {
+        ASSERT_NE(seen[i][b], nullptr);
+        EXPECT_EQ(seen[i][b], seen[0][b]) << "one cached header per block";
+        EXPECT_EQ(std::memcmp(seen[i][b], snap.BlockBytes(b), sizeof(BlockHeader)), 0);
+      }
     }
   }
 }

@@ -2,11 +2,14 @@
 // a valid snapshot is written, then bytes are patched or the footer is rebuilt through the
 // FlatBuffers builder (format::BuildFooter) with the tail checksum recomputed, so that the
 // intended check fires rather than a checksum. Each case asserts the StatusCode and the message.
+// Checks 1-16 fire at Open (Expect); the block-header checks 17-19 fire on first access of the
+// block and at Open only with verify_all_blocks (ExpectAtAccess, which also asserts the offset).
 #include <gtest/gtest.h>
 #include <zstd.h>
 
 #include <cstring>
 #include <functional>
+#include <optional>
 
 #include "format/container.h"
 #include "mqkv/mqkv.h"
@@ -114,6 +117,40 @@ class FormatErrors : public ::testing::Test {
     EXPECT_EQ(s.code(), code) << s.ToString();
     EXPECT_NE(s.message().find(sub), std::string::npos) << "message \"" << s.message() << "\" lacks \"" << sub << "\"";
   }
+  // A block-header check (steps 17-19): Open reads no block header and succeeds; the error comes
+  // at the first access of `block`, through every accessor, naming the file, the block and
+  // `offset`; tensors other than the block's stay readable (unless `others_bad`); verify_all_blocks
+  // refuses the file at Open with the same error.
+  void ExpectAtAccess(const std::vector<uint8_t>& bytes, size_t block, StatusCode code, const std::string& sub, uint64_t offset,
+                      bool others_bad = false) {
+    const std::string path = dir.Path("case" + std::to_string(n++) + ".mqkv");
+    WriteFile(path, bytes);
+    auto check = [&](const Status& st, const std::string& via) {
+      ASSERT_FALSE(st.ok()) << via << " accepted a bad block header; expected: " << sub;
+      EXPECT_EQ(st.code(), code) << via << ": " << st.ToString();
+      EXPECT_NE(st.message().find(sub), std::string::npos) << via << ": message \"" << st.message() << "\" lacks \"" << sub << "\"";
+      EXPECT_NE(st.message().find("block " + std::to_string(block)), std::string::npos) << via << ": " << st.ToString();
+      EXPECT_EQ(st.file(), path) << via;
+      EXPECT_EQ(st.offset(), std::optional<uint64_t>(offset)) << via << ": " << st.ToString();
+    };
+    auto s = Snapshot::Open(path);
+    ASSERT_TRUE(s.ok()) << "block headers are checked on access, not at open: " << s.status().ToString();
+    const Snapshot& snap = **s;
+    ASSERT_LT(block, snap.blocks().size());
+    const BlockInfo& bi = snap.blocks()[block];
+    check(snap.DecodeF32(bi.tensor, bi.token_begin, bi.token_begin + bi.n_tokens).status(), "Decode");
+    check(snap.BlockHeaderAt(block).status(), "BlockHeaderAt");
+    check(snap.BlockHeaderAt(block).status(), "BlockHeaderAt (second call)");
+    check(snap.VerifyBlock(block), "VerifyBlock");
+    check(snap.ReadBlock(block).status(), "ReadBlock");
+    if (block == snap.tensors()[bi.tensor].first_block) check(snap.TensorSpec(bi.tensor).status(), "TensorSpec");
+    for (size_t t = 0; t < snap.tensors().size() && !others_bad; ++t)
+      if (t != bi.tensor) {
+        EXPECT_TRUE(snap.DecodeF32(t, 0, snap.tensors()[t].n_tokens).ok()) << "tensor " << t << " stays readable";
+      }
+    auto all = Snapshot::Open(path, {.verify_all_blocks = true});
+    check(all.status(), "Open with verify_all_blocks");
+  }
 };
 
 TEST_F(FormatErrors, BaseFileIsValid) {
@@ -191,7 +228,8 @@ TEST_F(FormatErrors, FeatureMismatchesAndUndeclaredFeatures) {
   Crafted z(BaseFile(dir, 3));
   ASSERT_EQ(z.Header(0).compression, 1);
   z.f.required_features = 0;
-  Expect(z.Build(), StatusCode::kFormatError, "uses feature(s) zstd that the file does not declare");
+  ExpectAtAccess(z.Build(), 0, StatusCode::kFormatError, "block 0 uses feature(s) zstd that the file does not declare", z.BlockOff(0),
+                 /*others_bad=*/true);  // every block is compressed
 }
 
 TEST_F(FormatErrors, FixedFieldsOfHeaderAndTail) {
@@ -363,22 +401,23 @@ TEST_F(FormatErrors, HeaderDisagreesWithIndex) {
   struct Case {
     std::function<void(BlockHeader&)> patch;
     std::string message;
+    uint64_t at;  // offset of the error inside the block header
   };
   const std::vector<Case> cases = {
-      {[](BlockHeader& h) { h.magic[3] = 'X'; }, "does not start with magic \"MQKB\""},
-      {[](BlockHeader& h) { h.header_bytes = 64; }, "block header size 64"},
-      {[](BlockHeader& h) { h.layer = 5; }, "(layer/kind) does not match its tensor"},
-      {[](BlockHeader& h) { h.kind = 1; }, "(layer/kind) does not match its tensor"},
-      {[](BlockHeader& h) { h.token_begin = 1; }, "token range does not match the index"},
-      {[](BlockHeader& h) { h.n_tokens = 3; }, "token range does not match the index"},
-      {[](BlockHeader& h) { h.n_heads = 1; }, "shape does not match its tensor"},
-      {[](BlockHeader& h) { h.stored_bytes += 64; }, "stored size does not match the index length"},
-      {[](BlockHeader& h) { h.payload_bytes += 2; }, "payload size != stored size"},
-      {[](BlockHeader& h) { h.bits = 8; }, "f16 block must have bits=16"},
-      {[](BlockHeader& h) { h.group_size = 4; }, "non-zero quantization fields"},
-      {[](BlockHeader& h) { h.parts[0].bytes -= 2; }, "part 0 holds"},
-      {[](BlockHeader& h) { h.parts[3] = {0, 8}; }, "part 3 holds 8 bytes, codec needs 0"},
-      {[](BlockHeader& h) { h.codec = 0; }, "f32 block must have bits=32"},
+      {[](BlockHeader& h) { h.magic[3] = 'X'; }, "does not start with magic \"MQKB\"", 0},
+      {[](BlockHeader& h) { h.header_bytes = 64; }, "block header size 64", 4},
+      {[](BlockHeader& h) { h.layer = 5; }, "(layer/kind) does not match its tensor", 7},
+      {[](BlockHeader& h) { h.kind = 1; }, "(layer/kind) does not match its tensor", 7},
+      {[](BlockHeader& h) { h.token_begin = 1; }, "token range does not match the index", 12},
+      {[](BlockHeader& h) { h.n_tokens = 3; }, "token range does not match the index", 12},
+      {[](BlockHeader& h) { h.n_heads = 1; }, "shape does not match its tensor", 20},
+      {[](BlockHeader& h) { h.stored_bytes += 64; }, "stored size does not match the index length", 64},
+      {[](BlockHeader& h) { h.payload_bytes += 2; }, "payload size != stored size", 56},
+      {[](BlockHeader& h) { h.bits = 8; }, "f16 block must have bits=16", 0},
+      {[](BlockHeader& h) { h.group_size = 4; }, "non-zero quantization fields", 0},
+      {[](BlockHeader& h) { h.parts[0].bytes -= 2; }, "part 0 holds", 72},
+      {[](BlockHeader& h) { h.parts[3] = {0, 8}; }, "part 3 holds 8 bytes, codec needs 0", 72 + 3 * 8},
+      {[](BlockHeader& h) { h.codec = 0; }, "f32 block must have bits=32", 0},
       {[](BlockHeader& h) {
          h.codec = 0;
          h.bits = 32;
@@ -386,22 +425,64 @@ TEST_F(FormatErrors, HeaderDisagreesWithIndex) {
          h.n_heads = 2;
          h.head_dim = 8;
        },
-       "token range does not match"},
+       "token range does not match", 12},
   };
   for (const Case& k : cases) {
+    SCOPED_TRACE(k.message);
     Crafted c(base);
     BlockHeader h = c.Header(0);
     k.patch(h);
     c.SetHeader(0, h);
-    Expect(c.Build(), StatusCode::kFormatError, k.message);
+    ExpectAtAccess(c.Build(), 0, StatusCode::kFormatError, k.message, c.BlockOff(0) + k.at);
   }
   // A block whose codec id differs from the codec named by its tensor in the index.
   Crafted c(base);
   c.f.tensors[0].codec = "bf16";
-  Expect(c.Build(), StatusCode::kFormatError, "block codec f16 does not match its tensor's codec \"bf16\"");
+  ExpectAtAccess(c.Build(), 0, StatusCode::kFormatError, "block codec f16 does not match its tensor's codec \"bf16\"", c.BlockOff(0) + 6);
   Crafted d(base);
   d.f.tensors[0].codec = "f16x";
-  Expect(d.Build(), StatusCode::kFormatError, "does not match its tensor's codec");
+  ExpectAtAccess(d.Build(), 0, StatusCode::kFormatError, "does not match its tensor's codec", d.BlockOff(0) + 6);
+}
+
+TEST_F(FormatErrors, CorruptBlockHeaderIsFoundOnAccessAndOtherBlocksStayReadable) {
+  // Flip a bit of block 2's layer field (tensor 1 = layer 0 V, rows 0..3) without fixing its
+  // checksum: Open reads no block header, the header check (17) runs before the checksum (21),
+  // and the blocks around it stay readable.
+  Crafted c(base);
+  auto b = base;
+  b[c.BlockOff(2) + 8] ^= 0x04;
+  EXPECT_TRUE(OpenStatus(b).ok()) << "block headers are checked on first access";
+  const std::string path = dir.Path("lazy_header.mqkv");
+  WriteFile(path, b);
+  auto s = Snapshot::Open(path);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_TRUE((*s)->DecodeF32(0, 0, 6).ok()) << "other tensors stay readable";
+  EXPECT_TRUE((*s)->DecodeF32(1, 4, 6).ok()) << "rows in other blocks of the tensor stay readable";
+  EXPECT_TRUE((*s)->BlockHeaderAt(3).ok());
+  EXPECT_TRUE((*s)->VerifyBlock(3).ok());
+  auto bad = (*s)->DecodeF32(1, 0, 6);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kFormatError) << "the header check comes before the checksum";
+  EXPECT_NE(bad.status().message().find("block 2: block header (layer/kind) does not match its tensor"), std::string::npos)
+      << bad.status().ToString();
+  EXPECT_EQ(bad.status().offset(), c.BlockOff(2) + 7);
+  EXPECT_EQ(bad.status().file(), path);
+  EXPECT_EQ((*s)->VerifyBlock(2).code(), StatusCode::kFormatError);
+  EXPECT_EQ((*s)->BlockHeaderAt(2).status().ToString(), bad.status().ToString()) << "the same error at every access";
+  EXPECT_EQ((*s)->BlockHeaderAt(8).status().code(), StatusCode::kOutOfRange);
+  // verify_all_blocks checks every header (then every checksum) at open, and refuses the file.
+  Expect(b, StatusCode::kFormatError, "block 2: block header (layer/kind) does not match its tensor", /*verify_all=*/true);
+  // A good file: the accessor gives the header as stored.
+  const std::string good = dir.Path("good.mqkv");
+  WriteFile(good, base);
+  auto g = Snapshot::Open(good);
+  ASSERT_TRUE(g.ok());
+  for (size_t i = 0; i < (*g)->blocks().size(); ++i) {
+    auto h = (*g)->BlockHeaderAt(i);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_EQ(std::memcmp(*h, base.data() + c.BlockOff(i), sizeof(BlockHeader)), 0) << "block " << i;
+    EXPECT_EQ(*h, *(*g)->BlockHeaderAt(i)) << "cached: the same pointer on every call";
+  }
 }
 
 TEST_F(FormatErrors, NonCanonicalPartLayout) {
@@ -426,7 +507,7 @@ TEST_F(FormatErrors, NonCanonicalPartLayout) {
   h.stored_bytes += 8;
   c.f.blocks[0].length += 8;
   c.SetHeader(0, h);
-  Expect(c.Build(), StatusCode::kFormatError, "part 0 at payload offset 8, the canonical layout puts it at 0");
+  ExpectAtAccess(c.Build(), 0, StatusCode::kFormatError, "part 0 at payload offset 8, the canonical layout puts it at 0", c.BlockOff(0) + 72);
 }
 
 TEST_F(FormatErrors, ReservedBlockHeaderBytes) {
@@ -434,7 +515,7 @@ TEST_F(FormatErrors, ReservedBlockHeaderBytes) {
   BlockHeader h = c.Header(5);
   h.reserved0[3] = 0x80;
   c.SetHeader(5, h);
-  Expect(c.Build(), StatusCode::kFormatError, "reserved block header bytes are not zero");
+  ExpectAtAccess(c.Build(), 5, StatusCode::kFormatError, "reserved block header bytes are not zero", c.BlockOff(5) + 49);
 }
 
 TEST_F(FormatErrors, UnknownCodecAndCompression) {
@@ -442,12 +523,12 @@ TEST_F(FormatErrors, UnknownCodecAndCompression) {
   BlockHeader h = c.Header(0);
   h.codec = 200;
   c.SetHeader(0, h);
-  Expect(c.Build(), StatusCode::kUnsupported, "codec id 200, unknown to this reader");
+  ExpectAtAccess(c.Build(), 0, StatusCode::kUnsupported, "codec id 200, unknown to this reader", c.BlockOff(0) + 6);
   Crafted d(base);
   h = d.Header(0);
   h.compression = 2;
   d.SetHeader(0, h);
-  Expect(d.Build(), StatusCode::kFormatError, "unknown compression 2");
+  ExpectAtAccess(d.Build(), 0, StatusCode::kFormatError, "unknown compression 2", d.BlockOff(0) + 48);
 }
 
 TEST_F(FormatErrors, CompressedBlockClaimingHugeDecodedSize) {
@@ -456,12 +537,12 @@ TEST_F(FormatErrors, CompressedBlockClaimingHugeDecodedSize) {
   ASSERT_EQ(h.compression, 1);
   h.payload_bytes = 3ull << 30;  // 3 GiB from a few dozen stored bytes
   c.SetHeader(0, h);
-  Expect(c.Build(), StatusCode::kFormatError, "beyond the 1024:1 bound");
+  ExpectAtAccess(c.Build(), 0, StatusCode::kFormatError, "beyond the 1024:1 bound", c.BlockOff(0) + 56);
   Crafted d(BaseFile(dir, 3));
   h = d.Header(0);
   h.payload_bytes = 5ull << 30;
   d.SetHeader(0, h);
-  Expect(d.Build(), StatusCode::kFormatError, "exceeds 4 GiB");
+  ExpectAtAccess(d.Build(), 0, StatusCode::kFormatError, "exceeds 4 GiB", d.BlockOff(0) + 56);
 }
 
 TEST_F(FormatErrors, CorruptZstdFrameUnderAValidChecksum) {

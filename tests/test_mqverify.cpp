@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cctype>
 #include <filesystem>
 
@@ -26,8 +27,8 @@ std::string Quote(const std::string& s) {
   return o + "'";
 }
 
-Outcome Exec(const TempDir& dir, const std::vector<std::string>& args) {
-  std::string cmd = Quote(kTool);
+Outcome Exec(const TempDir& dir, const std::vector<std::string>& args, const std::string& tool = kTool) {
+  std::string cmd = Quote(tool);
   for (const std::string& a : args) cmd += " " + Quote(a);
   const std::string out = dir.Path("stdout.txt"), err = dir.Path("stderr.txt");
   cmd += " >" + Quote(out) + " 2>" + Quote(err);
@@ -229,6 +230,26 @@ TEST_F(MqverifyTest, CorruptBlockExitsFour) {
   EXPECT_NE(r.err.find("checksum mismatch"), std::string::npos) << r.err;
   Outcome h = Exec(dir, {f, "--reference", f});
   EXPECT_EQ(h.code, 4);  // the reference read fails on the same block: still a verification failure
+}
+
+// Block headers are checked on first access, not at open (spec/FORMAT.md section 8, steps
+// 17-19); a bad one is still malformed input: exit 3 with one line naming file, byte and block.
+TEST_F(MqverifyTest, CorruptBlockHeaderExitsThree) {
+  const std::string f = dir.Path("h.mqkv");
+  Write(MakeSet(16), f, "f16");
+  std::vector<uint8_t> bytes = mqkv::testing::ReadFile(f);
+  bytes[64 + 8] ^= 0x04;  // the layer field of the first block's header
+  mqkv::testing::WriteFile(f, bytes);
+  const std::string mqinfo = std::string(MQKV_BINARY_DIR) + "/tools/mqinfo";
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {kTool, f}, {kTool, f, "--json"}, {mqinfo, f}, {mqinfo, f, "--no-verify"}}) {
+    std::vector<std::string> args(cmd.begin() + 1, cmd.end());
+    Outcome r = Exec(dir, args, cmd[0]);
+    EXPECT_EQ(r.code, 3) << cmd[0] << ": " << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(f + ": at byte 71: block 0: block header (layer/kind) does not match its tensor"), std::string::npos) << r.err;
+  }
 }
 
 TEST_F(MqverifyTest, ExitCodes) {

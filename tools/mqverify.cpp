@@ -113,6 +113,11 @@ int main(int argc, char** argv) {
     if (!opened.ok()) return tool::Fail(kProg, opened.status());
     const Snapshot& s = **opened;
 
+    // 0. Every block header (checked on first access, not at open): a bad one makes the file
+    // malformed (exit 3), not a checksum mismatch.
+    for (size_t b = 0; b < s.blocks().size(); ++b)
+      if (auto h = s.BlockHeaderAt(b); !h.ok()) return tool::Fail(kProg, h.status());
+
     // 1. Checksums of every block (the footer's was checked at open).
     std::vector<std::string> checksum_errors;
     for (size_t b = 0; b < s.blocks().size(); ++b)

@@ -68,15 +68,17 @@ struct TensorInfo : TensorDesc {
   uint32_t first_block = 0, n_blocks = 0;
 };
 
+// A block's index entry (footer). Its 128-byte header is not part of it: the header is read and
+// checked on first access, through Snapshot::BlockHeaderAt / VerifyBlock / ReadBlock / Decode.
 struct BlockInfo {
   uint64_t offset = 0, length = 0, checksum = 0;
   uint32_t tensor = 0, token_begin = 0, n_tokens = 0;
-  BlockHeader header{};
 };
 
 struct OpenOptions {
-  // Verify every block's checksum at open (reads the whole file). Off by default: blocks are
-  // verified on first access instead, so reading one layer touches only that layer's bytes.
+  // Check every block's header and checksum at open (reads the whole file). Off by default:
+  // open reads only the file header, tail and footer, and each block is checked on first
+  // access instead, so reading one layer touches only that layer's bytes.
   bool verify_all_blocks = false;
 };
 
@@ -109,9 +111,13 @@ class Snapshot {
   const std::vector<BlockInfo>& blocks() const;
   std::optional<size_t> FindTensor(uint32_t layer, Kind kind) const;
 
-  // Raw stored bytes of a block (header + stored payload), inside the mapping.
+  // Raw stored bytes of a block (header + stored payload), inside the mapping. Unchecked.
   const uint8_t* BlockBytes(size_t block) const;
-  // Checks one block's checksum (cached after the first success).
+  // A block's header, checked against the index on first use (spec/FORMAT.md section 8, steps
+  // 17-19; cached after the first success). The pointer lives as long as the Snapshot. Does not
+  // verify the block's checksum.
+  Result<const BlockHeader*> BlockHeaderAt(size_t block) const;
+  // Checks one block's header (as BlockHeaderAt) and then its checksum (cached after the first success).
   Status VerifyBlock(size_t block) const;
   // Verified, decompressed block.
   Result<BlockData> ReadBlock(size_t block) const;

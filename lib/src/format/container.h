@@ -56,7 +56,7 @@ struct Footer {
   uint64_t required_features = 0;
   ModelInfo model;
   std::vector<TensorInfo> tensors;
-  std::vector<BlockInfo> blocks;  // header left zero; filled by the reader
+  std::vector<BlockInfo> blocks;
 };
 
 std::vector<uint8_t> BuildFooter(const Footer& f);

@@ -1,10 +1,14 @@
-// Snapshot reader: maps the file, verifies tail, footer and every block header before any
-// payload byte is trusted (spec/FORMAT.md, "Reader obligations").
+// Snapshot reader (spec/FORMAT.md, section 8 "Reader obligations"). Open maps the file and checks
+// only the file header, tail, footer and the block index against the footer (steps 1-16), so its
+// cost does not grow with the number or position of blocks. A block's 128-byte header is copied
+// and checked (steps 17-19) on first access to that block, then its checksum (step 21); both
+// results are cached per block. OpenOptions::verify_all_blocks does all of it at open.
 #include <zstd.h>
 
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <string_view>
 
 #include "container.h"
@@ -22,11 +26,19 @@ struct Snapshot::Impl {
   std::unique_ptr<io::MappedFile> file;
   format::Footer footer;
   uint64_t footer_offset = 0, footer_bytes = 0;
-  std::unique_ptr<std::atomic<uint8_t>[]> verified;  // per block: 0 unknown, 1 ok
+  // Per block: kUnchecked, kHeaderOk (headers[b] holds the checked copy) or kVerified (and the
+  // checksum matched). headers[b] is written only under header_mu while the state is kUnchecked,
+  // and read only after an acquire load sees kHeaderOk or later, so concurrent access is race-free.
+  enum : uint8_t { kUnchecked = 0, kHeaderOk = 1, kVerified = 2 };
+  std::unique_ptr<std::atomic<uint8_t>[]> state;
+  std::unique_ptr<BlockHeader[]> headers;
+  std::mutex header_mu;
 
   Status Fail(Status s) const { return std::move(s.WithFile(path)); }
   Status Load();
   Status CheckBlocks();
+  // Steps 17-19 for one block (once; the result is cached on success).
+  Result<const BlockHeader*> Header(size_t b);
 };
 
 namespace {
@@ -140,15 +152,16 @@ Status Snapshot::Impl::Load() {
   if (footer.required_features != tail.required_features)
     return Fail(FormatErrorAt(footer_offset, "required features in footer differ from the tail"));
   MQKV_RETURN_IF_ERROR(CheckBlocks());
-  verified.reset(new std::atomic<uint8_t>[footer.blocks.size()]);
-  for (size_t i = 0; i < footer.blocks.size(); ++i) verified[i] = 0;
+  state.reset(new std::atomic<uint8_t>[footer.blocks.size()]);
+  for (size_t i = 0; i < footer.blocks.size(); ++i) state[i].store(kUnchecked, std::memory_order_relaxed);
+  headers.reset(new BlockHeader[footer.blocks.size()]);  // filled on first access
   return Status::OK();
 }
 
+// Steps 14-16 and 20: the index against itself and the data section. Reads no block bytes.
 Status Snapshot::Impl::CheckBlocks() {
   auto& tensors = footer.tensors;
   auto& blocks = footer.blocks;
-  const uint8_t* d = file->data();
   std::map<std::pair<uint32_t, uint8_t>, size_t> seen;
   for (size_t ti = 0; ti < tensors.size(); ++ti) {
     const TensorInfo& t = tensors[ti];
@@ -179,7 +192,7 @@ Status Snapshot::Impl::CheckBlocks() {
   }
   uint64_t prev_end = format::kFileHeaderBytes;
   for (size_t b = 0; b < blocks.size(); ++b) {
-    BlockInfo& bi = blocks[b];
+    const BlockInfo& bi = blocks[b];
     const std::string bname = "block " + std::to_string(b);
     if (bi.tensor >= tensors.size()) return Fail(FormatErrorAt(footer_offset, bname + " names tensor " + std::to_string(bi.tensor) + " which does not exist"));
     const TensorInfo& t = tensors[bi.tensor];
@@ -190,13 +203,28 @@ Status Snapshot::Impl::CheckBlocks() {
     uint64_t end;
     if (bi.length < kBlockHeaderBytes || !AddOk(bi.offset, bi.length, &end) || end > footer_offset)
       return Fail(FormatErrorAt(bi.offset, bname + " (" + std::to_string(bi.length) + " bytes) extends past the data section"));
-    std::memcpy(&bi.header, d + bi.offset, sizeof(BlockHeader));
-    if (Status s = CheckHeaderAgainstIndex(bi.header, bi, t, bi.offset); !s.ok()) return Fail(s.Prepend(bname));
-    if (uint64_t f = format::BlockFeatures(bi.header); (f & ~footer.required_features) != 0)
-      return Fail(FormatErrorAt(bi.offset, bname + " uses feature(s) " + FeatureNames(f & ~footer.required_features) + " that the file does not declare"));
     prev_end = end;
   }
   return Status::OK();
+}
+
+Result<const BlockHeader*> Snapshot::Impl::Header(size_t b) {
+  if (state[b].load(std::memory_order_acquire) != kUnchecked) return &headers[b];
+  // Slow path, once per block: copy the header out of the mapping (later changes to the mapped
+  // bytes cannot alter what was checked) and check it against the index.
+  std::lock_guard<std::mutex> lock(header_mu);
+  if (state[b].load(std::memory_order_acquire) != kUnchecked) return &headers[b];
+  const BlockInfo& bi = footer.blocks[b];
+  const TensorInfo& t = footer.tensors[bi.tensor];
+  const std::string bname = "block " + std::to_string(b);
+  BlockHeader h;
+  std::memcpy(&h, file->data() + bi.offset, sizeof h);
+  if (Status s = CheckHeaderAgainstIndex(h, bi, t, bi.offset); !s.ok()) return Fail(s.Prepend(bname));
+  if (uint64_t f = format::BlockFeatures(h); (f & ~footer.required_features) != 0)
+    return Fail(FormatErrorAt(bi.offset, bname + " uses feature(s) " + FeatureNames(f & ~footer.required_features) + " that the file does not declare"));
+  headers[b] = h;
+  state[b].store(kHeaderOk, std::memory_order_release);
+  return &headers[b];
 }
 
 Snapshot::Snapshot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -221,6 +249,9 @@ Result<std::unique_ptr<Snapshot>> Snapshot::Finish(std::unique_ptr<Impl> impl, c
   MQKV_RETURN_IF_ERROR(impl->Load());
   std::unique_ptr<Snapshot> s(new Snapshot(std::move(impl)));
   if (opts.verify_all_blocks) {
+    // Every header first (steps 17-19 in index order), then every checksum (step 21): the same
+    // first error as a reader that checks all headers at open.
+    for (size_t b = 0; b < s->blocks().size(); ++b) MQKV_RETURN_IF_ERROR(s->BlockHeaderAt(b).status());
     for (size_t b = 0; b < s->blocks().size(); ++b) MQKV_RETURN_IF_ERROR(s->VerifyBlock(b));
   }
   return s;
@@ -246,35 +277,41 @@ std::optional<size_t> Snapshot::FindTensor(uint32_t layer, Kind kind) const {
 
 const uint8_t* Snapshot::BlockBytes(size_t block) const { return impl_->file->data() + blocks().at(block).offset; }
 
-Status Snapshot::VerifyBlock(size_t block) const {
+Result<const BlockHeader*> Snapshot::BlockHeaderAt(size_t block) const {
   if (block >= blocks().size()) return OutOfRange("block " + std::to_string(block) + " does not exist");
-  if (impl_->verified[block].load(std::memory_order_acquire)) return Status::OK();
+  return impl_->Header(block);
+}
+
+Status Snapshot::VerifyBlock(size_t block) const {
+  MQKV_ASSIGN_OR_RETURN(const BlockHeader* h, BlockHeaderAt(block));  // steps 17-19 before 21
+  if (impl_->state[block].load(std::memory_order_acquire) == Impl::kVerified) return Status::OK();
   const BlockInfo& bi = blocks()[block];
   if (format::Checksum(BlockBytes(block), bi.length) != bi.checksum)
-    return impl_->Fail(ChecksumMismatch("block " + std::to_string(block) + " (layer " + std::to_string(bi.header.layer) + " " +
-                                        KindName(static_cast<Kind>(bi.header.kind)) + ") checksum mismatch").WithOffset(bi.offset));
-  impl_->verified[block].store(1, std::memory_order_release);
+    return impl_->Fail(ChecksumMismatch("block " + std::to_string(block) + " (layer " + std::to_string(h->layer) + " " +
+                                        KindName(static_cast<Kind>(h->kind)) + ") checksum mismatch").WithOffset(bi.offset));
+  impl_->state[block].store(Impl::kVerified, std::memory_order_release);
   return Status::OK();
 }
 
 Result<BlockData> Snapshot::ReadBlock(size_t block) const {
   MQKV_RETURN_IF_ERROR(VerifyBlock(block));
   const BlockInfo& bi = blocks()[block];
+  const BlockHeader& h = impl_->headers[block];  // checked and published by VerifyBlock
   BlockData out;
-  out.view.header = &bi.header;
+  out.view.header = &h;
   const uint8_t* stored = BlockBytes(block) + kBlockHeaderBytes;
-  if (bi.header.compression == static_cast<uint8_t>(Compression::kNone)) {
+  if (h.compression == static_cast<uint8_t>(Compression::kNone)) {
     out.view.payload = stored;
     return out;
   }
   // Exactly one zstd frame spanning the stored payload (no trailing or skippable frames).
-  const size_t frame = ZSTD_findFrameCompressedSize(stored, bi.header.stored_bytes);
-  if (ZSTD_isError(frame) || frame != bi.header.stored_bytes)
+  const size_t frame = ZSTD_findFrameCompressedSize(stored, h.stored_bytes);
+  if (ZSTD_isError(frame) || frame != h.stored_bytes)
     return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "stored payload is not exactly one zstd frame"));
-  out.owned.resize(bi.header.payload_bytes);
-  size_t r = ZSTD_decompress(out.owned.data(), out.owned.size(), stored, bi.header.stored_bytes);
+  out.owned.resize(h.payload_bytes);
+  size_t r = ZSTD_decompress(out.owned.data(), out.owned.size(), stored, h.stored_bytes);
   if (ZSTD_isError(r)) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, std::string("zstd payload does not decode: ") + ZSTD_getErrorName(r)));
-  if (r != bi.header.payload_bytes) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "zstd payload decodes to " + std::to_string(r) + " bytes, header says " + std::to_string(bi.header.payload_bytes)));
+  if (r != h.payload_bytes) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "zstd payload decodes to " + std::to_string(r) + " bytes, header says " + std::to_string(h.payload_bytes)));
   out.view.payload = out.owned.data();
   return out;
 }
@@ -290,7 +327,7 @@ Status Snapshot::Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DTy
     const uint32_t lo = std::max(row_begin, bi.token_begin), hi = std::min(row_end, bi.token_begin + bi.n_tokens);
     if (lo >= hi) continue;
     MQKV_ASSIGN_OR_RETURN(BlockData data, ReadBlock(b));
-    const Codec* codec = GetCodec(bi.header.codec);
+    const Codec* codec = GetCodec(data.view.header->codec);
     uint8_t* o = static_cast<uint8_t*>(dst) + (lo - row_begin) * row_bytes;
     if (Status s = codec->Decode(data.view, lo - bi.token_begin, hi - bi.token_begin, out, o, backend); !s.ok())
       return impl_->Fail(s.WithOffset(bi.offset));

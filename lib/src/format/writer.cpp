@@ -91,7 +91,6 @@ Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, EncodedBl
   bi.tensor = tensor;
   bi.token_begin = token_begin;
   bi.n_tokens = h.n_tokens;
-  bi.header = h;
   std::vector<uint8_t> hdr(kBlockHeaderBytes);
   std::memcpy(hdr.data(), &h, kBlockHeaderBytes);
   // XXH3 over header + stored payload, streamed.

@@ -58,10 +58,12 @@ Result<SnapshotAccounting> AccountSnapshot(const Snapshot& s) {
     ta.values = uint64_t(t.n_tokens) * t.n_heads * t.head_dim;
   }
   // The reader guarantees blocks are in file order, 64-aligned, non-overlapping, inside
-  // [64, footer_offset), and that every header's codec is known and its parts consistent.
+  // [64, footer_offset), and BlockHeaderAt that a header's codec is known and its parts consistent
+  // (a bad header is an error here: the header is checked on first access, not at open).
   for (size_t b = 0; b < blocks.size(); ++b) {
     const BlockInfo& bi = blocks[b];
-    const BlockHeader& h = bi.header;
+    MQKV_ASSIGN_OR_RETURN(const BlockHeader* hp, s.BlockHeaderAt(b));
+    const BlockHeader& h = *hp;
     const Codec* codec = GetCodec(h.codec);
     if (!codec) return Internal("block " + std::to_string(b) + ": codec id " + std::to_string(h.codec) + " vanished after open");
     const Accounting a = codec->Account(h);

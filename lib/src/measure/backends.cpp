@@ -11,9 +11,9 @@ namespace mqkv {
 namespace {
 constexpr uint64_t kChunkValues = uint64_t(1) << 22;  // 16 MiB of f32 per buffer
 
-std::string Where(const BlockInfo& bi, size_t b, uint32_t r0, DType dt) {
-  return "block " + std::to_string(b) + " (layer " + std::to_string(bi.header.layer) + " " +
-         KindName(static_cast<Kind>(bi.header.kind)) + ", rows " + std::to_string(r0) + "+, " + DTypeName(dt) + ")";
+std::string Where(const BlockHeader& h, size_t b, uint32_t r0, DType dt) {
+  return "block " + std::to_string(b) + " (layer " + std::to_string(h.layer) + " " +
+         KindName(static_cast<Kind>(h.kind)) + ", rows " + std::to_string(r0) + "+, " + DTypeName(dt) + ")";
 }
 }  // namespace
 
@@ -34,15 +34,15 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
   }
   std::vector<uint8_t> ref, got;
   for (size_t b = 0; b < s.blocks().size(); ++b) {
-    if (!s.VerifyBlock(b).ok()) continue;  // reported by the checksum pass, not here
+    if (!s.VerifyBlock(b).ok()) continue;  // bad header or checksum: reported by the verify pass, not here
     MQKV_ASSIGN_OR_RETURN(BlockData data, s.ReadBlock(b));
-    const BlockInfo& bi = s.blocks()[b];
-    const Codec* codec = GetCodec(bi.header.codec);
-    const uint64_t row = uint64_t(bi.header.n_heads) * bi.header.head_dim;
+    const BlockHeader& h = *data.view.header;
+    const Codec* codec = GetCodec(h.codec);
+    const uint64_t row = uint64_t(h.n_heads) * h.head_dim;
     const uint32_t step = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkValues / std::max<uint64_t>(row, 1)));
     std::vector<bool> bad(reports.size(), false);
-    for (uint32_t r0 = 0; r0 < bi.header.n_tokens; r0 += std::min(step, bi.header.n_tokens - r0)) {
-      const uint32_t r1 = r0 + std::min(step, bi.header.n_tokens - r0);
+    for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(step, h.n_tokens - r0)) {
+      const uint32_t r1 = r0 + std::min(step, h.n_tokens - r0);
       for (DType dt : {DType::kF32, DType::kF16}) {
         const uint64_t bytes = (r1 - r0) * row * DTypeSize(dt);
         ref.assign(bytes, 0);
@@ -52,7 +52,7 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
             ++reports[0].mismatched;
             bad[0] = true;
           }
-          if (reports[0].first_problem.empty()) reports[0].first_problem = Where(bi, b, r0, dt) + ": " + st.ToString();
+          if (reports[0].first_problem.empty()) reports[0].first_problem = Where(h, b, r0, dt) + ": " + st.ToString();
           continue;
         }
         for (size_t i = 1; i < reports.size(); ++i) {
@@ -73,7 +73,7 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
             ++r.mismatched;
             bad[i] = true;
           }
-          if (r.first_problem.empty()) r.first_problem = Where(bi, b, r0, dt) + ": " + problem;
+          if (r.first_problem.empty()) r.first_problem = Where(h, b, r0, dt) + ": " + problem;
         }
       }
     }
