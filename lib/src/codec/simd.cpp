@@ -329,7 +329,8 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
     if (!k->enc_meta_f16(scales.data(), i1 - i0, out->parts[kPartScales].data() + 2 * i0, s.data()) ||
         !k->enc_meta_f16(mins.data(), i1 - i0, out->parts[kPartMins].data() + 2 * i0, mn.data()))
       return reference();
-    k->enc_codes(p, xs, t1 - t0, s.data(), mn.data(), codes + uint64_t(t0) * rv * h.bits / 8);
+    const uint64_t ahead_n = uint64_t(std::min<uint64_t>(g.q_rows, t1 + uint64_t(t1 - t0)) - t1) * rv;
+    k->enc_codes(p, xs, t1 - t0, s.data(), mn.data(), codes + uint64_t(t0) * rv * h.bits / 8, x + uint64_t(t1) * rv, ahead_n);
   }
   if (!meta16) {
     // Meta-coded fields share a per-column range over all group rows: (b) needs every group
@@ -341,7 +342,9 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
       uint32_t t0, t1;
       rows_of(gr0, &t0, &t1);
       const uint64_t i0 = uint64_t(gr0) * g.group_cols;
-      k->enc_codes(p, input(t0, t1), t1 - t0, s.data() + i0, mn.data() + i0, codes + uint64_t(t0) * rv * h.bits / 8);
+      const uint64_t ahead_n = uint64_t(std::min<uint64_t>(g.q_rows, t1 + uint64_t(t1 - t0)) - t1) * rv;
+      k->enc_codes(p, input(t0, t1), t1 - t0, s.data() + i0, mn.data() + i0, codes + uint64_t(t0) * rv * h.bits / 8,
+                   x + uint64_t(t1) * rv, ahead_n);
     }
   }
   *status = Status::OK();

@@ -102,8 +102,10 @@ struct Kernels {
                          uint8_t* part, float* decoded);
   // the forward Hadamard rotation src -> dst.
   void (*enc_rotate)(const EncodePlan& p, const float* src, uint32_t rows, float* dst);
-  // the codes against the decoded metadata s/mn, written to dst (every byte of those rows).
-  void (*enc_codes)(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst);
+  // the codes against the decoded metadata s/mn, written to dst (every byte of those rows);
+  // meanwhile the first ahead_n values at `ahead` (the next chunk's input) are prefetched.
+  void (*enc_codes)(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst,
+                    const float* ahead, uint64_t ahead_n);
 };
 
 // Kernel tables, null where the build has no such ISA (non-x86 targets).

@@ -219,8 +219,15 @@ struct EncodeImpl {
   }
 
   // Token axis: group i of the chunk covers values [i*G, (i+1)*G) and codes bytes from i*G*B/8.
+  // Prefetch of the 4N values at ahead[off] (64-byte lines), within the ahead_n values.
+  static inline __attribute__((always_inline)) void Ahead(const float* ahead, uint64_t ahead_n, uint64_t off) {
+    if (off < ahead_n)
+      for (uint32_t l = 0; l < 4 * N; l += 16) __builtin_prefetch(ahead + off + l, 0, 3);
+  }
+
   template <int B>
-  static void CodesToken(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst) {
+  static void CodesToken(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst,
+                         const float* ahead, uint64_t ahead_n) {
     const uint32_t G = p.col_span;
     const uint64_t groups = uint64_t(rows) * p.group_cols;
     const V levels = K::Bcast(p.levels);
@@ -230,16 +237,19 @@ struct EncodeImpl {
       const float* v = x + i * G;
       uint8_t* d = dst + i * G * B / 8;
       uint32_t k = 0;
-      for (; k < G4; k += 4 * N)
+      for (; k < G4; k += 4 * N) {
+        Ahead(ahead, ahead_n, i * G + k);
         Store4<B>(d + k * B / 8, Code(K::Load(v + k), vs, vm, levels), Code(K::Load(v + k + N), vs, vm, levels),
                   Code(K::Load(v + k + 2 * N), vs, vm, levels), Code(K::Load(v + k + 3 * N), vs, vm, levels));
+      }
       for (; k < G; k += N) K::template StoreCodes<B>(d + k * B / 8, Code(K::Load(v + k), vs, vm, levels));
     }
   }
 
   // Channel axis: row t of group row gr uses s/mn[gr*rv + e].
   template <int B>
-  static void CodesChannel(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst) {
+  static void CodesChannel(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst,
+                           const float* ahead, uint64_t ahead_n) {
     const uint32_t rv = p.row_values;
     const uint32_t rv4 = rv - rv % (4 * N);
     const V levels = K::Bcast(p.levels);
@@ -250,23 +260,28 @@ struct EncodeImpl {
       uint8_t* d = dst + uint64_t(t) * rv * B / 8;
       auto code = [&](uint32_t e) { return Code(K::Load(r + e), K::Load(S + e), K::Load(M + e), levels); };
       uint32_t e = 0;
-      for (; e < rv4; e += 4 * N) Store4<B>(d + e * B / 8, code(e), code(e + N), code(e + 2 * N), code(e + 3 * N));
+      for (; e < rv4; e += 4 * N) {
+        Ahead(ahead, ahead_n, uint64_t(t) * rv + e);
+        Store4<B>(d + e * B / 8, code(e), code(e + N), code(e + 2 * N), code(e + 3 * N));
+      }
       for (; e < rv; e += N) K::template StoreCodes<B>(d + e * B / 8, code(e));
     }
   }
 
   template <int B>
-  static void CodesB(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst) {
-    if (p.col_span == 1) return CodesChannel<B>(p, x, rows, s, mn, dst);
-    CodesToken<B>(p, x, rows, s, mn, dst);
+  static void CodesB(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst,
+                     const float* ahead, uint64_t ahead_n) {
+    if (p.col_span == 1) return CodesChannel<B>(p, x, rows, s, mn, dst, ahead, ahead_n);
+    CodesToken<B>(p, x, rows, s, mn, dst, ahead, ahead_n);
   }
 
-  static void Codes(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst) {
+  static void Codes(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst,
+                    const float* ahead, uint64_t ahead_n) {
     switch (p.bits) {
-      case 2: return CodesB<2>(p, x, rows, s, mn, dst);
-      case 3: return CodesB<3>(p, x, rows, s, mn, dst);
-      case 4: return CodesB<4>(p, x, rows, s, mn, dst);
-      case 8: return CodesB<8>(p, x, rows, s, mn, dst);
+      case 2: return CodesB<2>(p, x, rows, s, mn, dst, ahead, ahead_n);
+      case 3: return CodesB<3>(p, x, rows, s, mn, dst, ahead, ahead_n);
+      case 4: return CodesB<4>(p, x, rows, s, mn, dst, ahead, ahead_n);
+      case 8: return CodesB<8>(p, x, rows, s, mn, dst, ahead, ahead_n);
     }
   }
 };
