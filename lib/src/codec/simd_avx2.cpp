@@ -132,6 +132,18 @@ struct Avx2 {
     }
   }
 
+  // The encoder's in-vector butterflies: s + (+-v), equal to the reference's a + b / a - b for
+  // every non-NaN value (x - y is x + (-y); + commutes), one op fewer per stage than a blend.
+  // Not for the decoder, where a NaN's payload must follow the reference's operand order.
+  static void FwhtIntraFinite(V& v) {
+    const __m256 m1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN));
+    const __m256 m2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, INT32_MIN, INT32_MIN, 0, 0, INT32_MIN, INT32_MIN));
+    const __m256 m4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
+    v = _mm256_add_ps(_mm256_permute_ps(v, 0xB1), _mm256_xor_ps(v, m1));
+    v = _mm256_add_ps(_mm256_permute_ps(v, 0x4E), _mm256_xor_ps(v, m2));
+    v = _mm256_add_ps(_mm256_permute2f128_ps(v, v, 1), _mm256_xor_ps(v, m4));
+  }
+
   static void FwhtIntra(V& v) {
     __m256 s = _mm256_permute_ps(v, 0xB1);  // lanes j ^ 1
     v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xAA);

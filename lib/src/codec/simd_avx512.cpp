@@ -120,6 +120,17 @@ struct Avx512 {
     }
   }
 
+  // The encoder's in-vector butterflies: s + (+-v) (see simd_avx2.cpp; finite inputs only).
+  static V NegLanes(V v, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(v), m, _mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN)));
+  }
+  static void FwhtIntraFinite(V& v) {
+    v = _mm512_add_ps(_mm512_permute_ps(v, 0xB1), NegLanes(v, 0xAAAA));
+    v = _mm512_add_ps(_mm512_permute_ps(v, 0x4E), NegLanes(v, 0xCCCC));
+    v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, 0xB1), NegLanes(v, 0xF0F0));
+    v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, 0x4E), NegLanes(v, 0xFF00));
+  }
+
   static void FwhtIntra(V& v) {
     __m512 s = _mm512_permute_ps(v, 0xB1);  // lanes j ^ 1
     v = _mm512_mask_blend_ps(0xAAAA, _mm512_add_ps(v, s), _mm512_sub_ps(s, v));

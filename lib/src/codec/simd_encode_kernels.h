@@ -9,6 +9,8 @@
 //   I Quantize(V d, V levels)        round half to even, clamped to [0, levels], to int32
 //   I MaskPositive(I q, V s)         q where s > 0, else 0
 //   template <int B> void StoreCodes(uint8_t* dst, I q)   N codes of B bits, exactly N*B/8 bytes
+//   void FwhtIntraFinite(V&)         the in-vector butterflies, exact for non-NaN values
+//   optional template <int B> void Pack4(uint8_t* dst, I, I, I, I)   4N codes at once
 //
 // Arithmetic per value is the reference's (lowbit::EncodeAffineScalar): q = clamp(round_even(
 // (x - mn) / s)) with a true division (no reciprocal, no FMA), 0 where !(s > 0). Ranges: min /
@@ -163,7 +165,7 @@ struct EncodeImpl {
 #pragma GCC unroll 16
     for (int i = 0; i < BV; ++i) {
       v[i] = K::Xor(K::Load(src + i * N), sign + i * N);
-      K::FwhtIntra(v[i]);
+      K::FwhtIntraFinite(v[i]);
     }
     Impl<K>::template CrossStages<BV>(v);
 #pragma GCC unroll 16

@@ -180,6 +180,19 @@ struct Sse2 {
     StoreLE<B>(d, w);
   }
 
+  // The encoder's in-vector butterflies: s + (+-v) (see simd_avx2.cpp; finite inputs only).
+  static void FwhtIntraFinite(V& v) {
+    const __m128 m1 = _mm_castsi128_ps(_mm_setr_epi32(0, INT32_MIN, 0, INT32_MIN));
+    const __m128 m2 = _mm_castsi128_ps(_mm_setr_epi32(0, 0, INT32_MIN, INT32_MIN));
+    v.a = _mm_add_ps(_mm_shuffle_ps(v.a, v.a, 0xB1), _mm_xor_ps(v.a, m1));
+    v.b = _mm_add_ps(_mm_shuffle_ps(v.b, v.b, 0xB1), _mm_xor_ps(v.b, m1));
+    v.a = _mm_add_ps(_mm_shuffle_ps(v.a, v.a, 0x4E), _mm_xor_ps(v.a, m2));
+    v.b = _mm_add_ps(_mm_shuffle_ps(v.b, v.b, 0x4E), _mm_xor_ps(v.b, m2));
+    const __m128 a = v.a;
+    v.a = _mm_add_ps(a, v.b);
+    v.b = _mm_sub_ps(a, v.b);
+  }
+
   static __m128 Bfly4(__m128 v, __m128 s, __m128 upper) { return SelF(upper, _mm_sub_ps(s, v), _mm_add_ps(v, s)); }
   static void FwhtIntra(V& v) {
     const __m128 u1 = _mm_castsi128_ps(_mm_setr_epi32(0, -1, 0, -1));
