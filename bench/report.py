@@ -48,12 +48,16 @@ def main():
     ctx, s = load(a.single)
     _, t = load(a.threads)
 
-    isas = []
+    isas = []  # best first, as registered (decode, else encode names when only those ran)
     for name in s:
         if name.startswith("decode/"):
             isa = name.split("/")[3]
             if isa not in isas:
                 isas.append(isa)
+    if not isas:
+        for name in s:
+            if name.startswith("encode/") and name.split("/")[2] not in isas:
+                isas.append(name.split("/")[2])
     best = isas[0] if isas else "scalar"
     mem = {"f16": gbps(s.get("memcpy/f16_out")), "f32": gbps(s.get("memcpy/f32_out"))}
     mem_enc = gbps(s.get("memcpy/encode_in"))  # 4 MiB: in cache
