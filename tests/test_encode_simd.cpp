@@ -210,7 +210,11 @@ TEST(EncodeSimd, AdversarialInputsEqualReference) {
                          "affine:bits=4,axis=channel,group=1",
                          "affine:bits=2,group=64,rotate=hadamard",
                          "affine:bits=3,group=16,meta=8,rotate=hadamard",
-                         "affine:bits=4,axis=channel,group=8,rotate=hadamard,sinks=1,residual=2"};
+                         "affine:bits=4,axis=channel,group=8,rotate=hadamard,sinks=1,residual=2",
+                         "ggml_q4_0",
+                         "ggml_q8_0",
+                         "affine:bits=4,group=64,rule=q4_0,rotate=hadamard,sinks=1",
+                         "affine:bits=8,axis=channel,group=8,rule=q8_0"};
   for (const char* text : specs) {
     Result<CodecSpec> spec = CodecSpec::Parse(text);
     ASSERT_TRUE(spec.ok()) << text;

@@ -81,6 +81,8 @@ inline std::vector<Vector> AllVectors() {
   v.push_back({"fp8_e4m3_wide_range", "fp8", 6, 3, 40, 111, true,
                "wide range (x * 2^-(d % 16)): subnormal and zero codes; a flat head; format 1.1", true});
   v.push_back({"turbo3_hd80", "turbo3", 6, 2, 80, 112, false, "turbo3 at head_dim 80: Hadamard blocks of 16, one rms scale per 80 dims"});
+  // llama.cpp's grids inside the affine codec (encoder rules; the blocks are plain affine blocks).
+  v.push_back({"ggml_q4_0_flat_hd32", "ggml_q4_0", 6, 2, 32, 113, true, "q4_0 grid (scale |m|/8, minimum -8 or -7 scales) with a flat group"});
   return v;
 }
 

@@ -34,9 +34,18 @@ enum class ScaleRule : uint8_t {
   kRms = 2,     // s = sqrt(mean x^2): for a whole rotated head vector ||x|| / sqrt(d) (TurboQuant)
 };
 
+// How an affine encoder picks each group's (scale, minimum) (decode does not depend on it; the
+// tensor's codec string in the footer keeps it). spec/CODECS.md, "Encoder".
+enum class AffineRule : uint8_t {
+  kMinMax = 0,  // mn = min, s = (max - min) / (2^b - 1): the full range, asymmetric
+  kQ4_0 = 1,    // llama.cpp/ggml q4_0's grid: d = m / -8 (m = the value of largest |x|), x' = (q - 8) d
+  kQ8_0 = 2,    // llama.cpp/ggml q8_0's grid: d = max|x| / 127, x' = (q - 128) d (q = 1..255)
+};
+
 // A user-level codec choice, parsed from a spec string (spec/CODECS.md, "Spec strings"):
 //   f32 | f16 | bf16 | fp8          (fp8: E4M3 codes, one fp32 scale per block; format 1.1)
 //   affine:bits=3,group=64,meta=4,axis=token,rotate=hadamard,seed=N,sinks=1,residual=128
+//   affine:bits=4,group=32,rule=q4_0   (ggml's q4_0 / q8_0 grids inside the affine codec)
 //   codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel
 //   or a preset name (affine_seven_level_3bit_g64_meta4, ..., turbo2, turbo3, turbo4).
 struct CodecSpec {
@@ -52,6 +61,7 @@ struct CodecSpec {
   std::vector<float> levels;      // codebook only, ascending, 2^bits entries
   std::vector<float> thresholds;  // codebook encoder decision boundaries (empty = midpoints)
   ScaleRule scale_rule = ScaleRule::kAbsMax;
+  AffineRule affine_rule = AffineRule::kMinMax;  // affine only
 
   static Result<CodecSpec> Parse(std::string_view text);
   // Canonical string: parses back to an equal spec. Presets print expanded.

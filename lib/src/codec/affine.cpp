@@ -59,7 +59,7 @@ Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape sh
     }
   // (b) Metadata: mn = min, s = (max - mn) / (2^b - 1) in fp32, then stored as meta_bits say.
   std::vector<float> scales(groups), mins(groups);
-  AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data());
+  AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data(), spec.affine_rule);
   std::vector<float> s, mn;  // what the decoder will see
   MQKV_RETURN_IF_ERROR(StoreMetaField(g, lb::kFieldScale, scales, out, &s));
   MQKV_RETURN_IF_ERROR(StoreMetaField(g, lb::kFieldMin, mins, out, &mn));
@@ -88,6 +88,10 @@ class AffineCodec final : public Codec {
 
   Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
     if (spec.codec != CodecId::kAffine) return InvalidArgument("affine encoder given spec " + spec.ToString());
+    // Specs built in code skip CodecSpec::Parse: the ggml rules fix bits and metadata.
+    if ((spec.affine_rule == AffineRule::kQ4_0 && (spec.bits != 4 || spec.meta_bits != 16)) ||
+        (spec.affine_rule == AffineRule::kQ8_0 && (spec.bits != 8 || spec.meta_bits != 16)))
+      return InvalidArgument("affine spec " + spec.ToString() + ": rule q4_0 needs bits=4, q8_0 bits=8, both meta=16");
     Status st;
     if (simd::EncodeAffine(spec, src, shape, out, &st)) return st;
     return lowbit::EncodeAffineScalar(spec, src, shape, out);

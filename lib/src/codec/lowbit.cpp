@@ -195,7 +195,25 @@ Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, En
   return Status::OK();
 }
 
-void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min) {
+void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min,
+                     AffineRule rule) {
+  if (rule == AffineRule::kQ4_0) {
+    for (uint64_t i = 0; i < n; ++i) {
+      const float m = std::fabs(lo[i]) >= std::fabs(hi[i]) ? lo[i] : hi[i];
+      const float a = std::fabs(m) / 8.0f;  // |d|, d = m / -8
+      scale[i] = a;
+      min[i] = (m > 0.0f ? -7.0f * a : -8.0f * a) + 0.0f;  // + 0: no -0.0 for an all-zero group
+    }
+    return;
+  }
+  if (rule == AffineRule::kQ8_0) {
+    for (uint64_t i = 0; i < n; ++i) {
+      const float d = std::max(std::fabs(lo[i]), std::fabs(hi[i])) / 127.0f;
+      scale[i] = d;
+      min[i] = -128.0f * d + 0.0f;
+    }
+    return;
+  }
   const float levels = static_cast<float>((1u << bits) - 1u);
   for (uint64_t i = 0; i < n; ++i) {
     min[i] = lo[i];

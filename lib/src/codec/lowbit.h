@@ -116,10 +116,15 @@ void WriteCodes(const Geometry& g, uint32_t bits, std::vector<uint8_t>* part, Co
   }
 }
 
-// The affine metadata rule (spec/CODECS.md, "Encoder"), one stage of its own so other rules can
-// sit beside it: per group i, from the group's range [lo[i], hi[i]],
-//   min[i] = lo[i], scale[i] = (hi[i] - lo[i]) / float(2^bits - 1)   (fp32).
-void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min);
+// The affine metadata rules (spec/CODECS.md, "Encoder"), one stage of their own: per group i, from
+// the group's range [lo[i], hi[i]] (fp32 arithmetic),
+//   minmax: min[i] = lo[i], scale[i] = (hi[i] - lo[i]) / float(2^bits - 1);
+//   q4_0:   m = lo[i] if |lo[i]| >= |hi[i]| else hi[i], a = |m| / 8 (= |d| for ggml's d = m / -8);
+//           scale = a, min = -7 a if m > 0 else -8 a                  (ggml's grid (q - 8) d);
+//   q8_0:   d = max(|lo[i]|, |hi[i]|) / 127, scale = d, min = -128 d  (ggml's grid q d);
+//   a zero minimum is +0.0.
+void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min,
+                     AffineRule rule = AffineRule::kMinMax);
 
 // Stores the per-group metadata field `field` (values [group_rows][group_cols], fp32) as the
 // header's meta_bits say, and sets *decoded to the values a decoder will see. Fails when a

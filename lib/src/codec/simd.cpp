@@ -325,7 +325,7 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
     // (b) metadata of these groups, (c) their codes while the chunk is in cache. A metadata
     // error goes to the reference, which reports the first one in its own order.
     // (b1) the metadata rule, (b2) fp16 storage (the bytes of lowbit::StoreMetaF16).
-    cl::AffineGroupMeta(lo.data(), hi.data(), i1 - i0, h.bits, scales.data(), mins.data());
+    cl::AffineGroupMeta(lo.data(), hi.data(), i1 - i0, h.bits, scales.data(), mins.data(), spec.affine_rule);
     if (!k->enc_meta_f16(scales.data(), i1 - i0, out->parts[kPartScales].data() + 2 * i0, s.data()) ||
         !k->enc_meta_f16(mins.data(), i1 - i0, out->parts[kPartMins].data() + 2 * i0, mn.data()))
       return reference();
@@ -335,7 +335,7 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
   if (!meta16) {
     // Meta-coded fields share a per-column range over all group rows: (b) needs every group
     // first, then (c) takes the input (rotated again) a second time.
-    cl::AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data());
+    cl::AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data(), spec.affine_rule);
     if (!StoreMetaCoded(*k, g, lb::kFieldScale, scales, out, &s) || !StoreMetaCoded(*k, g, lb::kFieldMin, mins, out, &mn))
       return reference();
     for (uint32_t gr0 = 0; gr0 < g.group_rows; gr0 += chunk) {

@@ -39,6 +39,10 @@ constexpr Preset kPresets[] = {
     {"turbo4",
      "codebook:bits=4,rotate=hadamard,scale=rms,levels=-2.732590/-2.069017/-1.618046/-1.256231/-0.942340/-0.656759/-0.388048/"
      "-0.128395/0.128395/0.388048/0.656759/0.942340/1.256231/1.618046/2.069017/2.732590"},
+    // llama.cpp's q4_0 / q8_0 cache types as affine blocks of 32 (spec/CODECS.md "ggml grids"): the
+    // same scale and grid, plus an explicit fp16 minimum (1 bit/dim more than ggml's 4.5 / 8.5).
+    {"ggml_q4_0", "affine:bits=4,group=32,rule=q4_0"},
+    {"ggml_q8_0", "affine:bits=8,group=32,rule=q8_0"},
 };
 
 std::string FormatFloat(float f) {
@@ -161,6 +165,11 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
     } else if (key == "residual") {
       MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
       s.residual = static_cast<uint32_t>(n);
+    } else if (key == "rule" && s.codec == CodecId::kAffine) {
+      if (v == "minmax") s.affine_rule = AffineRule::kMinMax;
+      else if (v == "q4_0") s.affine_rule = AffineRule::kQ4_0;
+      else if (v == "q8_0") s.affine_rule = AffineRule::kQ8_0;
+      else return InvalidArgument("codec option rule=" + std::string(v) + ": expected minmax, q4_0 or q8_0");
     } else if (key == "levels" && s.codec == CodecId::kCodebook) {
       MQKV_ASSIGN_OR_RETURN(s.levels, ParseFloats(key, v));
     } else if (key == "thresholds" && s.codec == CodecId::kCodebook) {
@@ -179,6 +188,10 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
   // Parameter ranges (the codec's PartSizes repeats these checks for headers read from files).
   if (s.codec == CodecId::kAffine && s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
     return InvalidArgument("affine bits=" + std::to_string(s.bits) + ": expected 2, 3, 4 or 8");
+  if (s.affine_rule == AffineRule::kQ4_0 && (s.bits != 4 || s.meta_bits != 16))
+    return InvalidArgument("affine rule=q4_0 needs bits=4 and meta=16 (ggml's grid of 16 levels with an fp16 scale)");
+  if (s.affine_rule == AffineRule::kQ8_0 && (s.bits != 8 || s.meta_bits != 16))
+    return InvalidArgument("affine rule=q8_0 needs bits=8 and meta=16 (ggml's grid of 255 levels with an fp16 scale)");
   if (s.codec == CodecId::kCodebook && (s.bits < 1 || s.bits > 4))
     return InvalidArgument("codebook bits=" + std::to_string(s.bits) + ": expected 1..4");
   if (s.meta_bits != 4 && s.meta_bits != 8 && s.meta_bits != 16)
@@ -210,6 +223,8 @@ std::string CodecSpec::ToString() const {
   std::string s = codec == CodecId::kAffine ? "affine:" : "codebook:";
   s += "bits=" + std::to_string(bits) + ",group=" + std::to_string(group);
   if (codec == CodecId::kAffine) s += ",meta=" + std::to_string(meta_bits);
+  if (codec == CodecId::kAffine && affine_rule != AffineRule::kMinMax)
+    s += affine_rule == AffineRule::kQ4_0 ? ",rule=q4_0" : ",rule=q8_0";
   s += std::string(",axis=") + (axis == GroupAxis::kToken ? "token" : "channel");
   if (codec == CodecId::kCodebook) {
     s += ",levels=" + JoinFloats(levels);
