@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <optional>
 
 #include "mqkv/numeric.h"
@@ -208,6 +209,7 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
   std::map<uint32_t, std::pair<const ArrayView*, const ArrayView*>> queries;  // layer -> (q, q_positions)
   std::map<std::string, KvTensor*> by_name;
   std::vector<const ArrayView*> names_of;  // parallel to set.tensors: the array each came from
+  std::set<std::pair<uint32_t, int>> kv_seen;  // (layer, kind): duplicates in O(log n), not a scan per array
   bool have_tokens = false, have_positions = false, have_seq = false;
   set.tensors.reserve(arrays.size());
 
@@ -239,7 +241,7 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
       case What::kKv:
       case What::kHfKv: {
         const bool hf = n->what == What::kHfKv;
-        if (set.Find(n->layer, n->kind))
+        if (!kv_seen.emplace(n->layer, static_cast<int>(n->kind)).second)
           return Bad(a, std::string("layer ") + std::to_string(n->layer) + " " + KindName(n->kind) + " is given twice");
         MQKV_RETURN_IF_ERROR(CheckDims(a, hf ? 4 : 3));
         if (hf && a.shape[0] != 1)
