@@ -28,25 +28,10 @@ using mqkv::testing::TempDir;
 
 namespace {
 
-struct Block {
-  BlockHeader h{};
-  std::vector<uint8_t> payload;
-  BlockView view() const { return BlockView{&h, payload.data()}; }
-};
+using mqkv::testing::Block;
 
 Status Build(const std::vector<float>& x, BlockShape shape, Block* out) {
-  EncodedBlock eb;
-  MQKV_RETURN_IF_ERROR(EncodeBlock(CodecSpec::Parse("fp8").value(), x.data(), shape, &eb));
-  std::array<uint64_t, kNumParts> sizes{}, want{};
-  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
-  MQKV_RETURN_IF_ERROR(GetCodec(CodecId::kFp8)->PartSizes(eb.header, &want));
-  if (sizes != want) return Internal("encoder part sizes differ from PartSizes");
-  MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &eb.header));
-  out->h = eb.header;
-  out->payload.assign(eb.header.payload_bytes, 0);
-  for (int p = 0; p < kNumParts; ++p)
-    if (!eb.parts[p].empty()) std::memcpy(out->payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
-  return Status::OK();
+  return mqkv::testing::BuildBlock(CodecSpec::Parse("fp8").value(), x, shape, out);
 }
 
 float Scale(const Block& b) { return lowbit::load_f32(b.payload.data() + b.h.parts[kPartScales].offset); }

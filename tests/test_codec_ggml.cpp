@@ -16,34 +16,24 @@
 #include "format/container.h"
 #include "mqkv/mqkv.h"
 #include "mqkv/numeric.h"
+#include "support.h"
 
 using namespace mqkv;
 
 namespace {
 
-struct Block {
-  BlockHeader h{};
-  std::vector<uint8_t> payload;
-};
+using mqkv::testing::Block;
 
 Block Build(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape) {
   Block b;
-  EncodedBlock eb;
-  Status st = EncodeBlock(spec, x.data(), shape, &eb);
+  Status st = mqkv::testing::BuildBlock(spec, x, shape, &b);
   EXPECT_TRUE(st.ok()) << st.ToString();
-  std::array<uint64_t, kNumParts> sizes{};
-  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
-  EXPECT_TRUE(format::LayoutParts(sizes, &eb.header).ok());
-  b.h = eb.header;
-  b.payload.assign(eb.header.payload_bytes, 0);
-  for (int p = 0; p < kNumParts; ++p)
-    if (!eb.parts[p].empty()) std::memcpy(b.payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
   return b;
 }
 
 std::vector<float> Decode(const Block& b, Backend backend = Backend::kScalar) {
   std::vector<float> out(uint64_t(b.h.n_tokens) * b.h.n_heads * b.h.head_dim);
-  Status st = GetCodec(b.h.codec)->Decode(BlockView{&b.h, b.payload.data()}, 0, b.h.n_tokens, DType::kF32, out.data(), backend);
+  Status st = GetCodec(b.h.codec)->Decode(b.view(), 0, b.h.n_tokens, DType::kF32, out.data(), backend);
   EXPECT_TRUE(st.ok()) << st.ToString();
   return out;
 }

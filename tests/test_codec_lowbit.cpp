@@ -32,26 +32,11 @@ namespace lb = mqkv::lowbit;
 
 namespace {
 
-struct Block {
-  BlockHeader h{};
-  std::vector<uint8_t> payload;
-  BlockView view() const { return BlockView{&h, payload.data()}; }
-};
+using mqkv::testing::Block;
 
-// Encodes and lays the parts out as the writer does.
+// Encodes and lays the parts out as the writer does (tests/support).
 Status Build(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape, Block* out) {
-  EncodedBlock eb;
-  MQKV_RETURN_IF_ERROR(EncodeBlock(spec, x.data(), shape, &eb));
-  std::array<uint64_t, kNumParts> sizes{}, want{};
-  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
-  MQKV_RETURN_IF_ERROR(GetCodec(spec.codec)->PartSizes(eb.header, &want));
-  if (sizes != want) return Internal("encoder part sizes differ from PartSizes");
-  MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &eb.header));
-  out->h = eb.header;
-  out->payload.assign(eb.header.payload_bytes, 0);
-  for (int p = 0; p < kNumParts; ++p)
-    if (!eb.parts[p].empty()) std::memcpy(out->payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
-  return Status::OK();
+  return mqkv::testing::BuildBlock(spec, x, shape, out);
 }
 
 std::vector<float> DecodeAll(const Block& b, DType t = DType::kF32, uint32_t r0 = 0, uint32_t r1 = UINT32_MAX) {

@@ -15,6 +15,7 @@
 #include "format/container.h"
 #include "mqkv/detail/lowbit.h"
 #include "mqkv/mqkv.h"
+#include "support.h"
 
 using namespace mqkv;
 namespace lb = mqkv::lowbit;
@@ -57,24 +58,12 @@ double Distortion(const std::vector<double>& L) {
   return d;
 }
 
-struct Block {
-  BlockHeader h{};
-  std::vector<uint8_t> payload;
-  BlockView view() const { return BlockView{&h, payload.data()}; }
-};
+using mqkv::testing::Block;
 
 Block Build(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape) {
   Block b;
-  EncodedBlock eb;
-  Status st = EncodeBlock(spec, x.data(), shape, &eb);
+  Status st = mqkv::testing::BuildBlock(spec, x, shape, &b);
   EXPECT_TRUE(st.ok()) << st.ToString();
-  std::array<uint64_t, kNumParts> sizes{};
-  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
-  EXPECT_TRUE(format::LayoutParts(sizes, &eb.header).ok());
-  b.h = eb.header;
-  b.payload.assign(eb.header.payload_bytes, 0);
-  for (int p = 0; p < kNumParts; ++p)
-    if (!eb.parts[p].empty()) std::memcpy(b.payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
   return b;
 }
 

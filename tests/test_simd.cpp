@@ -21,23 +21,10 @@ using namespace mqkv;
 
 namespace {
 
-struct Block {
-  BlockHeader h{};
-  std::vector<uint8_t> payload;  // exactly payload_bytes: any over-read shows under ASan
-  BlockView view() const { return BlockView{&h, payload.data()}; }
-};
+using mqkv::testing::Block;  // payload exactly payload_bytes: any over-read shows under ASan
 
 Status Build(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape, Block* out) {
-  EncodedBlock eb;
-  MQKV_RETURN_IF_ERROR(EncodeBlock(spec, x.data(), shape, &eb));
-  std::array<uint64_t, kNumParts> sizes{};
-  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
-  MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &eb.header));
-  out->h = eb.header;
-  out->payload.assign(eb.header.payload_bytes, 0);
-  for (int p = 0; p < kNumParts; ++p)
-    if (!eb.parts[p].empty()) std::memcpy(out->payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
-  return Status::OK();
+  return mqkv::testing::BuildBlock(spec, x, shape, out);
 }
 
 std::vector<uint8_t> DecodeBytes(const Block& b, uint32_t r0, uint32_t r1, DType t, Backend be) {

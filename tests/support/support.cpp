@@ -1,9 +1,13 @@
 #include "support.h"
 
+#include <array>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
 #include <unistd.h>
+
+#include "format/container.h"
 
 namespace mqkv::testing {
 
@@ -38,5 +42,20 @@ void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
 }
 
 std::string SourcePath(const std::string& rel) { return std::string(MQKV_SOURCE_DIR) + "/" + rel; }
+
+Status BuildBlock(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape, Block* out) {
+  EncodedBlock eb;
+  MQKV_RETURN_IF_ERROR(EncodeBlock(spec, x.data(), shape, &eb));
+  std::array<uint64_t, kNumParts> sizes{}, want{};
+  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
+  MQKV_RETURN_IF_ERROR(GetCodec(spec.codec)->PartSizes(eb.header, &want));
+  if (sizes != want) return Internal("encoder part sizes differ from PartSizes");
+  MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &eb.header));
+  out->h = eb.header;
+  out->payload.assign(eb.header.payload_bytes, 0);
+  for (int p = 0; p < kNumParts; ++p)
+    if (!eb.parts[p].empty()) std::memcpy(out->payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
+  return Status::OK();
+}
 
 }  // namespace mqkv::testing

@@ -7,7 +7,22 @@
 #include <string>
 #include <vector>
 
+#include "mqkv/codec.h"
+
 namespace mqkv::testing {
+
+// One encoded block laid out as the writer lays it out (the canonical part layout), for codec
+// tests that decode without a container. `payload` is exactly payload_bytes long, so an
+// over-read shows under ASan.
+struct Block {
+  BlockHeader h{};
+  std::vector<uint8_t> payload;
+  BlockView view() const { return BlockView{&h, payload.data()}; }
+};
+
+// Encodes x with spec, checks the encoder's part sizes against the codec's PartSizes, and lays
+// the parts out.
+Status BuildBlock(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape, Block* out);
 
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {
