@@ -25,10 +25,7 @@ namespace {
 using mqkv::testing::Block;
 
 Block Build(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape) {
-  Block b;
-  Status st = mqkv::testing::BuildBlock(spec, x, shape, &b);
-  EXPECT_TRUE(st.ok()) << st.ToString();
-  return b;
+  return mqkv::testing::MustBuildBlock(spec, x, shape);
 }
 
 std::vector<float> Decode(const Block& b, Backend backend = Backend::kScalar) {

@@ -61,10 +61,7 @@ double Distortion(const std::vector<double>& L) {
 using mqkv::testing::Block;
 
 Block Build(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape) {
-  Block b;
-  Status st = mqkv::testing::BuildBlock(spec, x, shape, &b);
-  EXPECT_TRUE(st.ok()) << st.ToString();
-  return b;
+  return mqkv::testing::MustBuildBlock(spec, x, shape);
 }
 
 std::vector<float> Decode(const Block& b) {

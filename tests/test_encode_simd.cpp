@@ -21,16 +21,8 @@ using namespace mqkv;
 
 namespace {
 
-std::vector<std::string> SimdOnly() {
-  std::vector<std::string> v;
-  for (const std::string& a : SimdArchs())
-    if (a != "scalar") v.push_back(a);
-  return v;
-}
-
-struct AutoArch {
-  ~AutoArch() { EXPECT_TRUE(ForceSimdArch("auto").ok()); }
-};
+std::vector<std::string> SimdOnly() { return mqkv::testing::SimdOnlyArchs(); }
+using AutoArch = mqkv::testing::AutoSimdArch;
 
 struct Encoded {
   Status status;

@@ -35,17 +35,8 @@ std::vector<uint8_t> DecodeBytes(const Block& b, uint32_t r0, uint32_t r1, DType
   return out;
 }
 
-std::vector<std::string> SimdOnly() {
-  std::vector<std::string> v;
-  for (const std::string& a : SimdArchs())
-    if (a != "scalar") v.push_back(a);
-  return v;
-}
-
-// Restores automatic selection when a test ends.
-struct AutoArch {
-  ~AutoArch() { EXPECT_TRUE(ForceSimdArch("auto").ok()); }
-};
+std::vector<std::string> SimdOnly() { return mqkv::testing::SimdOnlyArchs(); }
+using AutoArch = mqkv::testing::AutoSimdArch;  // restores automatic selection when a test ends
 
 // Every ISA, every output type, the given row ranges: bytes equal to the scalar decode.
 void ExpectAllArchsMatch(const Block& b, const std::vector<std::pair<uint32_t, uint32_t>>& ranges, const std::string& what) {

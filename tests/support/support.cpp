@@ -7,7 +7,10 @@
 #include <stdexcept>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include "format/container.h"
+#include "mqkv/simd.h"
 
 namespace mqkv::testing {
 
@@ -57,5 +60,21 @@ Status BuildBlock(const CodecSpec& spec, const std::vector<float>& x, BlockShape
     if (!eb.parts[p].empty()) std::memcpy(out->payload.data() + eb.header.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
   return Status::OK();
 }
+
+Block MustBuildBlock(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape) {
+  Block b;
+  const Status st = BuildBlock(spec, x, shape, &b);
+  EXPECT_TRUE(st.ok()) << spec.ToString() << ": " << st.ToString();
+  return b;
+}
+
+std::vector<std::string> SimdOnlyArchs() {
+  std::vector<std::string> v;
+  for (const std::string& a : SimdArchs())
+    if (a != "scalar") v.push_back(a);
+  return v;
+}
+
+AutoSimdArch::~AutoSimdArch() { EXPECT_TRUE(ForceSimdArch("auto").ok()); }
 
 }  // namespace mqkv::testing

@@ -23,6 +23,15 @@ struct Block {
 // Encodes x with spec, checks the encoder's part sizes against the codec's PartSizes, and lays
 // the parts out.
 Status BuildBlock(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape, Block* out);
+// The same, failing the current test (EXPECT) on an error.
+Block MustBuildBlock(const CodecSpec& spec, const std::vector<float>& x, BlockShape shape);
+
+// The SIMD ISAs of this machine (mqkv::SimdArchs without "scalar"), and a guard that restores
+// automatic ISA selection when a test that forces one ends.
+std::vector<std::string> SimdOnlyArchs();
+struct AutoSimdArch {
+  ~AutoSimdArch();
+};
 
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {
