@@ -6,8 +6,10 @@
 // GCC 12 warns inside avx512fintrin.h about the deliberately undefined source of its
 // _mm512_undefined_* helpers (a false positive, GCC PR 105593); the encoder's conversions and
 // extracts trigger its -Wuninitialized form.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include "simd_kernels.h"
