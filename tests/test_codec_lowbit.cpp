@@ -119,8 +119,9 @@ void CheckBounds(const CodecSpec& spec, const Block& b, const std::vector<float>
           if (h.meta_bits == 16 && spec.affine_rule == AffineRule::kMinMax) {
             ASSERT_LE(clip, std::ldexp(std::fabs(mn) + qmax * s, -10) + std::ldexp(double(qmax + 1), -23)) << "fp16-meta affine clipped";
           }
-          if (spec.affine_rule != AffineRule::kMinMax)  // ggml's grids clip the far side by up to one step
+          if (spec.affine_rule != AffineRule::kMinMax) {  // ggml's grids clip the far side by up to one step
             ASSERT_LE(clip, s * (1 + std::ldexp(1.0, -9))) << "ggml grid clipped by more than one step";
+          }
         }
         if (!rotated) {
           const double err = std::fabs(double(dec[base + d]) - double(x[base + d]));

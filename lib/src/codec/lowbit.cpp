@@ -246,6 +246,17 @@ Status StoreMetaF16(const Geometry& g, lb::MetaField field, const float* values,
   return Status::OK();
 }
 
+void PutColumnRange(const Geometry& g, lb::MetaField field, uint32_t gc, uint16_t lo16, uint16_t hi16, uint32_t m,
+                    EncodedBlock* out, float* lo, float* step) {
+  uint8_t* r = out->parts[kPartRanges].data() + (uint64_t(field) * g.group_cols + gc) * 4;
+  r[0] = static_cast<uint8_t>(lo16 & 0xFF);
+  r[1] = static_cast<uint8_t>(lo16 >> 8);
+  r[2] = static_cast<uint8_t>(hi16 & 0xFF);
+  r[3] = static_cast<uint8_t>(hi16 >> 8);
+  *lo = f16_to_f32(lo16);
+  *step = lb::meta_step(*lo, f16_to_f32(hi16), m);
+}
+
 Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<float>& values, EncodedBlock* out,
                       std::vector<float>* decoded) {
   const BlockHeader& h = out->header;
@@ -257,7 +268,6 @@ Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<
   // Meta-coded: per column the fp16 range [lo, hi] of the field over all group rows, rounded
   // outwards so every value lies inside; then M-bit codes against it.
   const uint32_t m = h.meta_bits, cmax = (1u << m) - 1u;
-  uint8_t* ranges = out->parts[kPartRanges].data();
   std::vector<float> lo(g.group_cols), step(g.group_cols);
   for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
     float a = values[gc], b = values[gc];
@@ -269,13 +279,7 @@ Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<
     const uint16_t a16 = F16Down(a), b16 = F16Up(b);
     if (!std::isfinite(f16_to_f32(a16))) return too_big(gc, a);
     if (!std::isfinite(f16_to_f32(b16))) return too_big(gc, b);
-    uint8_t* r = ranges + (uint64_t(field) * g.group_cols + gc) * 4;
-    r[0] = static_cast<uint8_t>(a16 & 0xFF);
-    r[1] = static_cast<uint8_t>(a16 >> 8);
-    r[2] = static_cast<uint8_t>(b16 & 0xFF);
-    r[3] = static_cast<uint8_t>(b16 >> 8);
-    lo[gc] = f16_to_f32(a16);
-    step[gc] = lb::meta_step(lo[gc], f16_to_f32(b16), m);
+    PutColumnRange(g, field, gc, a16, b16, m, out, &lo[gc], &step[gc]);
   }
   BitWriter w(part, m);
   for (uint64_t i = 0; i < values.size(); ++i) {

@@ -129,6 +129,11 @@ void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits
 // Stores the per-group metadata field `field` (values [group_rows][group_cols], fp32) as the
 // header's meta_bits say, and sets *decoded to the values a decoder will see. Fails when a
 // value (or a shared range) does not fit fp16.
+// Stores one column's shared fp16 range (lo16, hi16, already rounded outwards) of a meta-coded
+// field in kPartRanges and gives the decoder's lo and step for M-bit codes.
+void PutColumnRange(const Geometry& g, mqkv::lowbit::MetaField field, uint32_t gc, uint16_t lo16, uint16_t hi16, uint32_t m,
+                    EncodedBlock* out, float* lo, float* step);
+
 Status StoreMetaField(const Geometry& g, mqkv::lowbit::MetaField field, const std::vector<float>& values,
                       EncodedBlock* out, std::vector<float>* decoded);
 // The fp16 (meta_bits == 16) case for groups [i0, i1) of the grid only: values and decoded are

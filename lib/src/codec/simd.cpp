@@ -221,17 +221,10 @@ bool StoreMetaCoded(const Kernels& k, const lb::Geometry& g, lb::MetaField field
   const uint32_t m = h.meta_bits;
   std::vector<float> lo(g.group_cols), hi(g.group_cols), step(g.group_cols);
   k.enc_column_ranges(values.data(), g.group_rows, g.group_cols, lo.data(), hi.data());
-  uint8_t* ranges = out->parts[kPartRanges].data();
   for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
     const uint16_t a16 = cl::F16Down(lo[gc]), b16 = cl::F16Up(hi[gc]);
     if (!std::isfinite(f16_to_f32(a16)) || !std::isfinite(f16_to_f32(b16))) return false;
-    uint8_t* r = ranges + (uint64_t(field) * g.group_cols + gc) * 4;
-    r[0] = static_cast<uint8_t>(a16 & 0xFF);
-    r[1] = static_cast<uint8_t>(a16 >> 8);
-    r[2] = static_cast<uint8_t>(b16 & 0xFF);
-    r[3] = static_cast<uint8_t>(b16 >> 8);
-    lo[gc] = f16_to_f32(a16);
-    step[gc] = lb::meta_step(lo[gc], f16_to_f32(b16), m);
+    cl::PutColumnRange(g, field, gc, a16, b16, m, out, &lo[gc], &step[gc]);
   }
   k.enc_meta_codes(values.data(), g.group_rows, g.group_cols, m, lo.data(), step.data(),
                    out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data(), decoded->data());
