@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """mqdump: run a GGUF model on a text with llama.cpp and write its KV cache as a snapshot.
 
-    VENV=$(scripts/setup-engine.sh)/venv
-    $VENV/bin/python python/mqdump.py --text data/texts/pride-and-prejudice-ch1.txt --tokens 512 \
+    scripts/setup-engine.sh      # prints nothing on stdout; fills ${MQKV_CACHE:-~/.cache/mqkv}
+    ${MQKV_CACHE:-~/.cache/mqkv}/venv/bin/python python/mqdump.py --text data/texts/pride-and-prejudice-ch1.txt --tokens 512 \
         --out /tmp/p.mqkv --codec f16 --zstd 3 --queries 8
 
 Output by --to (default from the extension):

@@ -10,10 +10,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build-frontier}"
 MATPLOTLIB_VERSION=3.9.2
-CACHE="$("$ROOT/scripts/setup-engine.sh")"
-PY="$CACHE/venv/bin/python"
+. "$ROOT/scripts/lib/common.sh"   # MQKV_PY: the fixed cache layout
+"$ROOT/scripts/setup-engine.sh"
+PY="$MQKV_PY"
 if ! "$PY" -c "import matplotlib" 2>/dev/null; then
-  "$PY" -m pip install -q "matplotlib==$MATPLOTLIB_VERSION"
+  "$PY" -m pip install -q >&2 "matplotlib==$MATPLOTLIB_VERSION"
 fi
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF -DMQKV_BUILD_TESTS=OFF >/dev/null

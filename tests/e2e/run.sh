@@ -7,7 +7,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
-CACHE="$("$ROOT/scripts/setup-engine.sh")"
+. "$ROOT/scripts/lib/common.sh"   # MQKV_PY: the fixed cache layout
+"$ROOT/scripts/setup-engine.sh"
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF >/dev/null
 fi
@@ -15,5 +16,5 @@ cmake --build "$BUILD_DIR" -j2 --target mqconvert mqinfo >/dev/null
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 cd "$ROOT"
-"$CACHE/venv/bin/python" tests/e2e/roundtrip.py --tools "$BUILD_DIR/tools" --work "$WORK" \
+"$MQKV_PY" tests/e2e/roundtrip.py --tools "$BUILD_DIR/tools" --work "$WORK" \
   --results "${RESULTS_DIR:-$ROOT/bench/e2e}" "$@"

