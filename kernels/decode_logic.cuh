@@ -341,19 +341,15 @@ inline int split_rows(const BlockHeader& h, uint32_t r0, uint32_t r1, Segment se
     seg[n++] = Segment{false, kStoredFp8, h.parts[kPartCodes].offset + r0 * rv, (r1 - r0) * rv, 0, 0, 0};
     return n;
   }
-  const uint32_t q_end = h.n_tokens - h.n_residual;
-  uint32_t r = r0;
-  const uint32_t sink_end = r1 < h.n_sink ? r1 : h.n_sink;
-  if (r < sink_end) {
-    seg[n++] = Segment{false, 1, h.parts[kPartSinkRows].offset + r * rv * 2, (sink_end - r) * rv, 0, 0, (r - r0) * rv};
-    r = sink_end;
-  }
-  const uint32_t q_stop = r1 < q_end ? r1 : q_end;
-  if (r < q_stop) {
-    seg[n++] = Segment{true, 0, 0, 0, r - h.n_sink, q_stop - h.n_sink, (r - r0) * rv};
-    r = q_stop;
-  }
-  if (r < r1) seg[n++] = Segment{false, 1, h.parts[kPartResidualRows].offset + (r - q_end) * rv * 2, (r1 - r) * rv, 0, 0, (r - r0) * rv};
+  const lb::RowSplit sp = lb::split_rows(h, r0, r1);  // the one home of the sink / quantized / residual rule
+  if (sp.sink_begin < sp.sink_end)
+    seg[n++] = Segment{false, 1, h.parts[kPartSinkRows].offset + sp.sink_begin * rv * 2, (sp.sink_end - sp.sink_begin) * rv, 0, 0,
+                       (sp.sink_begin - r0) * rv};
+  if (sp.quant_begin < sp.quant_end)
+    seg[n++] = Segment{true, 0, 0, 0, sp.quant_begin - h.n_sink, sp.quant_end - h.n_sink, (sp.quant_begin - r0) * rv};
+  if (sp.resid_begin < sp.resid_end)
+    seg[n++] = Segment{false, 1, h.parts[kPartResidualRows].offset + (sp.resid_begin - sp.resid_first) * rv * 2,
+                       (sp.resid_end - sp.resid_begin) * rv, 0, 0, (sp.resid_begin - r0) * rv};
   return n;
 }
 

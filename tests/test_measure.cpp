@@ -272,10 +272,52 @@ TEST(Backends, ScalarIsAlwaysAvailableAndOthersAgree) {
   for (const BackendReport& r : *reps) {
     EXPECT_EQ(r.available, BackendAvailable(r.backend));
     if (!r.available) continue;
-    EXPECT_EQ(r.blocks, s->blocks().size());
+    EXPECT_EQ(r.blocks + r.no_path, s->blocks().size());
     EXPECT_TRUE(r.agrees()) << BackendName(r.backend) << ": " << r.first_problem;
   }
   EXPECT_FALSE(CompareBackends(*s, {Backend::kAuto}).ok());
+}
+
+// Issue 13, debt 1: agreement is counted only on blocks a backend really decoded. Raw blocks have
+// no SIMD kernel (the dispatcher serves them with the scalar reference), affine blocks do.
+TEST(Backends, CountsOnlyBlocksTheBackendServed) {
+  TempDir dir;
+  const KvSet set = MakeSet(2, 33, 11);
+  const std::string path = dir.Path("mixed.mqkv");
+  WriteOptions o;
+  o.k_codec = CodecSpec::Parse("f32").value();  // 2 layers x 3 blocks of K: no SIMD path
+  o.v_codec = CodecSpec::Parse("affine:bits=3,group=16").value();
+  o.writer.max_block_tokens = 16;
+  o.writer.fsync = false;
+  ASSERT_TRUE(WriteKvSet(set, path, FileFormat::kMqkv, o).ok());
+  auto s = Open(path);
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->blocks().size(), 12u);
+
+  // The dispatcher says who served a decode.
+  for (size_t b = 0; b < s->blocks().size(); ++b) {
+    auto data = s->ReadBlock(b);
+    ASSERT_TRUE(data.ok());
+    const BlockHeader& h = *data->view.header;
+    std::vector<float> out(uint64_t(h.n_tokens) * h.n_heads * h.head_dim);
+    Backend served = Backend::kAuto;
+    ASSERT_TRUE(GetCodec(h.codec)->Decode(data->view, 0, h.n_tokens, DType::kF32, out.data(), Backend::kScalar, &served).ok());
+    EXPECT_EQ(served, Backend::kScalar);
+    ASSERT_TRUE(GetCodec(h.codec)->Decode(data->view, 0, h.n_tokens, DType::kF32, out.data(), Backend::kAuto, &served).ok());
+    const bool raw = h.codec == static_cast<uint8_t>(CodecId::kF32);
+    EXPECT_EQ(served, raw || !BackendAvailable(Backend::kSimd) ? Backend::kScalar : Backend::kSimd) << "block " << b;
+  }
+
+  auto reps = CompareBackends(*s, {Backend::kSimd});
+  ASSERT_TRUE(reps.ok()) << reps.status().ToString();
+  ASSERT_EQ(reps->size(), 2u);
+  EXPECT_EQ((*reps)[0].blocks, 12u);  // the reference decodes everything
+  const BackendReport& simd = (*reps)[1];
+  if (!BackendAvailable(Backend::kSimd)) GTEST_SKIP() << "no SIMD ISA on this machine";
+  EXPECT_TRUE(simd.agrees()) << simd.first_problem;
+  EXPECT_EQ(simd.blocks, 6u);   // the affine V blocks
+  EXPECT_EQ(simd.no_path, 6u);  // the f32 K blocks
+  EXPECT_NE(simd.no_path_what.find("f32 raw -> f32, f16"), std::string::npos) << simd.no_path_what;
 }
 
 // The honesty claim of issue 3 on a real low-bit snapshot: >= 1,000,000 values of

@@ -271,3 +271,30 @@ TEST(Simd, Fp16RowsAllPatterns) {
 }
 
 }  // namespace
+
+// Raw f16 blocks widened to f32 / bf16 by the SIMD kernel: every one of the 65536 f16 bit patterns
+// (signalling and quiet NaNs, infinities, subnormals) on every ISA, bit for bit the scalar reference,
+// and the dispatcher reports the SIMD kernel as the one that served it.
+TEST(Simd, RawF16EveryBitPatternMatchesScalar) {
+  Block b;
+  b.h.codec = static_cast<uint8_t>(CodecId::kF16);
+  b.h.bits = 16;
+  b.h.n_tokens = 512;
+  b.h.n_heads = 1;
+  b.h.head_dim = 128;
+  b.payload.resize(65536 * 2);
+  for (uint32_t u = 0; u < 65536; ++u) {
+    b.payload[2 * u] = static_cast<uint8_t>(u & 0xFF);
+    b.payload[2 * u + 1] = static_cast<uint8_t>(u >> 8);
+  }
+  b.h.parts[kPartCodes] = PartRef{0, 65536 * 2};
+  b.h.payload_bytes = b.h.stored_bytes = 65536 * 2;
+  ExpectAllArchsMatch(b, {{0, 512}, {3, 7}, {511, 512}}, "raw f16");
+  if (!BackendAvailable(Backend::kSimd)) GTEST_SKIP() << "no SIMD ISA on this machine";
+  std::vector<float> out(65536);
+  Backend served = Backend::kScalar;
+  ASSERT_TRUE(GetCodec(CodecId::kF16)->Decode(b.view(), 0, 512, DType::kF32, out.data(), Backend::kAuto, &served).ok());
+  EXPECT_EQ(served, Backend::kSimd);
+  ASSERT_TRUE(GetCodec(CodecId::kF16)->Decode(b.view(), 0, 512, DType::kF16, out.data(), Backend::kAuto, &served).ok());
+  EXPECT_EQ(served, Backend::kScalar) << "f16 -> f16 is a copy, not a SIMD kernel";
+}

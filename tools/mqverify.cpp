@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
           << ",\"reference\":" << (r.backend == Backend::kScalar ? "true" : "false");
         if (r.available)
           o << ",\"blocks\":" << r.blocks << ",\"mismatched_blocks\":" << r.mismatched << ",\"agrees\":" << (r.agrees() ? "true" : "false")
+            << ",\"no_path_blocks\":" << r.no_path << ",\"no_path\":" << (r.no_path_what.empty() ? "null" : JsonString(r.no_path_what))
             << ",\"problem\":" << (r.first_problem.empty() ? "null" : JsonString(r.first_problem));
         o << "}";
       }
@@ -255,7 +256,11 @@ int main(int argc, char** argv) {
         o << "backend     " << BackendName(r.backend) << ": ";
         if (!r.available) o << "not available";
         else if (r.backend == Backend::kScalar) o << (r.agrees() ? "reference, decoded " + std::to_string(r.blocks) + " blocks" : "DECODE FAILED: " + Printable(r.first_problem));
-        else o << (r.agrees() ? "bit-identical to scalar on " + std::to_string(r.blocks) + " blocks (f32 and f16)" : "DISAGREES on " + std::to_string(r.mismatched) + " block(s): " + Printable(r.first_problem));
+        else {
+          o << (r.agrees() ? "bit-identical to scalar on " + std::to_string(r.blocks) + " blocks (f32 and f16)" : "DISAGREES on " + std::to_string(r.mismatched) + " block(s): " + Printable(r.first_problem));
+          if (r.no_path)
+            o << "; " << r.no_path << " block(s) have no " << BackendName(r.backend) << " path (" << Printable(r.no_path_what) << ")";
+        }
         o << "\n";
       }
     }

@@ -148,16 +148,24 @@ double Cosine(const double* a, const double* b, size_t n);
 struct BackendReport {
   Backend backend = Backend::kScalar;
   bool available = false;
-  uint64_t blocks = 0;      // blocks compared (blocks that passed their checksum)
-  uint64_t mismatched = 0;  // blocks whose f32 or f16 output differs from kScalar in any bit
+  // Blocks this backend really decoded (served every f32 and f16 decode of) and compared with
+  // kScalar; for kScalar, the blocks decoded.
+  uint64_t blocks = 0;
+  uint64_t mismatched = 0;  // of those, blocks whose f32 or f16 output differs from kScalar in any bit
+  // Blocks that passed their checksum but that this backend has no implementation for (the
+  // dispatcher served them with the scalar reference): not counted in `blocks`.
+  uint64_t no_path = 0;
+  std::string no_path_what;   // what had no path, e.g. "f32 raw -> f32, f16; affine b8 -> f16"
   std::string first_problem;  // first mismatch or decode error, "" when none
   bool agrees() const { return available && mismatched == 0 && first_problem.empty(); }
 };
 
 // Decodes every block that passes its checksum with every backend in `backends` (kScalar is
 // the reference and is always included) to f32 and to f16 and compares the bytes with kScalar.
-// A decode error of an available backend counts as a mismatch. Unavailable backends are
-// reported with available = false and not compared.
+// Only decodes the backend itself served count (Codec::Decode reports the implementation): a
+// block it has no kernel for is counted in no_path, never as agreement. A decode error of an
+// available backend counts as a mismatch. Unavailable backends are reported with
+// available = false and not compared.
 Result<std::vector<BackendReport>> CompareBackends(const Snapshot& snapshot, const std::vector<Backend>& backends);
 
 }  // namespace mqkv

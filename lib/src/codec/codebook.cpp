@@ -117,9 +117,15 @@ class CodebookCodec final : public Codec {
     return Status::OK();
   }
 
-  Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {
-    if ((backend == Backend::kSimd || backend == Backend::kAuto) && simd::Decode(b, r0, r1, out, dst)) return Status::OK();
-    return lowbit::Decode(b, r0, r1, out, dst, backend, &lowbit::DecodeCodebookRowsScalar);
+  Status DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
+    return lowbit::Decode(b, r0, r1, out, dst, &lowbit::DecodeCodebookRowsScalar);
+  }
+  bool DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
+    return simd::Decode(b, r0, r1, out, dst);
+  }
+  Status CheckPayload(const BlockView& b) const override { return lowbit::CheckFiniteMetadata(b); }
+  uint64_t Features(const BlockHeader& h) const override {
+    return kFeatureCodebook | (h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? uint64_t(kFeatureHadamard) : uint64_t(0));
   }
 
   Accounting Account(const BlockHeader& h) const override { return lowbit::Account(CodecId::kCodebook, h); }

@@ -7,7 +7,6 @@
 
 #include "../format/container.h"
 #include "codecs.h"
-#include "mqkv/cuda.h"
 #include "mqkv/detail/fp8.h"
 #include "mqkv/numeric.h"
 
@@ -78,15 +77,14 @@ class Fp8Codec final : public Codec {
     return Status::OK();
   }
 
-  Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {
+  Status CheckDecodable(const BlockView& b) const override { return CheckScale(LoadScale(b)); }
+  uint64_t Features(const BlockHeader&) const override { return kFeatureFp8; }
+
+  // The CPU kernel (no SIMD one): a 256-entry table of the decoded values (fp8::decode of each
+  // code, so bit-identical to decoding element by element), then one lookup per value.
+  Status DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
     const BlockHeader& h = *b.header;
-    if (r0 > r1 || r1 > h.n_tokens)
-      return OutOfRange("rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") outside the block's " + std::to_string(h.n_tokens) + " rows");
     const float s = LoadScale(b);
-    MQKV_RETURN_IF_ERROR(CheckScale(s));
-    if (backend == Backend::kCuda) return CudaDecodeHostBlock(b, r0, r1, out, dst);  // upload, decode, download
-    // Every backend on the CPU: a 256-entry table of the decoded values (fp8::decode of each
-    // code, so bit-identical to decoding element by element), then one lookup per value.
     const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
     const uint64_t n = uint64_t(r1 - r0) * rv;
     const uint8_t* codes = b.payload + h.parts[kPartCodes].offset + uint64_t(r0) * rv;

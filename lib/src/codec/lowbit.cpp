@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "../format/container.h"
 #include "codecs.h"
-#include "mqkv/cuda.h"
 
 namespace mqkv::codec::lowbit {
 
@@ -295,26 +295,21 @@ Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<
   return Status::OK();
 }
 
-Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend, RowsFn rows) {
-  if (backend == Backend::kCuda) return CudaDecodeHostBlock(b, r0, r1, out, dst);  // upload, decode, download
+Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, RowsFn rows) {
   const BlockHeader& h = *b.header;
-  if (r0 > r1 || r1 > h.n_tokens)
-    return OutOfRange("rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") outside the block's " + std::to_string(h.n_tokens) + " rows");
   const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
   const size_t es = DTypeSize(out);
   auto* o = static_cast<uint8_t*>(dst);
-  const uint32_t q_end = h.n_tokens - h.n_residual;  // first residual row
-  uint32_t r = r0;
+  const lb::RowSplit sp = lb::split_rows(h, r0, r1);
   // Sink rows.
-  if (r < std::min(r1, h.n_sink)) {
-    const uint32_t e = std::min(r1, h.n_sink);
+  if (sp.sink_begin < sp.sink_end) {
+    const uint32_t r = sp.sink_begin, e = sp.sink_end;
     LoadF16Rows(b.payload + h.parts[kPartSinkRows].offset + uint64_t(r) * rv * 2, uint64_t(e - r) * rv, out, o);
     o += uint64_t(e - r) * rv * es;
-    r = e;
   }
   // Quantized rows, through an fp32 buffer unless the output is fp32.
-  if (r < std::min(r1, q_end)) {
-    const uint32_t e = std::min(r1, q_end);
+  if (sp.quant_begin < sp.quant_end) {
+    const uint32_t r = sp.quant_begin, e = sp.quant_end;
     if (out == DType::kF32) {
       rows(h, b.payload, r - h.n_sink, e - h.n_sink, reinterpret_cast<float*>(o));
       o += uint64_t(e - r) * rv * es;
@@ -328,11 +323,42 @@ Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst
         o += uint64_t(k) * rv * es;
       }
     }
-    r = e;
   }
   // Residual rows.
-  if (r < r1)
-    LoadF16Rows(b.payload + h.parts[kPartResidualRows].offset + uint64_t(r - q_end) * rv * 2, uint64_t(r1 - r) * rv, out, o);
+  if (sp.resid_begin < sp.resid_end)
+    LoadF16Rows(b.payload + h.parts[kPartResidualRows].offset + uint64_t(sp.resid_begin - sp.resid_first) * rv * 2,
+                uint64_t(sp.resid_end - sp.resid_begin) * rv, out, o);
+  return Status::OK();
+}
+
+Status CheckFiniteMetadata(const BlockView& b) {
+  const BlockHeader& h = *b.header;
+  const char* codec = h.codec == static_cast<uint8_t>(CodecId::kCodebook) ? "codebook" : "affine";
+  auto f16_part = [&](int part, const char* what, uint64_t per_entry) -> Status {
+    const uint8_t* p = b.payload + h.parts[part].offset;
+    for (uint64_t i = 0; i < h.parts[part].bytes / 2; ++i) {
+      const uint16_t u = static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8));
+      if ((u & 0x7C00u) == 0x7C00u) {
+        char bits[8];
+        std::snprintf(bits, sizeof bits, "%04X", u);
+        return FormatError(std::string(codec) + " block: " + what + " " + std::to_string(i / per_entry) +
+                           " is not finite (fp16 0x" + bits + "); metadata must be finite");
+      }
+    }
+    return Status::OK();
+  };
+  if (h.meta_bits == 16) {
+    MQKV_RETURN_IF_ERROR(f16_part(kPartScales, "scale of group", 1));
+    MQKV_RETURN_IF_ERROR(f16_part(kPartMins, "minimum of group", 1));
+  } else {
+    MQKV_RETURN_IF_ERROR(f16_part(kPartRanges, "shared range of field/column pair", 2));
+  }
+  if (h.parts[kPartCodebook].bytes) {
+    const uint8_t* p = b.payload + h.parts[kPartCodebook].offset;
+    for (uint64_t i = 0; i < h.parts[kPartCodebook].bytes / 4; ++i)
+      if (!std::isfinite(lb::load_f32(p + 4 * i)))
+        return FormatError(std::string(codec) + " block: codebook level " + std::to_string(i) + " is not finite; levels must be finite");
+  }
   return Status::OK();
 }
 

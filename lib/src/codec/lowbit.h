@@ -151,8 +151,12 @@ void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint
 
 using RowsFn = void (*)(const BlockHeader&, const uint8_t*, uint32_t, uint32_t, float*);
 
+// Refuses a block whose fp16 metadata (meta=16 scales and mins, the shared ranges of meta-coded
+// fields) or codebook levels are infinite or NaN (spec/CODECS.md, "Non-finite metadata").
+Status CheckFiniteMetadata(const BlockView& b);
+
 // Decode driver: block rows [r0, r1) (sink, quantized or residual) into dst as `out`.
-Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend, RowsFn rows);
+Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, RowsFn rows);
 
 // Accounting (spec/CODECS.md, "Accounting") from a validated header.
 Accounting Account(CodecId id, const BlockHeader& h);

@@ -4,7 +4,7 @@
 
 #include "../format/container.h"
 #include "codecs.h"
-#include "mqkv/cuda.h"
+#include "simd.h"
 #include "mqkv/numeric.h"
 
 namespace mqkv::codec {
@@ -38,10 +38,16 @@ class RawCodec final : public Codec {
     return Status::OK();
   }
 
-  Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, Backend backend) const override {
-    if (backend == Backend::kCuda) return CudaDecodeHostBlock(b, r0, r1, out, dst);  // upload, decode, download
+  // SIMD: f16 rows widened to f32 or bf16 (the decoder's sink-row kernel). No SIMD kernel for the
+  // rest: a copy when the output is the stored type, else a scalar conversion loop.
+  bool DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
+    if (stored_ != DType::kF16) return false;
     const BlockHeader& h = *b.header;
-    if (r0 > r1 || r1 > h.n_tokens) return OutOfRange("row range outside block");
+    const uint64_t row = uint64_t(h.n_heads) * h.head_dim;
+    return simd::F16Rows(b.payload + h.parts[kPartCodes].offset + uint64_t(r0) * row * 2, uint64_t(r1 - r0) * row, out, dst);
+  }
+  Status DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
+    const BlockHeader& h = *b.header;
     const uint64_t row = uint64_t(h.n_heads) * h.head_dim;
     const uint64_t n = (r1 - r0) * row;
     const uint8_t* src = b.payload + h.parts[kPartCodes].offset + r0 * row * DTypeSize(stored_);

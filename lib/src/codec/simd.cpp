@@ -113,17 +113,15 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
   const uint64_t rv = g.row_values;
   const size_t es = DTypeSize(out);
   auto* o = static_cast<uint8_t*>(dst);
-  const uint32_t q_end = h.n_tokens - h.n_residual;
-  uint32_t r = r0;
+  const lb::RowSplit sp = lb::split_rows(h, r0, r1);
 
-  if (r < std::min(r1, h.n_sink)) {  // sink rows
-    const uint32_t e = std::min(r1, h.n_sink);
+  if (sp.sink_begin < sp.sink_end) {  // sink rows
+    const uint32_t r = sp.sink_begin, e = sp.sink_end;
     k.f16_rows(b.payload + h.parts[kPartSinkRows].offset + uint64_t(r) * rv * 2, uint64_t(e - r) * rv, out, o);
     o += uint64_t(e - r) * rv * es;
-    r = e;
   }
-  if (r < std::min(r1, q_end)) {  // quantized rows
-    const uint32_t e = std::min(r1, q_end);
+  if (sp.quant_begin < sp.quant_end) {  // quantized rows
+    const uint32_t r = sp.quant_begin, e = sp.quant_end;
     constexpr uint32_t kPad = 16;
     Plan p;
     p.codes = b.payload + h.parts[kPartCodes].offset;
@@ -185,10 +183,17 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
     p.butterflies = &Butterflies;
     k.rows(p, r - h.n_sink, e - h.n_sink, out, o);
     o += uint64_t(e - r) * rv * es;
-    r = e;
   }
-  if (r < r1)  // residual rows
-    k.f16_rows(b.payload + h.parts[kPartResidualRows].offset + uint64_t(r - q_end) * rv * 2, uint64_t(r1 - r) * rv, out, o);
+  if (sp.resid_begin < sp.resid_end)  // residual rows
+    k.f16_rows(b.payload + h.parts[kPartResidualRows].offset + uint64_t(sp.resid_begin - sp.resid_first) * rv * 2,
+               uint64_t(sp.resid_end - sp.resid_begin) * rv, out, o);
+  return true;
+}
+
+bool F16Rows(const uint8_t* src, uint64_t n, DType out, void* dst) {
+  const Arch* arch = Active();
+  if (!arch->kernels || out == DType::kF16) return false;
+  arch->kernels->f16_rows(src, n, out, dst);
   return true;
 }
 

@@ -123,4 +123,9 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
 // SIMD path serves; the caller then runs the scalar reference, which also reports bad ranges.
 bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst);
 
+// n little-endian fp16 values -> `out` (not fp16: that is a copy) with the active ISA, bit-identical
+// to the scalar f16_to_f32 / f32_to_bf16 (NaN rules of spec/CODECS.md "Output types" included).
+// False when the active ISA is "scalar" or out is fp16.
+bool F16Rows(const uint8_t* src, uint64_t n, DType out, void* dst);
+
 }  // namespace mqkv::codec::simd

@@ -15,6 +15,19 @@ std::string Where(const BlockHeader& h, size_t b, uint32_t r0, DType dt) {
   return "block " + std::to_string(b) + " (layer " + std::to_string(h.layer) + " " +
          KindName(static_cast<Kind>(h.kind)) + ", rows " + std::to_string(r0) + "+, " + DTypeName(dt) + ")";
 }
+// A short name of a block's layout, for "no SIMD path" lines: "f32 raw", "affine b3 g64 meta4 hadamard".
+std::string CodecLayoutName(const BlockHeader& h) {
+  const Codec* c = GetCodec(h.codec);
+  std::string n = c ? c->name() : "codec " + std::to_string(h.codec);
+  if (h.codec <= static_cast<uint8_t>(CodecId::kBF16)) return n + " raw";
+  if (h.codec != static_cast<uint8_t>(CodecId::kAffine) && h.codec != static_cast<uint8_t>(CodecId::kCodebook)) return n;
+  n += " b" + std::to_string(h.bits);
+  if (h.group_axis == static_cast<uint8_t>(GroupAxis::kChannel)) n += " channel";
+  else n += " g" + std::to_string(h.group_size);
+  if (h.meta_bits != 16) n += " meta" + std::to_string(h.meta_bits);
+  if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) n += " hadamard";
+  return n;
+}
 }  // namespace
 
 Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std::vector<Backend>& wanted) {
@@ -40,7 +53,8 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
     const Codec* codec = GetCodec(h.codec);
     const uint64_t row = uint64_t(h.n_heads) * h.head_dim;
     const uint32_t step = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkValues / std::max<uint64_t>(row, 1)));
-    std::vector<bool> bad(reports.size(), false);
+    std::vector<bool> bad(reports.size(), false), unserved(reports.size(), false);
+    std::vector<std::string> unserved_dt(reports.size());
     for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(step, h.n_tokens - r0)) {
       const uint32_t r1 = r0 + std::min(step, h.n_tokens - r0);
       for (DType dt : {DType::kF32, DType::kF16}) {
@@ -59,7 +73,14 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
           BackendReport& r = reports[i];
           if (!r.available) continue;
           got.assign(bytes, 0xA5);  // not zero: a decoder that writes nothing must not pass
-          Status gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend);
+          Backend served = Backend::kScalar;
+          Status gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
+          if (gs.ok() && served != r.backend) {  // no kernel of this backend ran: nothing to compare
+            unserved[i] = true;
+            const std::string d = DTypeName(dt);
+            if (unserved_dt[i].find(d) == std::string::npos) unserved_dt[i] += (unserved_dt[i].empty() ? "" : ", ") + d;
+            continue;
+          }
           std::string problem;
           if (!gs.ok()) {
             problem = gs.ToString();
@@ -77,8 +98,18 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
         }
       }
     }
-    for (BackendReport& r : reports)
-      if (r.available) ++r.blocks;
+    for (size_t i = 0; i < reports.size(); ++i) {
+      BackendReport& r = reports[i];
+      if (!r.available) continue;
+      if (!unserved[i]) {
+        ++r.blocks;
+        continue;
+      }
+      ++r.no_path;
+      const std::string what = CodecLayoutName(h) + " -> " + unserved_dt[i];
+      if (r.no_path_what.find(what) == std::string::npos && r.no_path_what.size() < 400)
+        r.no_path_what += (r.no_path_what.empty() ? "" : "; ") + what;
+    }
   }
   return reports;
 }

@@ -92,6 +92,30 @@ MQKV_HD float codebook_value(float level, float scale) { return mul_rn(level, sc
 // ---- block geometry -------------------------------------------------------------------------
 
 // Shape of the quantized part of a (validated) affine / codebook block.
+// The row split of a low-bit block (spec/CODECS.md, "Rows"): block rows [r0, r1) fall into three
+// consecutive, possibly empty runs of fp16 sink rows, quantized rows and fp16 residual rows. The
+// one home of this rule: the scalar decoder, the SIMD decoder and the CUDA kernels all use it.
+struct RowSplit {
+  uint32_t sink_begin, sink_end;    // block rows = rows of kPartSinkRows
+  uint32_t quant_begin, quant_end;  // block rows; quantized row index = block row - n_sink
+  uint32_t resid_begin, resid_end;  // block rows; kPartResidualRows row = block row - resid_first
+  uint32_t resid_first;             // n_tokens - n_residual: the block's first residual row
+};
+
+MQKV_HD RowSplit split_rows(const BlockHeader& h, uint32_t r0, uint32_t r1) {
+  RowSplit s;
+  s.resid_first = h.n_tokens - h.n_residual;
+  const uint32_t sink_stop = r1 < h.n_sink ? r1 : h.n_sink;
+  const uint32_t quant_stop = r1 < s.resid_first ? r1 : s.resid_first;
+  s.sink_begin = r0;
+  s.sink_end = sink_stop > r0 ? sink_stop : r0;
+  s.quant_begin = s.sink_end;
+  s.quant_end = quant_stop > s.quant_begin ? quant_stop : s.quant_begin;
+  s.resid_begin = s.quant_end;
+  s.resid_end = r1 > s.resid_begin ? r1 : s.resid_begin;
+  return s;
+}
+
 struct Geometry {
   uint32_t q_rows;       // Q = n_tokens - n_sink - n_residual
   uint32_t row_values;   // n_heads * head_dim
