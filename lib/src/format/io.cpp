@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -143,16 +144,21 @@ AtomicFile::~AtomicFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Status AtomicFile::Flush() {
-  size_t done = 0;
-  while (done < buf_.size()) {
-    ssize_t n = ::write(fd_, buf_.data() + done, buf_.size() - done);
+Status AtomicFile::WriteAll(const char* p, uint64_t size) {
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::write(fd_, p + done, static_cast<size_t>(std::min<uint64_t>(size - done, 1u << 30)));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("write failed", path_);
     }
     done += static_cast<size_t>(n);
   }
+  return Status::OK();
+}
+
+Status AtomicFile::Flush() {
+  MQKV_RETURN_IF_ERROR(WriteAll(buf_.data(), buf_.size()));
   buf_.clear();
   return Status::OK();
 }
@@ -162,9 +168,8 @@ Status AtomicFile::Write(const void* data, uint64_t n) {
   const char* p = static_cast<const char*>(data);
   if (buf_.size() + n > kBufBytes) {
     MQKV_RETURN_IF_ERROR(Flush());
-    if (n >= kBufBytes) {
-      buf_.assign(p, n);
-      MQKV_RETURN_IF_ERROR(Flush());
+    if (n >= kBufBytes) {  // large writes go straight from the caller's bytes (no copy)
+      MQKV_RETURN_IF_ERROR(WriteAll(p, n));
       pos_ += n;
       return Status::OK();
     }

@@ -48,6 +48,7 @@ class AtomicFile {
  private:
   AtomicFile() = default;
   Status Flush();
+  Status WriteAll(const char* p, uint64_t n);
   std::string path_, tmp_;
   int fd_ = -1;
   bool fsync_ = true;

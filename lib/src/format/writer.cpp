@@ -1,5 +1,6 @@
 // Streaming writer: blocks go to a temporary file as they are encoded; the footer and tail are
 // written last; the file is fsynced and renamed over the target (spec/FORMAT.md, "Writing").
+#include <xxhash.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -26,7 +27,8 @@ struct Writer::Impl {
     if (sticky.ok()) sticky = s;
     return s;
   }
-  Status WriteBlock(uint32_t tensor, uint32_t token_begin, EncodedBlock& eb);
+  using Parts = std::array<std::vector<uint8_t>, kNumParts>;
+  Status WriteBlock(uint32_t tensor, uint32_t token_begin, BlockHeader h, const Parts& parts);
 };
 
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -54,36 +56,77 @@ void Writer::SetModel(ModelInfo model) {
 }
 void Writer::SetRequiredFeatures(uint64_t extra) { impl_->extra_features = extra; }
 
-Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, EncodedBlock& eb) {
-  BlockHeader& h = eb.header;
+// Peak memory per block (spec/FORMAT.md, "Writing"): the encoder's parts plus, with zstd, one
+// buffer of ZSTD_compressBound(payload_bytes). The payload is never assembled: uncompressed parts
+// are hashed (XXH3 streaming) and written in place, zero gaps between them included; with zstd the
+// parts stream through one compression context into that buffer.
+Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, BlockHeader h, const Parts& parts) {
   std::memcpy(h.magic, kBlockMagic, 4);
   h.header_bytes = kBlockHeaderBytes;
   h.token_begin = token_begin;
   std::array<uint64_t, kNumParts> sizes{};
-  for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
+  for (int p = 0; p < kNumParts; ++p) sizes[p] = parts[p].size();
   MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &h));
-  std::vector<uint8_t> payload(h.payload_bytes, 0);
-  for (int p = 0; p < kNumParts; ++p)
-    if (!eb.parts[p].empty()) std::memcpy(payload.data() + h.parts[p].offset, eb.parts[p].data(), eb.parts[p].size());
+  // Sanity: the codec must accept what it produced (the reader's own part check).
+  if (Status s = format::CheckBlockParts(h, 0); !s.ok())
+    return Fail(Internal("encoder output fails the container's part check: " + s.message()));
+
+  // The payload as (bytes, or nullptr for zeros, length) pieces in offset order.
+  struct Piece { const uint8_t* data; uint64_t n; };
+  std::vector<Piece> pieces;
+  {
+    std::array<int, kNumParts> order{};
+    for (int p = 0; p < kNumParts; ++p) order[p] = p;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return h.parts[a].offset < h.parts[b].offset; });
+    uint64_t at = 0;
+    for (int p : order) {
+      if (parts[p].empty()) continue;
+      if (h.parts[p].offset > at) pieces.push_back({nullptr, h.parts[p].offset - at});
+      pieces.push_back({parts[p].data(), parts[p].size()});
+      at = h.parts[p].offset + parts[p].size();
+    }
+    if (h.payload_bytes > at) pieces.push_back({nullptr, h.payload_bytes - at});
+  }
+  static const uint8_t kZeros[4096] = {};
+
   h.compression = static_cast<uint8_t>(Compression::kNone);
   h.stored_bytes = h.payload_bytes;
   std::vector<uint8_t> packed;
-  if (opts.zstd_level > 0 && !payload.empty()) {
-    packed.resize(ZSTD_compressBound(payload.size()));
-    size_t r = ZSTD_compress(packed.data(), packed.size(), payload.data(), payload.size(), opts.zstd_level);
-    if (ZSTD_isError(r)) return Fail(Internal(std::string("zstd: ") + ZSTD_getErrorName(r)));
+  if (opts.zstd_level > 0 && h.payload_bytes > 0) {
+    packed.resize(ZSTD_compressBound(h.payload_bytes));
+    std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
+    if (!cctx) return Fail(Internal("zstd: cannot create a compression context"));
+    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, opts.zstd_level);
+    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);     // format 1.2: content checksum
+    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);  // and content size (the default)
+    ZSTD_CCtx_setPledgedSrcSize(cctx.get(), h.payload_bytes);
+    ZSTD_outBuffer ob{packed.data(), packed.size(), 0};
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      for (uint64_t done = 0; done < pieces[i].n;) {
+        const uint64_t k = pieces[i].data ? pieces[i].n - done : std::min<uint64_t>(sizeof kZeros, pieces[i].n - done);
+        ZSTD_inBuffer ib{pieces[i].data ? pieces[i].data + done : kZeros, static_cast<size_t>(k), 0};
+        while (ib.pos < ib.size) {
+          const size_t r = ZSTD_compressStream2(cctx.get(), &ob, &ib, ZSTD_e_continue);
+          if (ZSTD_isError(r)) return Fail(Internal(std::string("zstd: ") + ZSTD_getErrorName(r)));
+        }
+        done += k;
+      }
+    }
+    ZSTD_inBuffer none{nullptr, 0, 0};
+    for (;;) {
+      const size_t r = ZSTD_compressStream2(cctx.get(), &ob, &none, ZSTD_e_end);
+      if (ZSTD_isError(r)) return Fail(Internal(std::string("zstd: ") + ZSTD_getErrorName(r)));
+      if (r == 0) break;
+    }
     // Keep the compressed form only when it saves bytes and stays within the reader's ratio bound.
-    if (r < payload.size() && payload.size() <= r * format::kMaxCompressionRatio) {
-      packed.resize(r);
+    if (ob.pos < h.payload_bytes && h.payload_bytes <= ob.pos * format::kMaxCompressionRatio) {
       h.compression = static_cast<uint8_t>(Compression::kZstd);
-      h.stored_bytes = r;
+      h.stored_bytes = ob.pos;
+      pieces.assign(1, Piece{packed.data(), ob.pos});
+    } else {
+      std::vector<uint8_t>().swap(packed);
     }
   }
-  const std::vector<uint8_t>& stored = h.compression ? packed : payload;
-  // Sanity: the codec must accept what it produced (same check as the reader).
-  std::array<uint64_t, kNumParts> want{};
-  MQKV_RETURN_IF_ERROR(GetCodec(h.codec)->PartSizes(h, &want));
-  if (want != sizes) return Fail(Internal("encoder part sizes disagree with the codec's layout"));
 
   BlockInfo bi;
   bi.offset = file->position();
@@ -91,18 +134,25 @@ Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, EncodedBl
   bi.tensor = tensor;
   bi.token_begin = token_begin;
   bi.n_tokens = h.n_tokens;
-  std::vector<uint8_t> hdr(kBlockHeaderBytes);
-  std::memcpy(hdr.data(), &h, kBlockHeaderBytes);
-  // XXH3 over header + stored payload, streamed.
-  {
-    std::vector<uint8_t> all;
-    all.reserve(bi.length);
-    all.insert(all.end(), hdr.begin(), hdr.end());
-    all.insert(all.end(), stored.begin(), stored.end());
-    bi.checksum = format::Checksum(all.data(), all.size());
+  // XXH3-64 over header + stored payload, streamed (the same value as one call over the bytes).
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> xs(XXH3_createState(), XXH3_freeState);
+  if (!xs || XXH3_64bits_reset(xs.get()) != XXH_OK) return Fail(Internal("xxhash: cannot create a hash state"));
+  XXH3_64bits_update(xs.get(), &h, kBlockHeaderBytes);
+  if (Status s = file->Write(&h, kBlockHeaderBytes); !s.ok()) return Fail(s);
+  for (const Piece& pc : pieces) {
+    if (pc.data) {
+      XXH3_64bits_update(xs.get(), pc.data, pc.n);
+      if (Status s = file->Write(pc.data, pc.n); !s.ok()) return Fail(s);
+    } else {
+      for (uint64_t done = 0; done < pc.n;) {
+        const uint64_t k = std::min<uint64_t>(sizeof kZeros, pc.n - done);
+        XXH3_64bits_update(xs.get(), kZeros, k);
+        done += k;
+      }
+      if (Status s = file->WriteZeros(pc.n); !s.ok()) return Fail(s);
+    }
   }
-  if (Status s = file->Write(hdr.data(), hdr.size()); !s.ok()) return Fail(s);
-  if (Status s = file->Write(stored.data(), stored.size()); !s.ok()) return Fail(s);
+  bi.checksum = XXH3_64bits_digest(xs.get());
   if (Status s = file->WriteZeros(format::AlignUp(file->position(), kBlockAlign) - file->position()); !s.ok()) return Fail(s);
   footer.required_features |= format::BlockFeatures(h);
   footer.blocks.push_back(bi);
@@ -158,7 +208,7 @@ Status Writer::AddTensor(const TensorDesc& desc, const float* rows, const CodecS
       return s.Prepend("encoding layer " + std::to_string(desc.layer) + " " + KindName(desc.kind));
     eb.header.layer = desc.layer;
     eb.header.kind = static_cast<uint8_t>(desc.kind);
-    MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, eb));
+    MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, eb.header, eb.parts));
   }
   ti.n_blocks = static_cast<uint32_t>(w.footer.blocks.size()) - ti.first_block;
   w.footer.tensors.push_back(std::move(ti));
@@ -177,13 +227,13 @@ Status Writer::AddEncodedTensor(const TensorDesc& desc, const std::string& codec
   const uint32_t tensor = static_cast<uint32_t>(w.footer.tensors.size());
   uint32_t begin = 0;
   for (const EncodedBlock& src : blocks) {
-    EncodedBlock eb = src;
-    if (eb.header.n_heads != desc.n_heads || eb.header.head_dim != desc.head_dim)
+    BlockHeader h = src.header;  // the parts are written from `src` as they are (no copy)
+    if (h.n_heads != desc.n_heads || h.head_dim != desc.head_dim)
       return InvalidArgument("encoded block shape differs from the tensor's");
-    eb.header.layer = desc.layer;
-    eb.header.kind = static_cast<uint8_t>(desc.kind);
-    MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, eb));
-    begin += eb.header.n_tokens;
+    h.layer = desc.layer;
+    h.kind = static_cast<uint8_t>(desc.kind);
+    MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, h, src.parts));
+    begin += h.n_tokens;
   }
   if (begin != desc.n_tokens) return InvalidArgument("encoded blocks hold " + std::to_string(begin) + " rows, tensor has " + std::to_string(desc.n_tokens));
   ti.n_blocks = static_cast<uint32_t>(w.footer.blocks.size()) - ti.first_block;
