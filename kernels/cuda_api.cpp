@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "format/container.h"
 #include "launch.h"
 #include "mqkv/cuda.h"
 #include "mqkv/detail/fp8.h"
@@ -31,22 +32,9 @@ Status CudaStatus(cudaError_t e, const char* what) {
   }
 }
 
-Status CheckHeader(const BlockHeader& h) {
-  const Codec* codec = GetCodec(h.codec);
-  if (!codec) return FormatError("unknown codec id " + std::to_string(h.codec));
-  std::array<uint64_t, kNumParts> sizes{};
-  MQKV_RETURN_IF_ERROR(codec->PartSizes(h, &sizes));
-  for (int p = 0; p < kNumParts; ++p) {
-    if (h.parts[p].bytes != sizes[p])
-      return FormatError("part " + std::to_string(p) + " holds " + std::to_string(h.parts[p].bytes) + " bytes; the codec needs " +
-                         std::to_string(sizes[p]));
-    if (uint64_t(h.parts[p].offset) + h.parts[p].bytes > h.payload_bytes)
-      return FormatError("part " + std::to_string(p) + " ends past the payload's " + std::to_string(h.payload_bytes) + " bytes");
-    if (h.parts[p].offset % kPartAlign != 0)
-      return FormatError("part " + std::to_string(p) + " offset " + std::to_string(h.parts[p].offset) + " is not 8-byte aligned");
-  }
-  return Status::OK();
-}
+// The container's own part rules (FORMAT.md §8 step 18: sizes, alignment, bounds, overlap,
+// canonical layout), the same check the reader runs; offsets relative to the block header.
+Status CheckHeader(const BlockHeader& h) { return format::CheckBlockParts(h, 0); }
 
 namespace {
 

@@ -434,8 +434,11 @@ TEST(Fp8File, WriterDeclaresFeatureAndVersion1_1) {
     EXPECT_EQ((*s)->version_minor(), 1);
   }
   EXPECT_EQ(FormatMinorFor(0), 0);
-  EXPECT_EQ(FormatMinorFor(kFeatureZstd | kFeatureAffine | kFeatureCodebook | kFeatureHadamard), 0);
+  EXPECT_EQ(FormatMinorFor(kFeatureAffine | kFeatureCodebook | kFeatureHadamard), 0);
   EXPECT_EQ(FormatMinorFor(kFeatureFp8), 1);
+  // 1.2: zstd frames carry their content checksum (FORMAT.md §2.6).
+  EXPECT_EQ(FormatMinorFor(kFeatureZstd), 2);
+  EXPECT_EQ(FormatMinorFor(kFeatureZstd | kFeatureFp8), 2);
   EXPECT_EQ(FeatureNames(kFeatureFp8 | 1ull << 9), "fp8|bit 9");
 }
 

@@ -185,6 +185,13 @@ TEST_F(FormatErrors, NewerMajorRefusedWithVersion) {
   Expect(h, StatusCode::kUnsupported, "format version 7.");
 }
 
+// Issue 14, item 6: FORMAT.md §3.1 forbids NUL in a metadata key; step 12 checks it.
+TEST_F(FormatErrors, MetadataKeyWithNulRefused) {
+  Crafted c(base);
+  c.f.model.metadata = {{std::string("a\0b", 3), "v"}};
+  Expect(c.Build(), StatusCode::kFormatError, "metadata key contains a NUL byte");
+}
+
 TEST_F(FormatErrors, NewerMinorIsRead) {
   Crafted c(base);
   c.f.version_minor = 9;
@@ -559,6 +566,113 @@ TEST_F(FormatErrors, CorruptZstdFrameUnderAValidChecksum) {
   EXPECT_EQ(r.status().code(), StatusCode::kFormatError);
   EXPECT_NE(r.status().message().find("not exactly one zstd frame"), std::string::npos) << r.status().ToString();
   EXPECT_TRUE((*s)->DecodeF32(1, 0, 6).ok());
+}
+
+// Issue 14, item 5 (FORMAT.md §2.6): a frame must declare its content size, and from 1.2 carry a
+// content checksum; frames without the checksum stay readable in 1.0/1.1 files.
+TEST_F(FormatErrors, ZstdFrameMustDeclareSizeAndChecksum) {
+  Crafted c(BaseFile(dir, 3));
+  ASSERT_EQ(c.f.version_minor, 2) << "a file with zstd blocks is a 1.2 file";
+  BlockHeader h = c.Header(0);
+  ASSERT_EQ(h.compression, 1);
+  ASSERT_TRUE(c.b[c.BlockOff(0) + 128 + 4] & 0x04) << "the writer sets the content-checksum flag";
+  std::vector<uint8_t> payload(h.payload_bytes);
+  ASSERT_EQ(ZSTD_decompress(payload.data(), payload.size(), c.b.data() + c.BlockOff(0) + 128, h.stored_bytes), payload.size());
+  // Re-stores block 0 as `frame` (never longer than the original: the padding absorbs the rest).
+  auto with_frame = [&](bool checksum, bool content_size, uint16_t minor) {
+    Crafted d = c;
+    std::vector<uint8_t> frame(ZSTD_compressBound(payload.size()));
+    ZSTD_CCtx* cc = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, 3);
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, checksum ? 1 : 0);
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, content_size ? 1 : 0);
+    const size_t n = ZSTD_compress2(cc, frame.data(), frame.size(), payload.data(), payload.size());
+    ZSTD_freeCCtx(cc);
+    EXPECT_FALSE(ZSTD_isError(n));
+    EXPECT_LE(n, h.stored_bytes);
+    std::fill(d.b.begin() + d.BlockOff(0) + 128, d.b.begin() + d.BlockOff(0) + 128 + h.stored_bytes, 0);
+    std::copy(frame.begin(), frame.begin() + n, d.b.begin() + d.BlockOff(0) + 128);
+    BlockHeader nh = h;
+    nh.stored_bytes = n;
+    d.f.blocks[0].length = 128 + n;
+    d.SetHeader(0, nh);
+    d.f.version_minor = minor;
+    auto bytes = d.Build();
+    Put<uint16_t>(bytes, 10, minor);
+    return bytes;
+  };
+  auto refused = [&](const std::vector<uint8_t>& bytes, const std::string& sub, uint64_t offset) {
+    const std::string path = dir.Path("zstd_case" + std::to_string(n++) + ".mqkv");
+    WriteFile(path, bytes);
+    auto s = Snapshot::Open(path, {.verify_all_blocks = true});
+    ASSERT_TRUE(s.ok()) << "the block checksum matches; the frame is checked when read: " << s.status().ToString();
+    auto r = (*s)->DecodeF32(0, 0, 6);
+    ASSERT_FALSE(r.ok()) << sub;
+    EXPECT_EQ(r.status().code(), StatusCode::kFormatError);
+    EXPECT_NE(r.status().message().find(sub), std::string::npos) << r.status().ToString();
+    EXPECT_EQ(r.status().file(), path);
+    EXPECT_EQ(r.status().offset(), std::optional<uint64_t>(offset)) << r.status().ToString();
+    EXPECT_TRUE((*s)->DecodeF32(1, 0, 6).ok()) << "other tensors stay readable";
+  };
+  refused(with_frame(false, true, 2), "zstd frame has no content checksum (required from format 1.2)", c.BlockOff(0) + 128 + 4);
+  refused(with_frame(true, false, 2), "zstd frame does not declare its content size", c.BlockOff(0) + 128);
+  // The same checksum-less frame in a 1.1 file (written before 1.2) is read.
+  const std::string path = dir.Path("zstd_1_1.mqkv");
+  WriteFile(path, with_frame(false, true, 1));
+  auto s = Snapshot::Open(path, {.verify_all_blocks = true});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto r = (*s)->DecodeF32(0, 0, 6);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+}
+
+// Issue 14, item 3 (CODECS.md "Non-finite metadata"): a low-bit block whose fp16 metadata or
+// codebook levels are not finite is refused before any row is decoded, naming the block.
+TEST_F(FormatErrors, NonFiniteMetadataRefused) {
+  struct Case {
+    const char* codec;
+    int part;
+    uint32_t at;     // byte inside the part
+    uint32_t bytes;  // 2: fp16 0x7C00 (inf) / 0x7E00 (NaN); 4: fp32 NaN
+    uint32_t value;
+    const char* message;
+  };
+  for (const Case& k : std::vector<Case>{
+           {"affine:bits=4,group=8", kPartScales, 2, 2, 0x7C00, "scale of group 1 is not finite (fp16 0x7C00)"},
+           {"affine:bits=4,group=8", kPartMins, 0, 2, 0xFE00, "minimum of group 0 is not finite (fp16 0xFE00)"},
+           {"affine:bits=3,group=8,meta=4", kPartRanges, 6, 2, 0x7C00, "shared range of field/column pair 1 is not finite"},
+           {"codebook:bits=1,levels=-1/1", kPartCodebook, 4, 4, 0x7FC00000u, "codebook level 1 is not finite"},
+       }) {
+    const std::string path = dir.Path(std::string("nonfinite") + std::to_string(n++) + ".mqkv");
+    {
+      auto w = Writer::Create(path, {.zstd_level = 0, .max_block_tokens = 0, .fsync = false});
+      ASSERT_TRUE(w.ok());
+      std::vector<float> rows(6 * 2 * 8);
+      for (size_t i = 0; i < rows.size(); ++i) rows[i] = float(int(i % 13) - 6) / 4.0f;
+      for (Kind kind : {Kind::kK, Kind::kV}) {
+        TensorDesc d{.layer = 0, .kind = kind, .n_heads = 2, .head_dim = 8, .n_tokens = 6, .positions = {}, .source_dtype = ""};
+        ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *CodecSpec::Parse(k.codec)).ok()) << k.codec;
+      }
+      ASSERT_TRUE((*w)->Finish().ok());
+    }
+    Crafted c(ReadFile(path));
+    const BlockHeader h = c.Header(0);
+    ASSERT_GE(h.parts[k.part].bytes, k.at + k.bytes) << k.codec;
+    std::memcpy(c.b.data() + c.BlockOff(0) + 128 + h.parts[k.part].offset + k.at, &k.value, k.bytes);
+    c.Rechecksum(0);
+    WriteFile(path, c.Build());
+    auto s = Snapshot::Open(path, {.verify_all_blocks = true});
+    ASSERT_TRUE(s.ok()) << "the checksum matches; the payload is checked when the block is read: " << s.status().ToString();
+    for (int again = 0; again < 2; ++again) {
+      auto r = (*s)->DecodeF32(0, 0, 6);
+      ASSERT_FALSE(r.ok()) << k.codec << ": " << k.message;
+      EXPECT_EQ(r.status().code(), StatusCode::kFormatError);
+      EXPECT_NE(r.status().message().find(k.message), std::string::npos) << r.status().ToString();
+      EXPECT_NE(r.status().message().find("block 0"), std::string::npos) << r.status().ToString();
+      EXPECT_EQ(r.status().file(), path);
+      EXPECT_EQ(r.status().offset(), std::optional<uint64_t>(c.BlockOff(0)));
+    }
+    EXPECT_TRUE((*s)->DecodeF32(1, 0, 6).ok()) << "the other tensor stays readable";
+  }
 }
 
 TEST_F(FormatErrors, NotAFile) {

@@ -88,13 +88,15 @@ TEST_P(VectorTest, ByteLayoutMatchesSpec) {
   ASSERT_GE(b.size(), 112u);
   EXPECT_EQ(0, std::memcmp(b.data(), magic, 8));
   EXPECT_EQ(Load<uint16_t>(b, 8), 1);   // major
-  EXPECT_EQ(Load<uint16_t>(b, 10), 0);  // minor
+  const uint16_t minor = v.options.zstd_level > 0 ? 2 : 0;  // 1.2: zstd frames with content checksum
+  EXPECT_EQ(Load<uint16_t>(b, 10), minor);  // minor
   EXPECT_EQ(Load<uint32_t>(b, 12), 64u);
   for (int i = 16; i < 64; ++i) EXPECT_EQ(b[i], 0) << "reserved header byte " << i;
   const uint64_t t = b.size() - 48;
   EXPECT_EQ(0, std::memcmp(b.data() + t + 40, magic, 8));
   EXPECT_EQ(Load<uint32_t>(b, t + 36), 48u);
   EXPECT_EQ(Load<uint16_t>(b, t + 32), 1);
+  EXPECT_EQ(Load<uint16_t>(b, t + 34), minor);
   const uint64_t foff = Load<uint64_t>(b, t), fbytes = Load<uint64_t>(b, t + 8);
   EXPECT_EQ(foff % 64, 0u);
   EXPECT_EQ(foff + fbytes, t);
@@ -112,6 +114,10 @@ TEST_P(VectorTest, ByteLayoutMatchesSpec) {
     const uint64_t stored = Load<uint64_t>(b, bi.offset + 64);
     EXPECT_EQ(bi.length, 128 + stored);
     EXPECT_EQ(b[bi.offset + 48], v.options.zstd_level > 0 ? 1 : 0) << "compression byte";
+    if (v.options.zstd_level > 0) {  // §2.6: a standard frame with content size and checksum flags
+      EXPECT_EQ(Load<uint32_t>(b, bi.offset + 128), 0xFD2FB528u);
+      EXPECT_TRUE(b[bi.offset + 128 + 4] & 0x04) << "content checksum flag";
+    }
     EXPECT_EQ(format::Checksum(b.data() + bi.offset, bi.length), bi.checksum);
     for (uint64_t p = bi.offset + bi.length; p < format::AlignUp(bi.offset + bi.length, 64); ++p) EXPECT_EQ(b[p], 0) << "padding";
     expect_off = format::AlignUp(bi.offset + bi.length, 64);
@@ -120,6 +126,28 @@ TEST_P(VectorTest, ByteLayoutMatchesSpec) {
   if (v.options.max_block_tokens == 4) {
     ASSERT_EQ((*snap)->blocks().size(), 6u);
     EXPECT_EQ((*snap)->blocks()[2].n_tokens, 2u);
+  }
+}
+
+// spec/CODECS.md "Output types": fp16 -> fp32 sets the quiet bit of a NaN and keeps its payload; fp16
+// out copies the stored bits (signalling NaNs too); bf16 out goes through the quieted fp32.
+TEST(NanVector, ConversionsAreTheSpecifiedBits) {
+  auto snap = Snapshot::Open(VecPath("nan_f16.mqkv"), {.verify_all_blocks = true});
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  const std::vector<uint16_t> in = {0x7C01, 0xFC01, 0x7D55, 0x7E00, 0xFE00, 0x7FFF, 0x7C00, 0xFC00};
+  const std::vector<uint32_t> f32 = {0x7FC02000, 0xFFC02000, 0x7FEAA000, 0x7FC00000, 0xFFC00000, 0x7FFFE000, 0x7F800000, 0xFF800000};
+  const std::vector<uint16_t> bf16 = {0x7FC0, 0xFFC0, 0x7FEA, 0x7FC0, 0xFFC0, 0x7FFF, 0x7F80, 0xFF80};
+  for (Backend be : {Backend::kScalar, Backend::kAuto}) {
+    std::vector<uint32_t> o32(16);
+    std::vector<uint16_t> o16(16), ob(16);
+    ASSERT_TRUE((*snap)->Decode(0, 0, 1, DType::kF32, o32.data(), be).ok());
+    ASSERT_TRUE((*snap)->Decode(0, 0, 1, DType::kF16, o16.data(), be).ok());
+    ASSERT_TRUE((*snap)->Decode(0, 0, 1, DType::kBF16, ob.data(), be).ok());
+    for (size_t i = 0; i < in.size(); ++i) {
+      EXPECT_EQ(o32[i], f32[i]) << BackendName(be) << " value " << i;
+      EXPECT_EQ(o16[i], in[i]) << BackendName(be) << " value " << i;
+      EXPECT_EQ(ob[i], bf16[i]) << BackendName(be) << " value " << i;
+    }
   }
 }
 

@@ -70,11 +70,8 @@ CodecSpec LosslessCodec(const KvSet& set, Kind kind) {
     any = true;
     f16 = f16 && t.desc.source_dtype == "f16";
     bf16 = bf16 && t.desc.source_dtype == "bf16";
-    for (float x : t.data) {
-      if (!f16 && !bf16) break;
-      f16 = f16 && f32_bits(f16_to_f32(f32_to_f16(x))) == f32_bits(x);
-      bf16 = bf16 && f32_bits(bf16_to_f32(f32_to_bf16(x))) == f32_bits(x);
-    }
+    f16 = f16 && exact_in_f16(t.data.data(), t.data.size());
+    bf16 = bf16 && exact_in_bf16(t.data.data(), t.data.size());
   }
   return CodecSpec::Parse(any && f16 ? "f16" : any && bf16 ? "bf16" : "f32").value();
 }

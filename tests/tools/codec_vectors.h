@@ -22,8 +22,9 @@ using SplitMix64 = mqkv::testing::SplitMix64;  // tests/support/support.h
 //   g = (u1 + u2 + u3 + u4 - 2) * 1.7320508   (Irwin-Hall: mean 0, variance 1, summed left to right)
 //   x = g * w(d), w(d) = 4 when d % 7 == 3 (outlier channels, as in keys), else 1
 // with the u drawn in row-major order from SplitMix64{seed}. When `flat_row` is set, head 0 of
-// row 1 is replaced by the constant 0.5 (a zero-range group). When `wide_range` is set, x is then
-// multiplied by 2^-(d % 16) (exact): a dynamic range that reaches fp8's subnormal codes.
+// row 1 is replaced by the constant 0.5 (a zero-range group) -- last, after any wide-range scaling.
+// When `wide_range` is set, x is multiplied by 2^-(d % 16) (exact): a dynamic range that reaches
+// fp8's subnormal codes.
 inline std::vector<float> Inputs(uint64_t seed, uint32_t n_tokens, uint32_t n_heads, uint32_t head_dim, bool flat_row,
                                  bool wide_range = false) {
   SplitMix64 g{seed};
@@ -102,8 +103,9 @@ inline std::string Readme() {
       "Inputs: `x[i] = (u1 + u2 + u3 + u4 - 2) * 1.7320508 * w`, binary32, each operation rounded, the sum\n"
       "taken left to right; `u = (splitmix64_next() >> 40) * 2^-24` drawn in row-major order from a\n"
       "splitmix64 generator whose state starts at `seed` (state += 0x9E3779B97F4A7C15, then the standard\n"
-      "mix); `w = 4` for dims d with d % 7 == 3, else 1. \"flat\": head 0 of row 1 is set to 0.5. \"wide\n"
-      "range\" (noted): then x is multiplied by 2^-(d % 16).\n"
+      "mix); `w = 4` for dims d with d % 7 == 3, else 1. \"Wide range\" (noted): x is then multiplied by\n"
+      "2^-(d % 16). \"flat\": last, head 0 of row 1 is set to 0.5 in every dim (after any wide-range\n"
+      "scaling, so a flat head decodes to about 0.5 in every dim).\n"
       "Snapshot model info: architecture \"codec-vector\", n_layer 1, heads and head_dim as the tensor.\n\n"
       "| name | spec | rows x heads x dim | seed | flat | note |\n|---|---|---|---|---|---|\n";
   for (const Vector& v : AllVectors()) {

@@ -81,6 +81,9 @@ struct VectorTensor {
   uint32_t n_tokens, n_heads, head_dim;
   std::vector<int32_t> positions;  // Q only
   std::vector<float> values;       // [token][head][dim]
+  // When set: the tensor is one raw f16 block holding exactly these bits (values unused), for bit
+  // patterns no fp32 input can produce through the encoder (signalling NaNs).
+  std::vector<uint16_t> f16_bits = {};
 };
 
 struct Vector {
@@ -130,6 +133,16 @@ inline std::vector<Vector> AllVectors() {
     v.tensors.push_back(std::move(q));
     out.push_back(std::move(v));
   }
+  // A raw f16 block of signalling and quiet NaNs of both signs, infinities and edge values: the
+  // NaN conversion rules of spec/CODECS.md "Output types" (f16 -> f32 sets the quiet bit).
+  {
+    Vector v{"nan_f16", "f16", plain, true, 2, 1, false, {}};
+    VectorTensor t{0, Kind::kK, 2, 1, 8, {}, {}};
+    t.f16_bits = {0x7C01, 0xFC01, 0x7D55, 0x7E00, 0xFE00, 0x7FFF, 0x7C00, 0xFC00,
+                  0x0001, 0x8000, 0x3C00, 0x7BFF, 0x7DFF, 0xFDFF, 0x0400, 0x0000};
+    v.tensors.push_back(std::move(t));
+    out.push_back(std::move(v));
+  }
   // The smallest valid file: no model fields set, no tensors.
   out.push_back({"empty", "f32", plain, false, 0, 0, false, {}});
   return out;
@@ -155,6 +168,22 @@ inline Status WriteVector(const Vector& v, const std::string& dir, std::vector<f
     d.n_tokens = t.n_tokens;
     d.positions = t.positions;
     d.source_dtype = "f32";
+    if (!t.f16_bits.empty()) {
+      d.source_dtype = "f16";
+      EncodedBlock eb;
+      eb.header.n_tokens = t.n_tokens;
+      eb.header.n_heads = static_cast<uint16_t>(t.n_heads);
+      eb.header.head_dim = static_cast<uint16_t>(t.head_dim);
+      eb.header.codec = static_cast<uint8_t>(CodecId::kF16);
+      eb.header.bits = 16;
+      for (uint16_t u : t.f16_bits) {
+        eb.parts[kPartCodes].push_back(static_cast<uint8_t>(u & 0xFF));
+        eb.parts[kPartCodes].push_back(static_cast<uint8_t>(u >> 8));
+        expected->push_back(f16_to_f32(u));
+      }
+      MQKV_RETURN_IF_ERROR(w->AddEncodedTensor(d, spec.ToString(), {eb}));
+      continue;
+    }
     MQKV_RETURN_IF_ERROR(w->AddTensor(d, t.values.data(), spec));
     expected->insert(expected->end(), t.values.begin(), t.values.end());
   }

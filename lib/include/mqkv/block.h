@@ -87,4 +87,14 @@ static_assert(offsetof(BlockHeader, parts) == 72);
 // Rows of a block that are stored as codes (between the sink and residual rows).
 inline uint32_t QuantizedRows(const BlockHeader& h) { return h.n_tokens - h.n_sink - h.n_residual; }
 
+// Required-feature bits (spec/FORMAT.md, "Versioning"). A reader refuses any bit it does not know.
+enum Feature : uint64_t {
+  kFeatureZstd = 1ull << 0,      // some block payload is zstd-compressed
+  kFeatureAffine = 1ull << 1,    // some block uses the affine codec
+  kFeatureCodebook = 1ull << 2,  // some block uses the codebook codec
+  kFeatureHadamard = 1ull << 3,  // some block is Hadamard-rotated
+  kFeatureFp8 = 1ull << 4,       // some block uses the fp8 codec (format 1.1)
+};
+inline constexpr uint64_t kKnownFeatures = 0x1F;
+
 }  // namespace mqkv

@@ -3,6 +3,7 @@
 // Rounding is round-to-nearest-even everywhere; NaN stays NaN (quiet), infinities are kept.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -90,5 +91,19 @@ MQKV_HD uint16_t f32_to_bf16(float f) {
 
 // Round a float to the nearest fp16-representable float (used by encoders that store fp16).
 MQKV_HD float round_to_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
+
+// Whether every value is exactly an fp16 / a bf16 (all 32 bits survive the round trip; NaNs with
+// payload bits the narrower type cannot hold do not). The one home of the lossless-f16 test used
+// by the adapters and mqconvert to choose a lossless storage type.
+inline bool exact_in_f16(const float* v, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (f32_bits(f16_to_f32(f32_to_f16(v[i]))) != f32_bits(v[i])) return false;
+  return true;
+}
+inline bool exact_in_bf16(const float* v, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (f32_bits(bf16_to_f32(f32_to_bf16(v[i]))) != f32_bits(v[i])) return false;
+  return true;
+}
 
 }  // namespace mqkv

@@ -15,24 +15,18 @@
 namespace mqkv {
 
 // The newest format version this library reads and writes. A writer writes the lowest version
-// that describes its file (FormatMinorFor), so a file without 1.1 features stays a 1.0 file.
+// that describes its file (FormatMinorFor), so a file without 1.1 or 1.2 features stays a 1.0 file.
 inline constexpr uint16_t kFormatMajor = 1;
-inline constexpr uint16_t kFormatMinor = 1;
+inline constexpr uint16_t kFormatMinor = 2;
 
-// Required-feature bits (spec/FORMAT.md, "Versioning"). A reader refuses any bit it does not know.
-enum Feature : uint64_t {
-  kFeatureZstd = 1ull << 0,      // some block payload is zstd-compressed
-  kFeatureAffine = 1ull << 1,    // some block uses the affine codec
-  kFeatureCodebook = 1ull << 2,  // some block uses the codebook codec
-  kFeatureHadamard = 1ull << 3,  // some block is Hadamard-rotated
-  kFeatureFp8 = 1ull << 4,       // some block uses the fp8 codec (format 1.1)
-};
-inline constexpr uint64_t kKnownFeatures = 0x1F;
 std::string FeatureNames(uint64_t bits);  // "zstd|affine" / "bit 7" for unknown bits
 
-// Lowest minor version (of major 1) that defines every known bit of `features`: 1 when the fp8
-// bit is set, else 0 (unknown bits do not raise it).
-inline constexpr uint16_t FormatMinorFor(uint64_t features) { return (features & kFeatureFp8) ? 1 : 0; }
+// Lowest minor version (of major 1) that describes a file with `features`: 2 when some block is
+// zstd-compressed (1.2: zstd frames carry their content size and checksum), else 1 when the fp8 bit
+// is set, else 0 (unknown bits do not raise it).
+inline constexpr uint16_t FormatMinorFor(uint64_t features) {
+  return (features & kFeatureZstd) ? 2 : (features & kFeatureFp8) ? 1 : 0;
+}
 
 enum class Kind : uint8_t { kK = 0, kV = 1, kQ = 2 };
 const char* KindName(Kind k);  // "k", "v", "q"

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "mqkv/numeric.h"
+#include "util/text.h"
 
 namespace mqkv::adapters::interop {
 namespace {
@@ -120,22 +121,10 @@ Result<uint32_t> U32(const std::string& key, const std::string& v) {
   return static_cast<uint32_t>(x);
 }
 
-std::string FloatText(float f) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(f));
-  return buf;
-}
+std::string FloatText(float f) { return text::GeneralFloat(f, 9); }  // "%.9g", locale-independent
 
-bool ExactF16(const std::vector<float>& v) {
-  for (float x : v)
-    if (f32_bits(f16_to_f32(f32_to_f16(x))) != f32_bits(x)) return false;
-  return true;
-}
-bool ExactBF16(const std::vector<float>& v) {
-  for (float x : v)
-    if (f32_bits(bf16_to_f32(f32_to_bf16(x))) != f32_bits(x)) return false;
-  return true;
-}
+bool ExactF16(const std::vector<float>& v) { return exact_in_f16(v.data(), v.size()); }
+bool ExactBF16(const std::vector<float>& v) { return exact_in_bf16(v.data(), v.size()); }
 
 const char* LeafName(Kind k) { return k == Kind::kK ? "k" : k == Kind::kV ? "v" : "q"; }
 
@@ -321,10 +310,8 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
     else if (k == "mqkv.head_dim_v") MQKV_RETURN_IF_ERROR(num(&m.head_dim_v, &dim_v));
     else if (k == "mqkv.rope_type") m.rope_type = v;
     else if (k == "mqkv.rope_base") {
-      char* end = nullptr;
-      errno = 0;
-      const float f = std::strtof(v.c_str(), &end);
-      if (v.empty() || end != v.c_str() + v.size()) return FormatError("metadata \"mqkv.rope_base\" = \"" + v + "\" is not a number");
+      float f = 0;
+      if (!text::ParseFloat(v, &f)) return FormatError("metadata \"mqkv.rope_base\" = \"" + v + "\" is not a number");
       m.rope_base = f;
     } else if (k == "mqkv.k_rope") {
       if (v == KRopeName(KRope::kPreRope)) m.k_rope = KRope::kPreRope;

@@ -296,12 +296,7 @@ Status WriteNpy(const KvSet& set, const std::string& path, FileFormat, const Wri
       if (d.source_dtype != "f16") f16 = false;
     }
   // f16 only when every value is exactly an f16 (npy has no bf16: bf16 sources are written f4).
-  for (auto it = kv.begin(); f16 && it != kv.end(); ++it)
-    for (float x : it->second->data)
-      if (f32_bits(f16_to_f32(f32_to_f16(x))) != f32_bits(x)) {
-        f16 = false;
-        break;
-      }
+  for (auto it = kv.begin(); f16 && it != kv.end(); ++it) f16 = exact_in_f16(it->second->data.data(), it->second->data.size());
   const ElemType type = f16 ? ElemType::kF16 : ElemType::kF32;
   const std::vector<uint64_t> shape = {layers, 2, first->desc.n_tokens, first->desc.n_heads, first->desc.head_dim};
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));

@@ -1,10 +1,10 @@
 // Codec spec strings and presets (spec/CODECS.md, "Spec strings" and "Presets").
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <map>
 
 #include "mqkv/codec.h"
+#include "util/text.h"
 
 namespace mqkv {
 namespace {
@@ -45,17 +45,7 @@ constexpr Preset kPresets[] = {
     {"ggml_q8_0", "affine:bits=8,group=32,rule=q8_0"},
 };
 
-std::string FormatFloat(float f) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(f));
-  // Prefer the shortest form that round-trips.
-  for (int p = 1; p <= 9; ++p) {
-    char s[32];
-    std::snprintf(s, sizeof s, "%.*g", p, static_cast<double>(f));
-    if (std::strtof(s, nullptr) == f) return s;
-  }
-  return buf;
-}
+std::string FormatFloat(float f) { return text::ShortestFloat(f); }
 
 Result<uint64_t> ParseUint(std::string_view key, std::string_view v, uint64_t max) {
   uint64_t x = 0;
@@ -72,9 +62,8 @@ Result<std::vector<float>> ParseFloats(std::string_view key, std::string_view v)
     size_t end = v.find('/', start);
     if (end == std::string_view::npos) end = v.size();
     std::string item(v.substr(start, end - start));
-    char* e = nullptr;
-    float f = std::strtof(item.c_str(), &e);
-    if (item.empty() || *e != '\0' || !std::isfinite(f))
+    float f = 0;
+    if (!text::ParseFloat(item, &f) || !std::isfinite(f))
       return InvalidArgument("codec option " + std::string(key) + ": \"" + item + "\" is not a finite number");
     out.push_back(f);
     start = end + 1;

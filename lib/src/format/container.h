@@ -66,6 +66,8 @@ Status ParseFooter(const uint8_t* data, uint64_t size, Footer* out);
 
 // Codec features a block needs (zstd, affine, codebook, hadamard, fp8).
 uint64_t BlockFeatures(const BlockHeader& h);
+// FORMAT.md §8 step 18: the codec's part sizes, alignment, bounds, overlap and canonical layout.
+Status CheckBlockParts(const BlockHeader& h, uint64_t block_offset);
 
 // Computes the canonical part layout for `sizes` and fills h->parts and h->payload_bytes.
 Status LayoutParts(const std::array<uint64_t, kNumParts>& sizes, BlockHeader* h);

@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "container.h"
@@ -133,6 +134,8 @@ Status ParseFooter(const uint8_t* data, uint64_t size, Footer* out) {
   if (const auto* kvs = s->metadata()) {
     for (const fb::KeyValue* kv : *kvs) {
       if (!kv->key()) return FormatError("metadata entry without a key");
+      if (std::memchr(kv->key()->data(), 0, kv->key()->size()))
+        return FormatError("metadata key contains a NUL byte (key of " + std::to_string(kv->key()->size()) + " bytes)");
       m.metadata.emplace_back(kv->key()->str(), Str(kv->value()));
     }
     for (size_t i = 1; i < m.metadata.size(); ++i)
@@ -174,13 +177,48 @@ Status ParseFooter(const uint8_t* data, uint64_t size, Footer* out) {
 }
 
 uint64_t BlockFeatures(const BlockHeader& h) {
-  uint64_t f = 0;
-  if (h.compression == static_cast<uint8_t>(Compression::kZstd)) f |= kFeatureZstd;
-  if (h.codec == static_cast<uint8_t>(CodecId::kAffine)) f |= kFeatureAffine;
-  if (h.codec == static_cast<uint8_t>(CodecId::kCodebook)) f |= kFeatureCodebook;
-  if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) f |= kFeatureHadamard;
-  if (h.codec == static_cast<uint8_t>(CodecId::kFp8)) f |= kFeatureFp8;
-  return f;
+  const Codec* c = GetCodec(h.codec);  // the container asks the codec; compression is its own
+  return (h.compression == static_cast<uint8_t>(Compression::kZstd) ? uint64_t(kFeatureZstd) : 0) | (c ? c->Features(h) : 0);
+}
+
+// Step 18 of FORMAT.md §8 (part rules), shared by the reader, the writer's self-check and the CUDA
+// host API: the codec id is known, the codec accepts the header's codec fields and gives every
+// part's size; each part has exactly that size, is 8-aligned, lies inside payload_bytes and
+// overlaps no other; offsets and payload_bytes are the canonical layout. Errors carry absolute
+// offsets from `off`, the block's offset in its file (0 when there is no file).
+Status CheckBlockParts(const BlockHeader& h, uint64_t off) {
+  const Codec* codec = GetCodec(h.codec);
+  if (!codec) return Status(StatusCode::kUnsupported, "block uses codec id " + std::to_string(h.codec) + ", unknown to this reader").WithOffset(off + 6);
+  std::array<uint64_t, kNumParts> sizes{};
+  if (Status s = codec->PartSizes(h, &sizes); !s.ok()) return s.WithOffset(off).Prepend(std::string("block of codec ") + codec->name());
+  for (int p = 0; p < kNumParts; ++p) {
+    const PartRef& pr = h.parts[p];
+    const uint64_t poff = off + 72 + 8 * p;
+    if (pr.bytes != sizes[p])
+      return FormatErrorAt(poff, "part " + std::to_string(p) + " holds " + std::to_string(pr.bytes) + " bytes, codec needs " + std::to_string(sizes[p]));
+    if (pr.bytes == 0) continue;
+    if (pr.offset % kPartAlign != 0) return FormatErrorAt(poff, "part " + std::to_string(p) + " is not 8-byte aligned");
+    if (uint64_t(pr.offset) + pr.bytes > h.payload_bytes)
+      return FormatErrorAt(poff, "part " + std::to_string(p) + " extends past the payload");
+    for (int q = 0; q < p; ++q) {
+      const PartRef& o = h.parts[q];
+      if (o.bytes == 0) continue;
+      if (pr.offset < uint64_t(o.offset) + o.bytes && o.offset < uint64_t(pr.offset) + pr.bytes)
+        return FormatErrorAt(poff, "parts " + std::to_string(q) + " and " + std::to_string(p) + " overlap");
+    }
+  }
+  // Canonical layout (spec: "Part layout"): parts in slot order, each at the next multiple of 8,
+  // empty parts at offset 0, the payload ending with the last part. One layout per content.
+  BlockHeader canon = h;
+  if (Status s = format::LayoutParts(sizes, &canon); !s.ok()) return FormatErrorAt(off + 56, "block parts exceed 4 GiB");
+  for (int p = 0; p < kNumParts; ++p)
+    if (h.parts[p].offset != canon.parts[p].offset)
+      return FormatErrorAt(off + 72 + 8 * p, "part " + std::to_string(p) + " at payload offset " + std::to_string(h.parts[p].offset) +
+                                                 ", the canonical layout puts it at " + std::to_string(canon.parts[p].offset));
+  if (h.payload_bytes != canon.payload_bytes)
+    return FormatErrorAt(off + 56, "payload size " + std::to_string(h.payload_bytes) + " differs from the end of its parts (" +
+                                       std::to_string(canon.payload_bytes) + ")");
+  return Status::OK();
 }
 
 Status LayoutParts(const std::array<uint64_t, kNumParts>& sizes, BlockHeader* h) {

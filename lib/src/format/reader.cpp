@@ -29,7 +29,8 @@ struct Snapshot::Impl {
   // Per block: kUnchecked, kHeaderOk (headers[b] holds the checked copy) or kVerified (and the
   // checksum matched). headers[b] is written only under header_mu while the state is kUnchecked,
   // and read only after an acquire load sees kHeaderOk or later, so concurrent access is race-free.
-  enum : uint8_t { kUnchecked = 0, kHeaderOk = 1, kVerified = 2 };
+  // kPayloadOk: the codec's payload checks (Codec::CheckPayload) passed too.
+  enum : uint8_t { kUnchecked = 0, kHeaderOk = 1, kVerified = 2, kPayloadOk = 3 };
   std::unique_ptr<std::atomic<uint8_t>[]> state;
   std::unique_ptr<BlockHeader[]> headers;
   std::mutex header_mu;
@@ -39,6 +40,7 @@ struct Snapshot::Impl {
   Status CheckBlocks();
   // Steps 17-19 for one block (once; the result is cached on success).
   Result<const BlockHeader*> Header(size_t b);
+  Status CheckPayload(size_t block, const BlockView& view);
 };
 
 namespace {
@@ -65,40 +67,10 @@ Status CheckHeaderAgainstIndex(const BlockHeader& h, const BlockInfo& bi, const 
     return FormatErrorAt(off + 56, "uncompressed block with payload size != stored size");
   if (h.compression != 0 && h.payload_bytes > h.stored_bytes * format::kMaxCompressionRatio + 4096)
     return FormatErrorAt(off + 56, "compressed block claims a decoded size beyond the 1024:1 bound");
+  MQKV_RETURN_IF_ERROR(format::CheckBlockParts(h, off));  // step 18, the one home of the part rules
   const Codec* codec = GetCodec(h.codec);
-  if (!codec) return Status(StatusCode::kUnsupported, "block uses codec id " + std::to_string(h.codec) + ", unknown to this reader").WithOffset(off + 6);
-  std::array<uint64_t, kNumParts> sizes{};
-  if (Status s = codec->PartSizes(h, &sizes); !s.ok()) return s.WithOffset(off).Prepend(std::string("block of codec ") + codec->name());
-  for (int p = 0; p < kNumParts; ++p) {
-    const PartRef& pr = h.parts[p];
-    const uint64_t poff = off + 72 + 8 * p;
-    if (pr.bytes != sizes[p])
-      return FormatErrorAt(poff, "part " + std::to_string(p) + " holds " + std::to_string(pr.bytes) + " bytes, codec needs " + std::to_string(sizes[p]));
-    if (pr.bytes == 0) continue;
-    if (pr.offset % kPartAlign != 0) return FormatErrorAt(poff, "part " + std::to_string(p) + " is not 8-byte aligned");
-    if (uint64_t(pr.offset) + pr.bytes > h.payload_bytes)
-      return FormatErrorAt(poff, "part " + std::to_string(p) + " extends past the payload");
-    for (int q = 0; q < p; ++q) {
-      const PartRef& o = h.parts[q];
-      if (o.bytes == 0) continue;
-      if (pr.offset < uint64_t(o.offset) + o.bytes && o.offset < uint64_t(pr.offset) + pr.bytes)
-        return FormatErrorAt(poff, "parts " + std::to_string(q) + " and " + std::to_string(p) + " overlap");
-    }
-  }
-  // Canonical layout (spec: "Part layout"): parts in slot order, each at the next multiple of 8,
-  // empty parts at offset 0, the payload ending with the last part. One layout per content.
-  BlockHeader canon = h;
-  if (Status s = format::LayoutParts(sizes, &canon); !s.ok()) return FormatErrorAt(off + 56, "block parts exceed 4 GiB");
-  for (int p = 0; p < kNumParts; ++p)
-    if (h.parts[p].offset != canon.parts[p].offset)
-      return FormatErrorAt(off + 72 + 8 * p, "part " + std::to_string(p) + " at payload offset " + std::to_string(h.parts[p].offset) +
-                                                 ", the canonical layout puts it at " + std::to_string(canon.parts[p].offset));
-  if (h.payload_bytes != canon.payload_bytes)
-    return FormatErrorAt(off + 56, "payload size " + std::to_string(h.payload_bytes) + " differs from the end of its parts (" +
-                                       std::to_string(canon.payload_bytes) + ")");
-  const std::string_view name = codec->name(), tc = t.codec;
-  if (!(tc == name || (tc.size() > name.size() && tc.compare(0, name.size(), name) == 0 && tc[name.size()] == ':')))
-    return FormatErrorAt(off + 6, "block codec " + std::string(name) + " does not match its tensor's codec \"" + t.codec + "\"");
+  if (!codec->NamedBy(t.codec))
+    return FormatErrorAt(off + 6, "block codec " + std::string(codec->name()) + " does not match its tensor's codec \"" + t.codec + "\"");
   return Status::OK();
 }
 
@@ -284,12 +256,21 @@ Result<const BlockHeader*> Snapshot::BlockHeaderAt(size_t block) const {
 
 Status Snapshot::VerifyBlock(size_t block) const {
   MQKV_ASSIGN_OR_RETURN(const BlockHeader* h, BlockHeaderAt(block));  // steps 17-19 before 21
-  if (impl_->state[block].load(std::memory_order_acquire) == Impl::kVerified) return Status::OK();
+  if (impl_->state[block].load(std::memory_order_acquire) >= Impl::kVerified) return Status::OK();
   const BlockInfo& bi = blocks()[block];
   if (format::Checksum(BlockBytes(block), bi.length) != bi.checksum)
     return impl_->Fail(ChecksumMismatch("block " + std::to_string(block) + " (layer " + std::to_string(h->layer) + " " +
                                         KindName(static_cast<Kind>(h->kind)) + ") checksum mismatch").WithOffset(bi.offset));
-  impl_->state[block].store(Impl::kVerified, std::memory_order_release);
+  uint8_t seen = Impl::kHeaderOk;  // never lowers kPayloadOk set by another thread
+  impl_->state[block].compare_exchange_strong(seen, Impl::kVerified, std::memory_order_acq_rel);
+  return Status::OK();
+}
+
+Status Snapshot::Impl::CheckPayload(size_t block, const BlockView& view) {
+  if (state[block].load(std::memory_order_acquire) == kPayloadOk) return Status::OK();
+  if (Status s = GetCodec(view.header->codec)->CheckPayload(view); !s.ok())
+    return Fail(s.Prepend("block " + std::to_string(block)).WithOffset(footer.blocks[block].offset));
+  state[block].store(kPayloadOk, std::memory_order_release);
   return Status::OK();
 }
 
@@ -302,17 +283,34 @@ Result<BlockData> Snapshot::ReadBlock(size_t block) const {
   const uint8_t* stored = BlockBytes(block) + kBlockHeaderBytes;
   if (h.compression == static_cast<uint8_t>(Compression::kNone)) {
     out.view.payload = stored;
+    MQKV_RETURN_IF_ERROR(impl_->CheckPayload(block, out.view));
     return out;
   }
   // Exactly one zstd frame spanning the stored payload (no trailing or skippable frames).
   const size_t frame = ZSTD_findFrameCompressedSize(stored, h.stored_bytes);
   if (ZSTD_isError(frame) || frame != h.stored_bytes)
     return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "stored payload is not exactly one zstd frame"));
+  // FORMAT.md §2.6: a standard frame (not skippable) that declares its content size, equal to
+  // payload_bytes; from format 1.2 also a content checksum, so a corrupt frame under a valid block
+  // checksum is refused by every libzstd version instead of decoding to version-dependent bytes.
+  const uint32_t frame_magic = uint32_t(stored[0]) | uint32_t(stored[1]) << 8 | uint32_t(stored[2]) << 16 | uint32_t(stored[3]) << 24;
+  if (frame_magic != 0xFD2FB528u)
+    return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "stored payload is not a standard zstd frame"));
+  const unsigned long long content = ZSTD_getFrameContentSize(stored, h.stored_bytes);
+  if (content != h.payload_bytes)
+    return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes,
+                                     content == ZSTD_CONTENTSIZE_UNKNOWN || content == ZSTD_CONTENTSIZE_ERROR
+                                         ? "zstd frame does not declare its content size"
+                                         : "zstd frame declares " + std::to_string(content) + " content bytes, header says " +
+                                               std::to_string(h.payload_bytes)));
+  if (!(stored[4] & 0x04) && version_minor() >= 2)
+    return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes + 4, "zstd frame has no content checksum (required from format 1.2)"));
   out.owned.resize(h.payload_bytes);
   size_t r = ZSTD_decompress(out.owned.data(), out.owned.size(), stored, h.stored_bytes);
   if (ZSTD_isError(r)) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, std::string("zstd payload does not decode: ") + ZSTD_getErrorName(r)));
   if (r != h.payload_bytes) return impl_->Fail(FormatErrorAt(bi.offset + kBlockHeaderBytes, "zstd payload decodes to " + std::to_string(r) + " bytes, header says " + std::to_string(h.payload_bytes)));
   out.view.payload = out.owned.data();
+  MQKV_RETURN_IF_ERROR(impl_->CheckPayload(block, out.view));
   return out;
 }
 
