@@ -29,6 +29,7 @@
 #include "format/container.h"
 #include "mqkv/mqkv.h"
 #include "mqkv/simd.h"
+#include "codec/registry.h"
 
 using namespace mqkv;
 namespace fs = std::filesystem;

@@ -11,8 +11,9 @@
 #include "format/container.h"
 #include "launch.h"
 #include "mqkv/cuda.h"
-#include "mqkv/detail/fp8.h"
+#include "detail/fp8.h"
 #include "mqkv/snapshot.h"
+#include "codec/registry.h"
 
 namespace mqkv {
 namespace cuda_detail {
@@ -43,7 +44,7 @@ namespace {
 // with the same message; spec/CODECS.md "fp8").
 Status CheckHostPayload(const BlockHeader& h, const uint8_t* payload) {
   if (h.codec != static_cast<uint8_t>(CodecId::kFp8)) return Status::OK();
-  const float s = mqkv::lowbit::load_f32(payload + h.parts[kPartScales].offset);
+  const float s = mqkv::elem::load_f32(payload + h.parts[kPartScales].offset);
   if (fp8::scale_valid(s)) return Status::OK();
   char buf[96];
   std::snprintf(buf, sizeof buf, "fp8 block scale %g (bits 0x%08X) is not a positive finite number", static_cast<double>(s),

@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(1024) LowbitKernel(const LowbitArgs a, const L
 
   if (!is_affine(a.h)) {
     const uint32_t id = y * s.x + lane;
-    if (id < (1u << a.h.bits)) levels[id] = lb::load_f32(a.payload + a.h.parts[kPartCodebook].offset + 4 * id);
+    if (id < (1u << a.h.bits)) levels[id] = elem::load_f32(a.payload + a.h.parts[kPartCodebook].offset + 4 * id);
     __syncthreads();
   }
   Column c;
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(256) RawKernel(const uint8_t* src, uint64_t n,
 template <Out O>
 __global__ void __launch_bounds__(256) Fp8Kernel(const uint8_t* codes, uint64_t n, const uint8_t* scale_p, void* dst,
                                                  uint32_t aligned, uint32_t vec) {
-  const float scale = lb::load_f32(scale_p);
+  const float scale = elem::load_f32(scale_p);
   const bool ok = fp8::scale_valid(scale);
   const uint64_t octets = (n + 7) / 8, stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
   for (uint64_t k = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < octets; k += stride)

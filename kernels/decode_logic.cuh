@@ -1,6 +1,6 @@
 // Per-octet and per-vector decode logic of the CUDA kernels, as __host__ __device__ functions so
 // the CPU tests (tests/cuda/test_cuda_logic.cu) run exactly this code against the scalar
-// reference. Arithmetic comes from mqkv/detail/lowbit.h (explicit round-to-nearest operations);
+// reference. Arithmetic comes from lib/src/detail/lowbit.h (explicit round-to-nearest operations);
 // this file only adds how one GPU thread walks a block.
 //
 // Work unit: an "octet", 8 consecutive elements of one quantized row. A row has RV = n_heads *
@@ -23,13 +23,12 @@
 #endif
 
 #include "mqkv/block.h"
-#include "mqkv/detail/fp8.h"
-#include "mqkv/detail/lowbit.h"
+#include "detail/fp8.h"
+#include "detail/lowbit.h"
 #include "mqkv/numeric.h"
 
 namespace mqkv::cuda_detail {
 
-namespace lb = mqkv::lowbit;
 
 // Output element types (kernel template tags, mirror DType).
 enum class Out : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
@@ -75,7 +74,7 @@ MQKV_HD uint64_t load_le(const uint8_t* p) {
 }
 
 // The 8 codes of an octet: `Bits` bytes at p, code k = stream bits Bits*k .. Bits*k + Bits - 1
-// (same values as lb::read_code on the 8 indices).
+// (same values as elem::read_code on the 8 indices).
 template <uint32_t Bits>
 MQKV_HD void unpack8(const uint8_t* p, uint32_t q[8]) {
   const uint64_t w = load_le<Bits>(p);
@@ -88,26 +87,26 @@ MQKV_HD void unpack8(const uint8_t* p, uint32_t q[8]) {
 // What a kernel launch (or the CPU emulation) needs about the quantized rows it decodes.
 struct LowbitArgs {
   BlockHeader h;            // by value: validated by the codec's PartSizes
-  lb::Geometry g;           // lb::geometry(h)
+  elem::Geometry g;           // elem::geometry(h)
   const uint8_t* payload;   // decoded payload (device memory in kernels, host in CPU tests)
   uint32_t t0, t1;          // quantized rows [t0, t1), relative to the first quantized row
   void* dst;                // output of quantized row t0, [row][head][dim]
   uint32_t octets;          // RV / 8
   uint32_t vec_store;       // 1: dst is 16-byte aligned (vector stores)
-  float rot_scale;          // c_B (lb::hadamard_scale(rot_block)), unused without rotation
+  float rot_scale;          // c_B (elem::hadamard_scale(rot_block)), unused without rotation
 };
 
 inline LowbitArgs make_args(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, void* dst) {
   LowbitArgs a;
   a.h = h;
-  a.g = lb::geometry(h);
+  a.g = elem::geometry(h);
   a.payload = payload;
   a.t0 = t0;
   a.t1 = t1;
   a.dst = dst;
   a.octets = a.g.row_values / 8;
   a.vec_store = (reinterpret_cast<uintptr_t>(dst) % 16) == 0;
-  a.rot_scale = h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? lb::hadamard_scale(h.rot_block) : 1.0f;
+  a.rot_scale = h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? elem::hadamard_scale(h.rot_block) : 1.0f;
   return a;
 }
 
@@ -124,7 +123,7 @@ struct Column {
 MQKV_HD bool channel_axis(const BlockHeader& h) { return h.group_axis == static_cast<uint8_t>(GroupAxis::kChannel); }
 MQKV_HD bool is_affine(const BlockHeader& h) { return h.codec == static_cast<uint8_t>(CodecId::kAffine); }
 
-// Column-constant state: the token-axis meta-coded ranges (lb::meta_field's arithmetic, hoisted
+// Column-constant state: the token-axis meta-coded ranges (elem::meta_field's arithmetic, hoisted
 // out of the row loop: a token-axis group row is one row) and the Hadamard sign mask.
 MQKV_HD void column_init(const LowbitArgs& a, uint32_t octet, Column& c) {
   const BlockHeader& h = a.h;
@@ -136,18 +135,18 @@ MQKV_HD void column_init(const LowbitArgs& a, uint32_t octet, Column& c) {
     for (uint32_t f = 0; f < 2; ++f) {
       if (f == 1 && !is_affine(h)) break;
       const uint8_t* r = a.payload + h.parts[kPartRanges].offset + (static_cast<uint64_t>(f) * a.g.group_cols + c.e0 / h.group_size) * 4;
-      c.lo[f] = lb::load_f16(r);
-      c.step[f] = lb::meta_step(c.lo[f], lb::load_f16(r + 2), h.meta_bits);
+      c.lo[f] = elem::load_f16(r);
+      c.step[f] = elem::meta_step(c.lo[f], elem::load_f16(r + 2), h.meta_bits);
     }
   }
   if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) {
     const uint32_t d0 = c.e0 % h.head_dim;
     for (uint32_t k = 0; k < 8; ++k)
-      if (lb::hadamard_negative(h.rot_seed, d0 + k)) c.neg |= 1u << k;
+      if (elem::hadamard_negative(h.rot_seed, d0 + k)) c.neg |= 1u << k;
   }
 }
 
-// Loads scale (and min) of group row gr for the column. Channel axis: lb::meta_field itself (once
+// Loads scale (and min) of group row gr for the column. Channel axis: elem::meta_field itself (once
 // per G rows); token axis: the same arithmetic with the column's range hoisted.
 MQKV_HD void column_meta(const LowbitArgs& a, Column& c, uint32_t gr) {
   const BlockHeader& h = a.h;
@@ -155,19 +154,19 @@ MQKV_HD void column_meta(const LowbitArgs& a, Column& c, uint32_t gr) {
   if (channel_axis(h)) {
 #pragma unroll
     for (uint32_t k = 0; k < 8; ++k) {
-      c.s[k] = lb::meta_field(h, a.g, a.payload, lb::kFieldScale, gr, c.e0 + k);
-      if (affine) c.m[k] = lb::meta_field(h, a.g, a.payload, lb::kFieldMin, gr, c.e0 + k);
+      c.s[k] = elem::meta_field(h, a.g, a.payload, elem::kFieldScale, gr, c.e0 + k);
+      if (affine) c.m[k] = elem::meta_field(h, a.g, a.payload, elem::kFieldMin, gr, c.e0 + k);
     }
   } else {
     const uint64_t index = static_cast<uint64_t>(gr) * a.g.group_cols + c.e0 / h.group_size;
     const uint8_t* sp = a.payload + h.parts[kPartScales].offset;
     const uint8_t* mp = a.payload + h.parts[kPartMins].offset;
     if (h.meta_bits == 16) {
-      c.s[0] = lb::load_f16(sp + 2 * index);
-      if (affine) c.m[0] = lb::load_f16(mp + 2 * index);
+      c.s[0] = elem::load_f16(sp + 2 * index);
+      if (affine) c.m[0] = elem::load_f16(mp + 2 * index);
     } else {
-      c.s[0] = lb::meta_value(lb::read_code(sp, index, h.meta_bits), c.lo[0], c.step[0]);
-      if (affine) c.m[0] = lb::meta_value(lb::read_code(mp, index, h.meta_bits), c.lo[1], c.step[1]);
+      c.s[0] = elem::meta_value(elem::read_code(sp, index, h.meta_bits), c.lo[0], c.step[0]);
+      if (affine) c.m[0] = elem::meta_value(elem::read_code(mp, index, h.meta_bits), c.lo[1], c.step[1]);
     }
   }
   c.cur_gr = gr;
@@ -185,15 +184,15 @@ MQKV_HD void dequant8(const LowbitArgs& a, Column& c, const float* levels, uint3
   const bool ch = channel_axis(a.h);
   if (is_affine(a.h)) {
 #pragma unroll
-    for (uint32_t k = 0; k < 8; ++k) v[k] = lb::affine_value(q[k], ch ? c.s[k] : c.s[0], ch ? c.m[k] : c.m[0]);
+    for (uint32_t k = 0; k < 8; ++k) v[k] = elem::affine_value(q[k], ch ? c.s[k] : c.s[0], ch ? c.m[k] : c.m[0]);
   } else {
 #pragma unroll
-    for (uint32_t k = 0; k < 8; ++k) v[k] = lb::codebook_value(levels[q[k]], ch ? c.s[k] : c.s[0]);
+    for (uint32_t k = 0; k < 8; ++k) v[k] = elem::codebook_value(levels[q[k]], ch ? c.s[k] : c.s[0]);
   }
 }
 
 // ---- inverse Hadamard -------------------------------------------------------------------------
-// The butterflies of lb::fwht_butterflies, split by who can do them: stages h = 1, 2, 4 pair
+// The butterflies of elem::fwht_butterflies, split by who can do them: stages h = 1, 2, 4 pair
 // elements inside an octet (registers); stages h >= 8 pair elements of different octets and run
 // on a shared row buffer, one stage at a time with a barrier between stages. The pairs of a stage
 // are disjoint, so the order inside a stage cannot change a result.
@@ -205,8 +204,8 @@ MQKV_HD void fwht_inner8(float v[8]) {
     for (uint32_t j = 0; j < 8; ++j) {
       if (j & h) continue;
       const float x = v[j], y = v[j + h];
-      v[j] = lb::add_rn(x, y);
-      v[j + h] = lb::sub_rn(x, y);
+      v[j] = elem::add_rn(x, y);
+      v[j + h] = elem::sub_rn(x, y);
     }
 }
 
@@ -219,16 +218,16 @@ MQKV_HD void fwht_stage(float* row, uint32_t lane, uint32_t h) {
     const uint32_t p = lane * 4 + i;
     const uint32_t j = ((p & ~(h - 1u)) << 1) | (p & (h - 1u));
     const float x = row[j], y = row[j + h];
-    row[j] = lb::add_rn(x, y);
-    row[j + h] = lb::sub_rn(x, y);
+    row[j] = elem::add_rn(x, y);
+    row[j + h] = elem::sub_rn(x, y);
   }
 }
 
-// After the butterflies: times c_B, then the dim's sign (lb::inverse_rotate's last loop).
+// After the butterflies: times c_B, then the dim's sign (elem::inverse_rotate's last loop).
 MQKV_HD void rotate_finish8(float v[8], float scale, uint32_t neg) {
 #pragma unroll
   for (uint32_t k = 0; k < 8; ++k) {
-    const float x = lb::mul_rn(v[k], scale);
+    const float x = elem::mul_rn(v[k], scale);
     v[k] = (neg >> k) & 1u ? -x : x;
   }
 }
@@ -275,9 +274,9 @@ MQKV_HD void store8(void* base, uint64_t index, const float v[8], bool vec) {
 // Stored element type of raw rows: 0 f32, 1 f16, 2 bf16 (as DType).
 template <uint32_t Src>
 MQKV_HD float load_raw(const uint8_t* p, uint64_t i) {
-  if constexpr (Src == 0) return lb::load_f32(p + 4 * i);
-  if constexpr (Src == 1) return in_f16(lb::load_u16(p + 2 * i));
-  return bf16_to_f32(lb::load_u16(p + 2 * i));
+  if constexpr (Src == 0) return elem::load_f32(p + 4 * i);
+  if constexpr (Src == 1) return in_f16(elem::load_u16(p + 2 * i));
+  return bf16_to_f32(elem::load_u16(p + 2 * i));
 }
 
 template <Out O>
@@ -341,7 +340,7 @@ inline int split_rows(const BlockHeader& h, uint32_t r0, uint32_t r1, Segment se
     seg[n++] = Segment{false, kStoredFp8, h.parts[kPartCodes].offset + r0 * rv, (r1 - r0) * rv, 0, 0, 0};
     return n;
   }
-  const lb::RowSplit sp = lb::split_rows(h, r0, r1);  // the one home of the sink / quantized / residual rule
+  const elem::RowSplit sp = elem::split_rows(h, r0, r1);  // the one home of the sink / quantized / residual rule
   if (sp.sink_begin < sp.sink_end)
     seg[n++] = Segment{false, 1, h.parts[kPartSinkRows].offset + sp.sink_begin * rv * 2, (sp.sink_end - sp.sink_begin) * rv, 0, 0,
                        (sp.sink_begin - r0) * rv};

@@ -19,7 +19,8 @@
 #include <sstream>
 
 #include "format/container.h"
-#include "mqkv/detail/fp8.h"
+#include "detail/fp8.h"
+#include "format/test_hooks.h"
 #include "mqkv/mqkv.h"
 #include "support.h"
 
@@ -414,7 +415,7 @@ TEST(Fp8File, WriterDeclaresFeatureAndVersion1_1) {
   {
     auto w = Writer::Create(dir.Path("future.mqkv"), {.fsync = false});
     ASSERT_TRUE(w.ok());
-    (*w)->SetRequiredFeatures(1ull << 5);
+    WriterTestHooks::SetRequiredFeatures(**w, 1ull << 5);
     ASSERT_TRUE((*w)->Finish().ok());
     auto s = Snapshot::Open(dir.Path("future.mqkv"));
     ASSERT_FALSE(s.ok());
@@ -427,7 +428,7 @@ TEST(Fp8File, WriterDeclaresFeatureAndVersion1_1) {
   {
     auto w = Writer::Create(dir.Path("declared.mqkv"), {.fsync = false});
     ASSERT_TRUE(w.ok());
-    (*w)->SetRequiredFeatures(kFeatureFp8);
+    WriterTestHooks::SetRequiredFeatures(**w, kFeatureFp8);
     ASSERT_TRUE((*w)->Finish().ok());
     auto s = Snapshot::Open(dir.Path("declared.mqkv"));
     ASSERT_TRUE(s.ok()) << s.status().ToString();

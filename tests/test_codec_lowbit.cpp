@@ -23,12 +23,11 @@
 
 #include "codec/lowbit.h"
 #include "format/container.h"
-#include "mqkv/detail/lowbit.h"
+#include "detail/lowbit.h"
 #include "mqkv/mqkv.h"
 #include "support.h"
 
 using namespace mqkv;
-namespace lb = mqkv::lowbit;
 
 namespace {
 
@@ -71,7 +70,7 @@ struct Check {
 // Checks the bounds of the header comment for one decoded block.
 void CheckBounds(const CodecSpec& spec, const Block& b, const std::vector<float>& x, const std::vector<float>& dec, Check* c) {
   const BlockHeader& h = b.h;
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const uint64_t rv = g.row_values;
   // fp16 rows.
   for (uint64_t i = 0; i < uint64_t(h.n_sink) * rv; ++i) ASSERT_EQ(f32_bits(dec[i]), f32_bits(round_to_f16(x[i]))) << "sink value " << i;
@@ -95,12 +94,12 @@ void CheckBounds(const CodecSpec& spec, const Block& b, const std::vector<float>
     for (uint32_t hd = 0; hd < h.n_heads; ++hd) {
       const uint64_t base = row + uint64_t(hd) * h.head_dim;
       std::copy(x.begin() + base, x.begin() + base + h.head_dim, y.begin());
-      if (rotated) lb::forward_rotate(y.data(), h.head_dim, h.rot_block, h.rot_seed);
+      if (rotated) elem::forward_rotate(y.data(), h.head_dim, h.rot_block, h.rot_seed);
       double sum_b2 = 0, sum_e2 = 0, norm = 0;
       for (uint32_t d = 0; d < h.head_dim; ++d) {
         const uint32_t e = hd * h.head_dim + d;
         const uint32_t gr = tq / g.row_span, gc = e / g.col_span;
-        const double s = lb::meta_field(h, g, b.payload.data(), lb::kFieldScale, gr, gc);
+        const double s = elem::meta_field(h, g, b.payload.data(), elem::kFieldScale, gr, gc);
         const double v = y[d];
         double bound, slack;
         if (cb) {
@@ -111,7 +110,7 @@ void CheckBounds(const CodecSpec& spec, const Block& b, const std::vector<float>
             ASSERT_LE(clip, std::ldexp(std::fabs(v), -10) + 1e-6) << "absmax codebook clipped beyond fp16 rounding";
           }
         } else {
-          const double mn = lb::meta_field(h, g, b.payload.data(), lb::kFieldMin, gr, gc);
+          const double mn = elem::meta_field(h, g, b.payload.data(), elem::kFieldMin, gr, gc);
           const double lo = mn, hi = mn + qmax * s;
           const double clip = std::max({0.0, lo - v, v - hi});
           bound = std::max(s / 2, clip);
@@ -193,7 +192,7 @@ TEST(LowbitStream, ThreeBitCodesPackEightPerThreeBytes) {
   codec::lowbit::BitWriter w(s.data(), 3);
   for (uint32_t c = 0; c < 8; ++c) w.Put(c);
   EXPECT_EQ(s, (std::vector<uint8_t>{0x88, 0xC6, 0xFA}));
-  for (uint32_t c = 0; c < 8; ++c) EXPECT_EQ(lb::read_code(s.data(), c, 3), c);
+  for (uint32_t c = 0; c < 8; ++c) EXPECT_EQ(elem::read_code(s.data(), c, 3), c);
 }
 
 TEST(LowbitStream, EveryWidthRoundTripsInExactSizeBuffers) {
@@ -206,16 +205,16 @@ TEST(LowbitStream, EveryWidthRoundTripsInExactSizeBuffers) {
       std::vector<uint8_t> s(codec::lowbit::StreamBytes(n, bits), 0);
       codec::lowbit::BitWriter w(s.data(), bits);
       for (uint32_t c : codes) w.Put(c);
-      for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(lb::read_code(s.data(), i, bits), codes[i]) << bits << " bits, code " << i;
+      for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(elem::read_code(s.data(), i, bits), codes[i]) << bits << " bits, code " << i;
     }
 }
 
 TEST(LowbitHadamard, SplitMix64AndSigns) {
   // splitmix64 from state 0: the reference implementation's first output.
-  EXPECT_EQ(lb::splitmix64(0), 0xE220A8397B1DCDAFull);
-  EXPECT_EQ(lb::splitmix64(0x9E3779B97F4A7C15ull), 0x6E789E6AA1B965F4ull);  // its second output
+  EXPECT_EQ(elem::splitmix64(0), 0xE220A8397B1DCDAFull);
+  EXPECT_EQ(elem::splitmix64(0x9E3779B97F4A7C15ull), 0x6E789E6AA1B965F4ull);  // its second output
   int neg = 0;
-  for (uint32_t i = 0; i < 4096; ++i) neg += lb::hadamard_negative(0x6D716B76u, i);
+  for (uint32_t i = 0; i < 4096; ++i) neg += elem::hadamard_negative(0x6D716B76u, i);
   EXPECT_GT(neg, 1900);
   EXPECT_LT(neg, 2200);
 }
@@ -223,35 +222,35 @@ TEST(LowbitHadamard, SplitMix64AndSigns) {
 TEST(LowbitHadamard, ScaleTableIsNearestFloat) {
   for (uint32_t k = 0; k < 16; ++k) {
     const float want = static_cast<float>(1.0 / std::sqrt(double(1u << k)));
-    EXPECT_EQ(f32_bits(lb::hadamard_scale(1u << k)), f32_bits(want)) << "B = " << (1u << k);
+    EXPECT_EQ(f32_bits(elem::hadamard_scale(1u << k)), f32_bits(want)) << "B = " << (1u << k);
   }
-  EXPECT_EQ(f32_bits(lb::hadamard_scale(64)), 0x3E000000u);
-  EXPECT_EQ(f32_bits(lb::hadamard_scale(128)), 0x3DB504F3u);
-  EXPECT_EQ(lb::largest_pow2_divisor(80), 16u);
-  EXPECT_EQ(lb::largest_pow2_divisor(96), 32u);
-  EXPECT_EQ(lb::largest_pow2_divisor(128), 128u);
+  EXPECT_EQ(f32_bits(elem::hadamard_scale(64)), 0x3E000000u);
+  EXPECT_EQ(f32_bits(elem::hadamard_scale(128)), 0x3DB504F3u);
+  EXPECT_EQ(elem::largest_pow2_divisor(80), 16u);
+  EXPECT_EQ(elem::largest_pow2_divisor(96), 32u);
+  EXPECT_EQ(elem::largest_pow2_divisor(128), 128u);
 }
 
 TEST(LowbitHadamard, ForwardInverseRoundTripAndOrthonormal) {
   std::mt19937 rng(11);
   std::normal_distribution<float> n(0.0f, 2.0f);
   for (uint32_t d : {8u, 16u, 24u, 80u, 96u, 128u, 256u}) {
-    const uint32_t B = lb::largest_pow2_divisor(d);
+    const uint32_t B = elem::largest_pow2_divisor(d);
     std::vector<float> x(d), y;
     for (auto& v : x) v = n(rng);
     y = x;
-    lb::forward_rotate(y.data(), d, B, 42);
+    elem::forward_rotate(y.data(), d, B, 42);
     double nx = 0, ny = 0, err = 0;
     for (uint32_t i = 0; i < d; ++i) nx += double(x[i]) * x[i], ny += double(y[i]) * y[i];
     EXPECT_NEAR(std::sqrt(ny), std::sqrt(nx), 1e-5 * std::sqrt(nx)) << d;
-    lb::inverse_rotate(y.data(), d, B, 42);
+    elem::inverse_rotate(y.data(), d, B, 42);
     for (uint32_t i = 0; i < d; ++i) err = std::max(err, std::fabs(double(y[i]) - x[i]));
     EXPECT_LE(err, 1e-5 * std::sqrt(nx)) << d;
     // A unit vector maps to entries of magnitude c_B within its block, zero elsewhere.
     std::vector<float> e(d, 0.0f);
     e[1] = 1.0f;
-    lb::forward_rotate(e.data(), d, B, 42);
-    for (uint32_t i = 0; i < d; ++i) EXPECT_EQ(std::fabs(e[i]), i < B ? lb::hadamard_scale(B) : 0.0f) << d << " " << i;
+    elem::forward_rotate(e.data(), d, B, 42);
+    for (uint32_t i = 0; i < d; ++i) EXPECT_EQ(std::fabs(e[i]), i < B ? elem::hadamard_scale(B) : 0.0f) << d << " " << i;
   }
 }
 
@@ -372,10 +371,10 @@ TEST(LowbitCodecs, MetaCodedFieldsUseSharedColumnRanges) {
   Block b;
   ASSERT_TRUE(Build(CodecSpec::Parse("affine:bits=3,meta=4").value(), x, s, &b).ok());
   EXPECT_EQ(b.h.parts[kPartRanges].bytes, 8u);
-  const lb::Geometry g = lb::geometry(b.h);
+  const elem::Geometry g = elem::geometry(b.h);
   for (uint32_t t = 0; t < 4; ++t) {
-    EXPECT_FLOAT_EQ(lb::meta_field(b.h, g, b.payload.data(), lb::kFieldMin, t, 0), t % 2 ? 0.0f : 1.0f);
-    EXPECT_FLOAT_EQ(lb::meta_field(b.h, g, b.payload.data(), lb::kFieldScale, t, 0), t % 2 ? 2.0f : 1.0f);
+    EXPECT_FLOAT_EQ(elem::meta_field(b.h, g, b.payload.data(), elem::kFieldMin, t, 0), t % 2 ? 0.0f : 1.0f);
+    EXPECT_FLOAT_EQ(elem::meta_field(b.h, g, b.payload.data(), elem::kFieldScale, t, 0), t % 2 ? 2.0f : 1.0f);
   }
   const std::vector<float> dec = DecodeAll(b);
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(dec[i], x[i]) << i;  // values on the grid decode exactly

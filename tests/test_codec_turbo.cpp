@@ -13,12 +13,11 @@
 #include <random>
 
 #include "format/container.h"
-#include "mqkv/detail/lowbit.h"
+#include "detail/lowbit.h"
 #include "mqkv/mqkv.h"
 #include "support.h"
 
 using namespace mqkv;
-namespace lb = mqkv::lowbit;
 
 namespace {
 
@@ -116,25 +115,25 @@ TEST(TurboPresets, RmsScaleIsTheGroupRms) {
   // Without rotation, groups of 16: s' = fp16(fp32(sqrt(sum x^2 / 16))), sum in binary64 in order.
   const CodecSpec plain = CodecSpec::Parse("codebook:bits=2,group=16,levels=-1.5/-0.5/0.5/1.5,scale=rms").value();
   Block b = Build(plain, x, sh);
-  const lb::Geometry g = lb::geometry(b.h);
+  const elem::Geometry g = elem::geometry(b.h);
   for (uint32_t t = 0; t < sh.n_tokens; ++t)
     for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
       double sum = 0;
       for (uint32_t k = 0; k < 16; ++k) sum += double(x[t * 128 + gc * 16 + k]) * x[t * 128 + gc * 16 + k];
       const float want = round_to_f16(static_cast<float>(std::sqrt(sum / 16)));
-      EXPECT_EQ(lb::meta_field(b.h, g, b.payload.data(), lb::kFieldScale, t, gc), want) << t << " " << gc;
+      EXPECT_EQ(elem::meta_field(b.h, g, b.payload.data(), elem::kFieldScale, t, gc), want) << t << " " << gc;
     }
   // turbo: one scale per head vector, the rms of the rotated vector = ||x|| / sqrt(d) (the
   // rotation is orthonormal) up to fp16 rounding.
   Block tb = Build(CodecSpec::Parse("turbo3").value(), x, sh);
-  const lb::Geometry tg = lb::geometry(tb.h);
+  const elem::Geometry tg = elem::geometry(tb.h);
   EXPECT_EQ(tb.h.group_size, 64);
   EXPECT_EQ(tg.group_cols, 2u);
   for (uint32_t t = 0; t < sh.n_tokens; ++t)
     for (uint32_t hd = 0; hd < 2; ++hd) {
       double sum = 0;
       for (uint32_t k = 0; k < 64; ++k) sum += double(x[t * 128 + hd * 64 + k]) * x[t * 128 + hd * 64 + k];
-      const double s = lb::meta_field(tb.h, tg, tb.payload.data(), lb::kFieldScale, t, hd);
+      const double s = elem::meta_field(tb.h, tg, tb.payload.data(), elem::kFieldScale, t, hd);
       EXPECT_NEAR(s, std::sqrt(sum / 64), std::sqrt(sum / 64) * (0x1p-11 + 1e-5)) << t << " " << hd;
     }
   // An all-zero vector has scale 0 and decodes to zeros.

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 #include "mqkv/mqkv.h"
 #include "support.h"
@@ -174,4 +175,27 @@ TEST(Container, ConcurrentFirstAccessOfBlocks) {
       }
     }
   }
+}
+
+// Issue 15: the public API reports errors as values and cannot dangle.
+static_assert(!std::is_copy_constructible_v<mqkv::BlockData> && std::is_move_constructible_v<mqkv::BlockData>,
+              "a copied BlockData would point into its source's owned buffer");
+TEST(PublicApi, BlockBytesOutOfRangeIsNullNotAThrow) {
+  mqkv::testing::TempDir dir;
+  const std::string path = dir.Path("one.mqkv");
+  auto w = mqkv::Writer::Create(path, {.zstd_level = 3, .max_block_tokens = 0, .fsync = false});
+  ASSERT_TRUE(w.ok());
+  std::vector<float> rows(4 * 8, 0.25f);
+  mqkv::TensorDesc d{.layer = 0, .kind = mqkv::Kind::kK, .n_heads = 1, .head_dim = 8, .n_tokens = 4, .positions = {}, .source_dtype = ""};
+  ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *mqkv::CodecSpec::Parse("f16")).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto s = mqkv::Snapshot::Open(path);
+  ASSERT_TRUE(s.ok());
+  EXPECT_NE((*s)->BlockBytes(0), nullptr);
+  EXPECT_EQ((*s)->BlockBytes(1), nullptr);
+  EXPECT_EQ((*s)->BlockBytes(size_t(-1)), nullptr);
+  auto a = (*s)->ReadBlock(0);  // zstd: the payload lives in `owned`
+  ASSERT_TRUE(a.ok());
+  mqkv::BlockData moved = std::move(*a);
+  EXPECT_EQ(moved.view.payload, moved.owned.data());
 }

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "format/container.h"
-#include "mqkv/detail/lowbit.h"
+#include "detail/lowbit.h"
 #include "mqkv/mqkv.h"
 #include "mqkv/simd.h"
 #include "support.h"

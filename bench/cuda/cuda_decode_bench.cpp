@@ -21,6 +21,7 @@
 #include "format/container.h"
 #include "mqkv/cuda.h"
 #include "mqkv/mqkv.h"
+#include "codec/registry.h"
 
 using namespace mqkv;
 

@@ -11,8 +11,8 @@
 
 #include "decode_logic.cuh"
 #include "layouts.h"
-#include "mqkv/detail/fp8.h"
-#include "mqkv/detail/lowbit.h"
+#include "detail/fp8.h"
+#include "detail/lowbit.h"
 #include "mqkv/cuda.h"
 #include "mqkv/mqkv.h"
 
@@ -31,7 +31,7 @@ void EmulateLowbit(const LowbitArgs& a) {
   const uint32_t threads = s.x * s.y;
   float levels[16] = {};
   if (!is_affine(a.h))
-    for (uint32_t i = 0; i < (1u << a.h.bits); ++i) levels[i] = lb::load_f32(a.payload + a.h.parts[kPartCodebook].offset + 4 * i);
+    for (uint32_t i = 0; i < (1u << a.h.bits); ++i) levels[i] = elem::load_f32(a.payload + a.h.parts[kPartCodebook].offset + 4 * i);
   const bool rotate = a.h.rotation == static_cast<uint8_t>(Rotation::kHadamard);
   const bool stages = rotate && a.h.rot_block > 8;
   ASSERT_EQ(stages ? s.y * s.x * 8 * 4 : 0u, s.smem_bytes);
@@ -107,7 +107,7 @@ void EmulateRawFrom(uint32_t stored, const uint8_t* src, uint64_t n, void* dst) 
 // Fp8Kernel<O>: every octet of the segment, the scale read from the payload.
 template <Out O>
 void EmulateFp8(const uint8_t* payload, const BlockHeader& h, const uint8_t* codes, uint64_t n, void* dst) {
-  const float s = lb::load_f32(payload + h.parts[kPartScales].offset);
+  const float s = elem::load_f32(payload + h.parts[kPartScales].offset);
   const bool aligned = reinterpret_cast<uintptr_t>(codes) % 8 == 0, vec = reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   for (uint64_t k = 0; k < (n + 7) / 8; ++k) fp8_octet<O>(codes, n, s, fp8::scale_valid(s), dst, k, aligned, vec);
 }
@@ -160,7 +160,7 @@ TEST(CudaLogic, UnpackMatchesReadCode) {
     for (uint32_t oct = 0; oct < 64; ++oct) {
       uint32_t q[8];
       unpack8<B>(stream.data() + oct * B, q);
-      for (uint32_t k = 0; k < 8; ++k) ASSERT_EQ(q[k], lb::read_code(stream.data(), uint64_t(oct) * 8 + k, B)) << B << " bits";
+      for (uint32_t k = 0; k < 8; ++k) ASSERT_EQ(q[k], elem::read_code(stream.data(), uint64_t(oct) * 8 + k, B)) << B << " bits";
     }
   };
   check(std::integral_constant<uint32_t, 1>{});
@@ -172,7 +172,7 @@ TEST(CudaLogic, UnpackMatchesReadCode) {
 
 TEST(CudaLogic, SplitStagesEqualTheReferenceButterflies) {
   // Inner register stages + shared stages over a buffer of several rotation blocks reproduce
-  // lb::fwht_butterflies on each block exactly.
+  // elem::fwht_butterflies on each block exactly.
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
   for (uint32_t B : {8u, 16u, 64u, 1024u, 8192u}) {
@@ -180,7 +180,7 @@ TEST(CudaLogic, SplitStagesEqualTheReferenceButterflies) {
     std::vector<float> ref(n), got(n);
     for (auto& x : ref) x = nd(rng);
     got = ref;
-    for (uint32_t b0 = 0; b0 < n; b0 += B) lb::fwht_butterflies(&ref[b0], B);
+    for (uint32_t b0 = 0; b0 < n; b0 += B) elem::fwht_butterflies(&ref[b0], B);
     for (uint32_t l = 0; l < lanes; ++l) fwht_inner8(&got[l * 8]);
     for (uint32_t h = 8; h < B; h <<= 1)
       for (uint32_t l = 0; l < lanes; ++l) fwht_stage(got.data(), l, h);
@@ -216,7 +216,7 @@ TEST(CudaLogic, LaunchShapesCoverEveryRowAndColumnOnce) {
           h.n_tokens = rows;
           h.group_size = 8;
           h.rotation = rot;
-          h.rot_block = rot ? static_cast<uint16_t>(lb::largest_pow2_divisor(dim)) : 0;
+          h.rot_block = rot ? static_cast<uint16_t>(elem::largest_pow2_divisor(dim)) : 0;
           const LowbitArgs a = make_args(h, nullptr, 0, rows, nullptr);
           const LaunchShape s = launch_shape(a);
           EXPECT_LE(s.x * s.y, 1024u);

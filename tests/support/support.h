@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mqkv/codec.h"
+#include "codec/registry.h"
 
 namespace mqkv::testing {
 

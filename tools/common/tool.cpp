@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "adapters/json.h"
+
 namespace mqkv::tool {
 
 int ExitCodeFor(const Status& s) {
@@ -54,27 +56,9 @@ int Run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) 
   }
 }
 
-std::string JsonString(std::string_view s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\r': o += "\\r"; break;
-      case '\t': o += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7F) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          o += buf;
-        } else {
-          o += static_cast<char>(c);
-        }
-    }
-  }
-  return o + "\"";
-}
+// The library's one JSON string quoter (lib/src/adapters/json.cpp), so a tool's JSON and a
+// safetensors header escape the same bytes the same way.
+std::string JsonString(std::string_view s) { return json::Quote(s); }
 
 std::string Printable(std::string_view s) {
   std::string o;

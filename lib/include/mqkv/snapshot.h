@@ -77,9 +77,15 @@ struct OpenOptions {
 };
 
 // A block's verified payload: zero-copy into the mapping, or an owned buffer after zstd.
+// Move-only: view.payload may point into `owned`, which a move carries along and a copy would not.
 struct BlockData {
   BlockView view;
   std::vector<uint8_t> owned;
+  BlockData() = default;
+  BlockData(BlockData&&) noexcept = default;
+  BlockData& operator=(BlockData&&) noexcept = default;
+  BlockData(const BlockData&) = delete;
+  BlockData& operator=(const BlockData&) = delete;
 };
 
 class Snapshot {
@@ -105,7 +111,8 @@ class Snapshot {
   const std::vector<BlockInfo>& blocks() const;
   std::optional<size_t> FindTensor(uint32_t layer, Kind kind) const;
 
-  // Raw stored bytes of a block (header + stored payload), inside the mapping. Unchecked.
+  // Raw stored bytes of a block (header + stored payload), inside the mapping; nullptr when the
+  // block does not exist (never throws). Unchecked: use BlockHeaderAt / ReadBlock to trust them.
   const uint8_t* BlockBytes(size_t block) const;
   // A block's header, checked against the index on first use (spec/FORMAT.md section 8, steps
   // 17-19; cached after the first success). The pointer lives as long as the Snapshot. Does not
@@ -150,7 +157,6 @@ class Writer {
   Writer& operator=(const Writer&) = delete;
 
   void SetModel(ModelInfo model);
-  void SetRequiredFeatures(uint64_t extra);  // for tests of future readers; normally derived
   // Encodes rows ([n_tokens][n_heads][head_dim] fp32) with `spec` and streams the blocks.
   Status AddTensor(const TensorDesc& desc, const float* rows, const CodecSpec& spec);
   // Appends already-encoded blocks as one tensor (transcoding without decoding).
@@ -162,6 +168,7 @@ class Writer {
 
  private:
   struct Impl;
+  friend struct WriterTestHooks;  // lib/src/format/test_hooks.h: tests only, not API
   explicit Writer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -273,7 +273,7 @@ std::string Quote(std::string_view s) {
       case '\r': o += "\\r"; break;
       case '\t': o += "\\t"; break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7F) {  // control characters and DEL as \u escapes
           char buf[8];
           std::snprintf(buf, sizeof buf, "\\u%04x", c);
           o += buf;

@@ -394,7 +394,7 @@ uint32_t HeadDimRule(uint32_t row) {
   return row;
 }
 
-Result<KvSet> Decode(const uint8_t* data, uint64_t size, FileFormat format, const LlamaReadOptions& opts) {
+Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat format, const LlamaReadOptions& opts) {
   Cursor c{data, size};
   KvSet set;
   ModelInfo& mi = set.model;
@@ -634,7 +634,7 @@ Result<const GgmlType*> TargetType(const std::string& opt, const ModelInfo& mi, 
   return t;
 }
 
-Result<std::vector<uint8_t>> Encode(const KvSet& set, FileFormat format, const WriteOptions& opts) {
+Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format, const WriteOptions& opts) {
   const ModelInfo& mi = set.model;
   std::vector<const KvTensor*> ks, vs;
   for (const KvTensor& t : set.tensors) {
@@ -786,7 +786,7 @@ bool SniffSeqBlob(const uint8_t* h, size_t n) {
 Result<KvSet> ReadDefault(const std::string& path, FileFormat format) { return ReadLlamaKvSet(path, format, {}); }
 
 Status Write(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
-  MQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, Encode(set, format, opts));
+  MQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, SerializeState(set, format, opts));
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
   MQKV_RETURN_IF_ERROR(out->Write(bytes.data(), bytes.size()));
   return out->Commit();
@@ -813,7 +813,7 @@ namespace mqkv {
 
 Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const LlamaReadOptions& opts) {
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
-  auto r = adapters::Decode(f->data(), f->size(), format, opts);
+  auto r = adapters::ParseStateBytes(f->data(), f->size(), format, opts);
   if (!r.ok()) {
     Status s = r.status();
     return s.WithFile(path);

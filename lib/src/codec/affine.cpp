@@ -11,20 +11,19 @@ namespace mqkv::codec {
 namespace lowbit {
 
 void DecodeAffineRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, float* out) {
-  namespace lb = mqkv::lowbit;
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const uint8_t* codes = payload + h.parts[kPartCodes].offset;
   std::vector<float> scale(g.group_cols), min(g.group_cols);
   std::vector<uint8_t> negative;  // sign rule, once per call
   if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
-    for (uint32_t i = 0; i < h.head_dim; ++i) negative.push_back(lb::hadamard_negative(h.rot_seed, i));
+    for (uint32_t i = 0; i < h.head_dim; ++i) negative.push_back(elem::hadamard_negative(h.rot_seed, i));
   uint32_t cur = UINT32_MAX;
   for (uint32_t t = t0; t < t1; ++t) {
     const uint32_t gr = t / g.row_span;
     if (gr != cur) {
       for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
-        scale[gc] = lb::meta_field(h, g, payload, lb::kFieldScale, gr, gc);
-        min[gc] = lb::meta_field(h, g, payload, lb::kFieldMin, gr, gc);
+        scale[gc] = elem::meta_field(h, g, payload, elem::kFieldScale, gr, gc);
+        min[gc] = elem::meta_field(h, g, payload, elem::kFieldMin, gr, gc);
       }
       cur = gr;
     }
@@ -32,21 +31,20 @@ void DecodeAffineRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32
     const uint64_t base = uint64_t(t) * g.row_values;
     for (uint32_t e = 0; e < g.row_values; ++e) {
       const uint32_t gc = e / g.col_span;
-      o[e] = lb::affine_value(lb::read_code(codes, base + e, h.bits), scale[gc], min[gc]);
+      o[e] = elem::affine_value(elem::read_code(codes, base + e, h.bits), scale[gc], min[gc]);
     }
     if (!negative.empty())
-      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, negative.data());
+      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) elem::inverse_rotate(o + v, h.head_dim, h.rot_block, negative.data());
   }
 }
 
 // The reference encoder (spec/CODECS.md, "Encoder"): every fast path must produce these bytes.
 Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) {
-  namespace lb = mqkv::lowbit;
   std::vector<float> rotated;
   const float* x = nullptr;
   MQKV_RETURN_IF_ERROR(BeginEncode(spec, src, shape, out, &rotated, &x));
   const BlockHeader& h = out->header;
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const uint32_t qmax = (1u << h.bits) - 1u;
   const float levels = static_cast<float>(qmax);
   // (a) Per group its range: the first smallest and the last largest value.
@@ -61,8 +59,8 @@ Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape sh
   std::vector<float> scales(groups), mins(groups);
   AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data(), spec.affine_rule);
   std::vector<float> s, mn;  // what the decoder will see
-  MQKV_RETURN_IF_ERROR(StoreMetaField(g, lb::kFieldScale, scales, out, &s));
-  MQKV_RETURN_IF_ERROR(StoreMetaField(g, lb::kFieldMin, mins, out, &mn));
+  MQKV_RETURN_IF_ERROR(StoreMetaField(g, elem::kFieldScale, scales, out, &s));
+  MQKV_RETURN_IF_ERROR(StoreMetaField(g, elem::kFieldMin, mins, out, &mn));
   // (c) Codes against the dequantized metadata, so decode reproduces what encode measured.
   WriteCodes(g, h.bits, &out->parts[kPartCodes], [&](uint32_t t, uint32_t e, uint32_t gr, uint32_t gc) {
     const uint64_t i = uint64_t(gr) * g.group_cols + gc;

@@ -13,28 +13,27 @@ namespace mqkv::codec {
 namespace lowbit {
 
 void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, float* out) {
-  namespace lb = mqkv::lowbit;
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const uint8_t* codes = payload + h.parts[kPartCodes].offset;
   float levels[16];
-  for (uint32_t i = 0; i < (1u << h.bits); ++i) levels[i] = lb::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i);
+  for (uint32_t i = 0; i < (1u << h.bits); ++i) levels[i] = elem::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i);
   std::vector<float> scale(g.group_cols);
   std::vector<uint8_t> negative;  // sign rule, once per call
   if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
-    for (uint32_t i = 0; i < h.head_dim; ++i) negative.push_back(lb::hadamard_negative(h.rot_seed, i));
+    for (uint32_t i = 0; i < h.head_dim; ++i) negative.push_back(elem::hadamard_negative(h.rot_seed, i));
   uint32_t cur = UINT32_MAX;
   for (uint32_t t = t0; t < t1; ++t) {
     const uint32_t gr = t / g.row_span;
     if (gr != cur) {
-      for (uint32_t gc = 0; gc < g.group_cols; ++gc) scale[gc] = lb::meta_field(h, g, payload, lb::kFieldScale, gr, gc);
+      for (uint32_t gc = 0; gc < g.group_cols; ++gc) scale[gc] = elem::meta_field(h, g, payload, elem::kFieldScale, gr, gc);
       cur = gr;
     }
     float* o = out + uint64_t(t - t0) * g.row_values;
     const uint64_t base = uint64_t(t) * g.row_values;
     for (uint32_t e = 0; e < g.row_values; ++e)
-      o[e] = lb::codebook_value(levels[lb::read_code(codes, base + e, h.bits)], scale[e / g.col_span]);
+      o[e] = elem::codebook_value(levels[elem::read_code(codes, base + e, h.bits)], scale[e / g.col_span]);
     if (!negative.empty())
-      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) lb::inverse_rotate(o + v, h.head_dim, h.rot_block, negative.data());
+      for (uint32_t v = 0; v < g.row_values; v += h.head_dim) elem::inverse_rotate(o + v, h.head_dim, h.rot_block, negative.data());
   }
 }
 
@@ -69,7 +68,6 @@ class CodebookCodec final : public Codec {
   }
 
   Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
-    namespace lb = mqkv::lowbit;
     if (spec.codec != CodecId::kCodebook) return InvalidArgument("codebook encoder given spec " + spec.ToString());
     // Specs built in code skip CodecSpec::Parse: check the levels and thresholds here too.
     const std::vector<float>& L = spec.levels;
@@ -87,7 +85,7 @@ class CodebookCodec final : public Codec {
     std::vector<float> x;
     MQKV_RETURN_IF_ERROR(lowbit::BeginEncode(spec, src, shape, out, &x));
     const BlockHeader& h = out->header;
-    const lb::Geometry g = lb::geometry(h);
+    const elem::Geometry g = elem::geometry(h);
     uint8_t* cbp = out->parts[kPartCodebook].data();
     for (size_t i = 0; i < L.size(); ++i) {
       const uint32_t u = f32_bits(L[i]);
@@ -99,7 +97,7 @@ class CodebookCodec final : public Codec {
       scales[uint64_t(gr) * g.group_cols + gc] = GroupScale(spec.scale_rule, v, max_level);
     });
     std::vector<float> s;
-    MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, lb::kFieldScale, scales, out, &s));
+    MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, elem::kFieldScale, scales, out, &s));
     // q = number of thresholds t_i with x >= t_i * s' (against the stored fp16 scale).
     std::vector<float> cut(thr.size());
     uint64_t cur = UINT64_MAX;
@@ -135,7 +133,7 @@ class CodebookCodec final : public Codec {
   CodecSpec SpecOf(const BlockHeader& h, const uint8_t* payload) const override {
     CodecSpec s = lowbit::SpecOfHeader(h);
     for (uint32_t i = 0; i < (1u << h.bits); ++i)
-      s.levels.push_back(mqkv::lowbit::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i));
+      s.levels.push_back(mqkv::elem::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i));
     return s;
   }
 };

@@ -1,6 +1,6 @@
 // Internal: the built-in codec objects, registered in registry.cpp.
 #pragma once
-#include "mqkv/codec.h"
+#include "registry.h"
 
 namespace mqkv::codec {
 

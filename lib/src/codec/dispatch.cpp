@@ -5,6 +5,7 @@
 
 #include "mqkv/codec.h"
 #include "mqkv/cuda.h"
+#include "codec/registry.h"
 
 namespace mqkv {
 

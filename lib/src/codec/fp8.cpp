@@ -1,5 +1,5 @@
 // The fp8 codec (CodecId 5, spec/CODECS.md "fp8"): one OCP FP8 E4M3 byte per value, [row][head][dim],
-// times one fp32 scale per block (s = absmax / 448 at encode). Element logic: mqkv/detail/fp8.h.
+// times one fp32 scale per block (s = absmax / 448 at encode). Element logic: lib/src/detail/fp8.h.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -7,7 +7,7 @@
 
 #include "../format/container.h"
 #include "codecs.h"
-#include "mqkv/detail/fp8.h"
+#include "detail/fp8.h"
 #include "mqkv/numeric.h"
 
 namespace mqkv::codec {
@@ -15,7 +15,7 @@ namespace {
 
 std::string Field(const char* name, uint64_t v) { return std::string(name) + "=" + std::to_string(v); }
 
-float LoadScale(const BlockView& b) { return mqkv::lowbit::load_f32(b.payload + b.header->parts[kPartScales].offset); }
+float LoadScale(const BlockView& b) { return mqkv::elem::load_f32(b.payload + b.header->parts[kPartScales].offset); }
 
 Status CheckScale(float s) {
   if (fp8::scale_valid(s)) return Status::OK();

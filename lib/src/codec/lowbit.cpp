@@ -15,7 +15,6 @@ namespace mqkv::codec::lowbit {
 
 using format::AddOk;
 using format::MulOk;
-namespace lb = mqkv::lowbit;
 
 namespace {
 
@@ -39,7 +38,7 @@ void LoadF16Rows(const uint8_t* src, uint64_t n, DType out, void* dst) {
   auto* o = static_cast<uint8_t*>(dst);
   for (uint64_t i = 0; i < n; i += 1024) {
     const uint64_t k = std::min<uint64_t>(1024, n - i);
-    for (uint64_t j = 0; j < k; ++j) tmp[j] = lb::load_f16(src + 2 * (i + j));
+    for (uint64_t j = 0; j < k; ++j) tmp[j] = elem::load_f16(src + 2 * (i + j));
     StoreF32(tmp, k, out, o + i * DTypeSize(out));
   }
 }
@@ -66,16 +65,16 @@ Status PartSizes(CodecId id, const BlockHeader& h, std::array<uint64_t, kNumPart
   if (h.rotation == static_cast<uint8_t>(Rotation::kNone)) {
     if (h.rot_block != 0) return FormatError(Field("rot_block", h.rot_block) + ": must be 0 without rotation");
     if (h.rot_seed != 0) return FormatError(Field("rot_seed", h.rot_seed) + ": must be 0 without rotation");
-  } else if (h.rot_block != lb::largest_pow2_divisor(h.head_dim)) {
+  } else if (h.rot_block != elem::largest_pow2_divisor(h.head_dim)) {
     return FormatError(Field("rot_block", h.rot_block) + ": a Hadamard block of head_dim=" + std::to_string(h.head_dim) +
-                       " must be " + std::to_string(lb::largest_pow2_divisor(h.head_dim)) + " (largest power of two dividing it)");
+                       " must be " + std::to_string(elem::largest_pow2_divisor(h.head_dim)) + " (largest power of two dividing it)");
   }
   uint64_t kept;
   if (!AddOk(h.n_sink, h.n_residual, &kept) || kept > h.n_tokens)
     return FormatError("n_sink=" + std::to_string(h.n_sink) + " + n_residual=" + std::to_string(h.n_residual) +
                        " exceed n_tokens=" + std::to_string(h.n_tokens));
 
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const uint64_t rv = g.row_values;
   sizes->fill(0);
   uint64_t v, groups;
@@ -139,7 +138,7 @@ Status BeginEncodeHeader(const CodecSpec& spec, const float* src, BlockShape sha
   h.group_size = spec.axis == GroupAxis::kToken && spec.group == 0 ? static_cast<uint16_t>(shape.head_dim) : spec.group;
   h.rotation = static_cast<uint8_t>(spec.rotation);
   const bool rotate = spec.rotation == Rotation::kHadamard;
-  h.rot_block = rotate ? static_cast<uint16_t>(lb::largest_pow2_divisor(shape.head_dim)) : 0;
+  h.rot_block = rotate ? static_cast<uint16_t>(elem::largest_pow2_divisor(shape.head_dim)) : 0;
   h.rot_seed = rotate ? spec.seed : 0;
   h.n_sink = spec.sinks;
   h.n_residual = spec.residual;
@@ -178,7 +177,7 @@ Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, En
   if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard)) {
     const uint64_t n = uint64_t(h.n_tokens - h.n_sink - h.n_residual) * rv;
     storage->assign(x, x + n);
-    for (uint64_t v = 0; v < n; v += h.head_dim) lb::forward_rotate(storage->data() + v, h.head_dim, h.rot_block, h.rot_seed);
+    for (uint64_t v = 0; v < n; v += h.head_dim) elem::forward_rotate(storage->data() + v, h.head_dim, h.rot_block, h.rot_seed);
     *q = storage->data();
   }
   return Status::OK();
@@ -223,17 +222,17 @@ void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits
 
 namespace {
 
-Status MetaTooBig(const Geometry& g, lb::MetaField field, uint64_t i, float v) {
-  return InvalidArgument(std::string("group ") + (field == lb::kFieldScale ? "scale" : "minimum") + " " + std::to_string(v) +
+Status MetaTooBig(const Geometry& g, elem::MetaField field, uint64_t i, float v) {
+  return InvalidArgument(std::string("group ") + (field == elem::kFieldScale ? "scale" : "minimum") + " " + std::to_string(v) +
                          " (group row " + std::to_string(i / g.group_cols) + ", column " + std::to_string(i % g.group_cols) +
                          ") is outside the fp16 metadata range (|v| <= 65504)");
 }
 
 }  // namespace
 
-Status StoreMetaF16(const Geometry& g, lb::MetaField field, const float* values, uint64_t i0, uint64_t i1, EncodedBlock* out,
+Status StoreMetaF16(const Geometry& g, elem::MetaField field, const float* values, uint64_t i0, uint64_t i1, EncodedBlock* out,
                     float* decoded) {
-  uint8_t* part = out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data();
+  uint8_t* part = out->parts[field == elem::kFieldScale ? kPartScales : kPartMins].data();
   for (uint64_t i = i0; i < i1; ++i) {
     const float v = values[i - i0];
     const uint16_t u = f32_to_f16(v);
@@ -246,7 +245,7 @@ Status StoreMetaF16(const Geometry& g, lb::MetaField field, const float* values,
   return Status::OK();
 }
 
-void PutColumnRange(const Geometry& g, lb::MetaField field, uint32_t gc, uint16_t lo16, uint16_t hi16, uint32_t m,
+void PutColumnRange(const Geometry& g, elem::MetaField field, uint32_t gc, uint16_t lo16, uint16_t hi16, uint32_t m,
                     EncodedBlock* out, float* lo, float* step) {
   uint8_t* r = out->parts[kPartRanges].data() + (uint64_t(field) * g.group_cols + gc) * 4;
   r[0] = static_cast<uint8_t>(lo16 & 0xFF);
@@ -254,13 +253,13 @@ void PutColumnRange(const Geometry& g, lb::MetaField field, uint32_t gc, uint16_
   r[2] = static_cast<uint8_t>(hi16 & 0xFF);
   r[3] = static_cast<uint8_t>(hi16 >> 8);
   *lo = f16_to_f32(lo16);
-  *step = lb::meta_step(*lo, f16_to_f32(hi16), m);
+  *step = elem::meta_step(*lo, f16_to_f32(hi16), m);
 }
 
-Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<float>& values, EncodedBlock* out,
+Status StoreMetaField(const Geometry& g, elem::MetaField field, const std::vector<float>& values, EncodedBlock* out,
                       std::vector<float>* decoded) {
   const BlockHeader& h = out->header;
-  uint8_t* part = out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data();
+  uint8_t* part = out->parts[field == elem::kFieldScale ? kPartScales : kPartMins].data();
   decoded->resize(values.size());
   if (values.empty()) return Status::OK();  // Q = 0: no groups, no metadata parts
   auto too_big = [&](uint64_t i, float v) { return MetaTooBig(g, field, i, v); };
@@ -290,7 +289,7 @@ Status StoreMetaField(const Geometry& g, lb::MetaField field, const std::vector<
       c = r <= 0.0f ? 0u : r >= float(cmax) ? cmax : static_cast<uint32_t>(r);
     }
     w.Put(c);
-    (*decoded)[i] = lb::meta_value(c, lo[gc], step[gc]);
+    (*decoded)[i] = elem::meta_value(c, lo[gc], step[gc]);
   }
   return Status::OK();
 }
@@ -300,7 +299,7 @@ Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst
   const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
   const size_t es = DTypeSize(out);
   auto* o = static_cast<uint8_t*>(dst);
-  const lb::RowSplit sp = lb::split_rows(h, r0, r1);
+  const elem::RowSplit sp = elem::split_rows(h, r0, r1);
   // Sink rows.
   if (sp.sink_begin < sp.sink_end) {
     const uint32_t r = sp.sink_begin, e = sp.sink_end;
@@ -356,14 +355,14 @@ Status CheckFiniteMetadata(const BlockView& b) {
   if (h.parts[kPartCodebook].bytes) {
     const uint8_t* p = b.payload + h.parts[kPartCodebook].offset;
     for (uint64_t i = 0; i < h.parts[kPartCodebook].bytes / 4; ++i)
-      if (!std::isfinite(lb::load_f32(p + 4 * i)))
+      if (!std::isfinite(elem::load_f32(p + 4 * i)))
         return FormatError(std::string(codec) + " block: codebook level " + std::to_string(i) + " is not finite; levels must be finite");
   }
   return Status::OK();
 }
 
 Accounting Account(CodecId id, const BlockHeader& h) {
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const double rv = g.row_values;
   const double groups = double(g.group_rows) * g.group_cols;
   const double field_bits = id == CodecId::kCodebook ? 16.0 : 2.0 * h.meta_bits;

@@ -8,11 +8,11 @@
 #include <vector>
 
 #include "mqkv/codec.h"
-#include "mqkv/detail/lowbit.h"
+#include "detail/lowbit.h"
 
 namespace mqkv::codec::lowbit {
 
-using mqkv::lowbit::Geometry;
+using mqkv::elem::Geometry;
 
 // Checks every codec field of an affine / codebook header and computes the exact part sizes
 // (overflow-checked). Errors are FormatError naming the header field.
@@ -131,14 +131,14 @@ void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits
 // value (or a shared range) does not fit fp16.
 // Stores one column's shared fp16 range (lo16, hi16, already rounded outwards) of a meta-coded
 // field in kPartRanges and gives the decoder's lo and step for M-bit codes.
-void PutColumnRange(const Geometry& g, mqkv::lowbit::MetaField field, uint32_t gc, uint16_t lo16, uint16_t hi16, uint32_t m,
+void PutColumnRange(const Geometry& g, mqkv::elem::MetaField field, uint32_t gc, uint16_t lo16, uint16_t hi16, uint32_t m,
                     EncodedBlock* out, float* lo, float* step);
 
-Status StoreMetaField(const Geometry& g, mqkv::lowbit::MetaField field, const std::vector<float>& values,
+Status StoreMetaField(const Geometry& g, mqkv::elem::MetaField field, const std::vector<float>& values,
                       EncodedBlock* out, std::vector<float>* decoded);
 // The fp16 (meta_bits == 16) case for groups [i0, i1) of the grid only: values and decoded are
 // indexed from i0 (values[k] is group i0 + k). Same errors as StoreMetaField.
-Status StoreMetaF16(const Geometry& g, mqkv::lowbit::MetaField field, const float* values, uint64_t i0, uint64_t i1,
+Status StoreMetaF16(const Geometry& g, mqkv::elem::MetaField field, const float* values, uint64_t i0, uint64_t i1,
                     EncodedBlock* out, float* decoded);
 
 // The scalar reference encoder of the affine codec (the fast paths must match it byte for byte).

@@ -17,14 +17,13 @@
 #include <xsimd/xsimd.hpp>
 
 #include "lowbit.h"
-#include "mqkv/detail/lowbit.h"
+#include "detail/lowbit.h"
 #include "mqkv/simd.h"
 
 namespace mqkv {
 namespace codec::simd {
 namespace {
 
-namespace lb = mqkv::lowbit;
 
 struct Arch {
   const char* name;
@@ -86,18 +85,18 @@ const Arch* Active() {
 // ---- scalar reference helpers for the kernels' odd tails (baseline flags) --------------------
 
 void F16ToF32(const uint8_t* src, uint64_t n, float* dst) {
-  for (uint64_t i = 0; i < n; ++i) dst[i] = lb::load_f16(src + 2 * i);
+  for (uint64_t i = 0; i < n; ++i) dst[i] = elem::load_f16(src + 2 * i);
 }
 
-void MetaValues(const Plan& p, int field, uint64_t index0, uint32_t gc0, uint32_t n, float* dst) {
+void MetaValues(const DecodePlan& p, int field, uint64_t index0, uint32_t gc0, uint32_t n, float* dst) {
   const uint8_t* part = field == 0 ? p.scales : p.mins;
   for (uint32_t k = 0; k < n; ++k) {
     const uint32_t gc = (gc0 + k) % p.group_cols;
-    dst[k] = lb::meta_value(lb::read_code(part, index0 + k, p.meta_bits), p.col_lo[field][gc], p.col_step[field][gc]);
+    dst[k] = elem::meta_value(elem::read_code(part, index0 + k, p.meta_bits), p.col_lo[field][gc], p.col_step[field][gc]);
   }
 }
 
-void Butterflies(float* v, uint32_t block) { lb::fwht_butterflies(v, block); }
+void Butterflies(float* v, uint32_t block) { elem::fwht_butterflies(v, block); }
 
 }  // namespace
 
@@ -109,11 +108,11 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
   const bool codebook = h.codec == static_cast<uint8_t>(CodecId::kCodebook);
   if (!codebook && h.codec != static_cast<uint8_t>(CodecId::kAffine)) return false;
   const Kernels& k = *arch->kernels;
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const uint64_t rv = g.row_values;
   const size_t es = DTypeSize(out);
   auto* o = static_cast<uint8_t*>(dst);
-  const lb::RowSplit sp = lb::split_rows(h, r0, r1);
+  const elem::RowSplit sp = elem::split_rows(h, r0, r1);
 
   if (sp.sink_begin < sp.sink_end) {  // sink rows
     const uint32_t r = sp.sink_begin, e = sp.sink_end;
@@ -123,13 +122,13 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
   if (sp.quant_begin < sp.quant_end) {  // quantized rows
     const uint32_t r = sp.quant_begin, e = sp.quant_end;
     constexpr uint32_t kPad = 16;
-    Plan p;
+    DecodePlan p;
     p.codes = b.payload + h.parts[kPartCodes].offset;
     p.bits = h.bits;
     p.row_values = g.row_values;
     p.codebook = codebook;
     if (codebook)
-      for (uint32_t i = 0; i < (1u << h.bits); ++i) p.levels[i] = lb::load_f32(b.payload + h.parts[kPartCodebook].offset + 4 * i);
+      for (uint32_t i = 0; i < (1u << h.bits); ++i) p.levels[i] = elem::load_f32(b.payload + h.parts[kPartCodebook].offset + 4 * i);
     p.meta_bits = h.meta_bits;
     p.group_cols = g.group_cols;
     p.col_span = g.col_span;
@@ -156,25 +155,25 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
         float* step = take(gcp);
         for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
           const uint8_t* range = b.payload + h.parts[kPartRanges].offset + (uint64_t(f) * g.group_cols + gc) * 4;
-          lo[gc] = lb::load_f16(range);
-          step[gc] = lb::meta_step(lo[gc], lb::load_f16(range + 2), h.meta_bits);
+          lo[gc] = elem::load_f16(range);
+          step[gc] = elem::meta_step(lo[gc], elem::load_f16(range + 2), h.meta_bits);
         }
         p.col_lo[f] = lo;
         p.col_step[f] = step;
       }
     }
-    p.gS = take(gcp);
-    p.gM = take(gcp);
-    p.S = take(rvp);
-    p.M = take(rvp);
+    p.group_scale = take(gcp);
+    p.group_min = take(gcp);
+    p.elem_scale = take(rvp);
+    p.elem_min = take(rvp);
     if (rotate) {
       p.rotate = true;
       p.head_dim = h.head_dim;
       p.rot_block = h.rot_block;
-      p.rot_c = lb::hadamard_scale(h.rot_block);
+      p.rot_c = elem::hadamard_scale(h.rot_block);
       p.row = take(rvp);
       sign.resize(rvp);
-      for (uint32_t i = 0; i < h.head_dim; ++i) sign[i] = lb::hadamard_negative(h.rot_seed, i) ? 0x80000000u : 0u;
+      for (uint32_t i = 0; i < h.head_dim; ++i) sign[i] = elem::hadamard_negative(h.rot_seed, i) ? 0x80000000u : 0u;
       for (uint64_t i = h.head_dim; i < rv; ++i) sign[i] = sign[i % h.head_dim];
       p.sign = sign.data();
     }
@@ -201,7 +200,7 @@ namespace {
 
 // The widest table at or below the active ISA whose vectors tile the block: rows of row_values
 // and token-axis groups of col_span values (both multiples of 8; AVX-512 needs 16).
-const Kernels* EncodeKernels(const lb::Geometry& g) {
+const Kernels* EncodeKernels(const elem::Geometry& g) {
   const Arch* active = Active();
   bool seen = false;
   for (const Arch& a : Available()) {
@@ -216,10 +215,9 @@ const Kernels* EncodeKernels(const lb::Geometry& g) {
 
 // lowbit::StoreMetaField for meta-coded fields (meta_bits 4 or 8), vectorized across the grid's
 // columns when they fill whole vectors; false on any error (the reference then reports it).
-bool StoreMetaCoded(const Kernels& k, const lb::Geometry& g, lb::MetaField field, const std::vector<float>& values,
+bool StoreMetaCoded(const Kernels& k, const elem::Geometry& g, elem::MetaField field, const std::vector<float>& values,
                     EncodedBlock* out, std::vector<float>* decoded) {
-  namespace cl = mqkv::codec::lowbit;
-  if (g.group_cols % k.lanes != 0) return cl::StoreMetaField(g, field, values, out, decoded).ok();
+  if (g.group_cols % k.lanes != 0) return lowbit::StoreMetaField(g, field, values, out, decoded).ok();
   const BlockHeader& h = out->header;
   decoded->resize(values.size());
   if (values.empty()) return true;
@@ -227,12 +225,12 @@ bool StoreMetaCoded(const Kernels& k, const lb::Geometry& g, lb::MetaField field
   std::vector<float> lo(g.group_cols), hi(g.group_cols), step(g.group_cols);
   k.enc_column_ranges(values.data(), g.group_rows, g.group_cols, lo.data(), hi.data());
   for (uint32_t gc = 0; gc < g.group_cols; ++gc) {
-    const uint16_t a16 = cl::F16Down(lo[gc]), b16 = cl::F16Up(hi[gc]);
+    const uint16_t a16 = lowbit::F16Down(lo[gc]), b16 = lowbit::F16Up(hi[gc]);
     if (!std::isfinite(f16_to_f32(a16)) || !std::isfinite(f16_to_f32(b16))) return false;
-    cl::PutColumnRange(g, field, gc, a16, b16, m, out, &lo[gc], &step[gc]);
+    lowbit::PutColumnRange(g, field, gc, a16, b16, m, out, &lo[gc], &step[gc]);
   }
   k.enc_meta_codes(values.data(), g.group_rows, g.group_cols, m, lo.data(), step.data(),
-                   out->parts[field == lb::kFieldScale ? kPartScales : kPartMins].data(), decoded->data());
+                   out->parts[field == elem::kFieldScale ? kPartScales : kPartMins].data(), decoded->data());
   return true;
 }
 
@@ -243,18 +241,17 @@ constexpr uint64_t kChunkValues = 32768;
 }  // namespace
 
 bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out, Status* status) {
-  namespace cl = mqkv::codec::lowbit;
   if (!Active()->kernels) return false;
   auto reference = [&] {
-    *status = cl::EncodeAffineScalar(spec, src, shape, out);
+    *status = lowbit::EncodeAffineScalar(spec, src, shape, out);
     return true;
   };
-  if (Status s = cl::BeginEncodeHeader(spec, src, shape, out); !s.ok()) {
+  if (Status s = lowbit::BeginEncodeHeader(spec, src, shape, out); !s.ok()) {
     *status = s;
     return true;
   }
   const BlockHeader& h = out->header;
-  const lb::Geometry g = lb::geometry(h);
+  const elem::Geometry g = elem::geometry(h);
   const Kernels* k = EncodeKernels(g);
   if (!k) return reference();
   const uint64_t rv = g.row_values;
@@ -271,9 +268,9 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
   std::vector<uint32_t> sign;
   if (rotate) {
     p.rot_block = h.rot_block;
-    p.rot_c = lb::hadamard_scale(h.rot_block);
+    p.rot_c = elem::hadamard_scale(h.rot_block);
     sign.resize(rv);
-    for (uint32_t i = 0; i < h.head_dim; ++i) sign[i] = lb::hadamard_negative(h.rot_seed, i) ? 0x80000000u : 0u;
+    for (uint32_t i = 0; i < h.head_dim; ++i) sign[i] = elem::hadamard_negative(h.rot_seed, i) ? 0x80000000u : 0u;
     for (uint64_t i = h.head_dim; i < rv; ++i) sign[i] = sign[i % h.head_dim];
     p.sign = sign.data();
     p.butterflies = &Butterflies;
@@ -311,19 +308,19 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
     if (!k->enc_ranges(p, xs, t1 - t0, lo.data() + a0, hi.data() + a0)) return reference();
     // Where a range ends at zero, which zero (-0.0 or +0.0) is the reference's first smallest /
     // last largest: take the group again in its order.
-    lb::Geometry local = g;
+    elem::Geometry local = g;
     local.q_rows = t1 - t0;
     for (uint64_t i = i0; i < i1; ++i) {
       float* l = &lo[a0 + i - i0];
       float* u = &hi[a0 + i - i0];
       if (*l == 0.0f || *u == 0.0f)
-        cl::GroupRange(local, xs, static_cast<uint32_t>(i / g.group_cols) - gr0, static_cast<uint32_t>(i % g.group_cols), l, u);
+        lowbit::GroupRange(local, xs, static_cast<uint32_t>(i / g.group_cols) - gr0, static_cast<uint32_t>(i % g.group_cols), l, u);
     }
     if (!meta16) continue;
     // (b) metadata of these groups, (c) their codes while the chunk is in cache. A metadata
     // error goes to the reference, which reports the first one in its own order.
     // (b1) the metadata rule, (b2) fp16 storage (the bytes of lowbit::StoreMetaF16).
-    cl::AffineGroupMeta(lo.data(), hi.data(), i1 - i0, h.bits, scales.data(), mins.data(), spec.affine_rule);
+    lowbit::AffineGroupMeta(lo.data(), hi.data(), i1 - i0, h.bits, scales.data(), mins.data(), spec.affine_rule);
     if (!k->enc_meta_f16(scales.data(), i1 - i0, out->parts[kPartScales].data() + 2 * i0, s.data()) ||
         !k->enc_meta_f16(mins.data(), i1 - i0, out->parts[kPartMins].data() + 2 * i0, mn.data()))
       return reference();
@@ -333,8 +330,8 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
   if (!meta16) {
     // Meta-coded fields share a per-column range over all group rows: (b) needs every group
     // first, then (c) takes the input (rotated again) a second time.
-    cl::AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data(), spec.affine_rule);
-    if (!StoreMetaCoded(*k, g, lb::kFieldScale, scales, out, &s) || !StoreMetaCoded(*k, g, lb::kFieldMin, mins, out, &mn))
+    lowbit::AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data(), spec.affine_rule);
+    if (!StoreMetaCoded(*k, g, elem::kFieldScale, scales, out, &s) || !StoreMetaCoded(*k, g, elem::kFieldMin, mins, out, &mn))
       return reference();
     for (uint32_t gr0 = 0; gr0 < g.group_rows; gr0 += chunk) {
       uint32_t t0, t1;

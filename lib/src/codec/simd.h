@@ -1,7 +1,7 @@
 // Internal interface of the SIMD decoder of the low-bit codecs (affine, codebook).
 //
 // Layout: simd.cpp (built with the project's baseline flags) detects the CPU, picks a kernel
-// table, and turns a block header into a Plan of plain pointers and precomputed per-column
+// table, and turns a block header into a DecodePlan of plain pointers and precomputed per-column
 // constants. The kernels live in simd_sse2.cpp, simd_avx2.cpp and simd_avx512.cpp, each built
 // with its ISA's flags (lib/CMakeLists.txt) from the one template in simd_kernels.h.
 //
@@ -21,7 +21,7 @@
 
 namespace mqkv::codec::simd {
 
-struct Plan {
+struct DecodePlan {
   // Code stream of the quantized rows (row t starts at byte t * row_values * bits / 8; every
   // row_values is a multiple of 8, so rows start on bytes).
   const uint8_t* codes = nullptr;
@@ -48,10 +48,10 @@ struct Plan {
 
   // Scratch owned by the caller, each padded by 16 floats: per-element scale and min of the
   // current group row (row_values), per-group values (group_cols), one fp32 row (rotation).
-  float* S = nullptr;
-  float* M = nullptr;
-  float* gS = nullptr;
-  float* gM = nullptr;
+  float* elem_scale = nullptr;   // per element of the current group row (row_values)
+  float* elem_min = nullptr;
+  float* group_scale = nullptr;  // per group column of the current group row (group_cols)
+  float* group_min = nullptr;
   float* row = nullptr;
 
   // Scalar reference helpers (compiled with baseline flags in simd.cpp).
@@ -59,7 +59,7 @@ struct Plan {
   void (*f16_to_f32)(const uint8_t* src, uint64_t n, float* dst) = nullptr;
   // Meta-coded field `field` of groups index0 .. index0+n-1 (grid index gr*group_cols+gc,
   // column gc0 for the first) -> binary32 values.
-  void (*meta_values)(const Plan& p, int field, uint64_t index0, uint32_t gc0, uint32_t n, float* dst) = nullptr;
+  void (*meta_values)(const DecodePlan& p, int field, uint64_t index0, uint32_t gc0, uint32_t n, float* dst) = nullptr;
   // Scalar Walsh-Hadamard butterflies on v[0, block) (the reference order).
   void (*butterflies)(float* v, uint32_t block) = nullptr;
 };
@@ -84,7 +84,7 @@ struct Kernels {
   const char* name;
   uint32_t lanes;  // floats per vector
   // Quantized rows [t0, t1) (indices among the Q quantized rows) -> dst as `out`.
-  void (*rows)(const Plan& p, uint32_t t0, uint32_t t1, DType out, void* dst);
+  void (*rows)(const DecodePlan& p, uint32_t t0, uint32_t t1, DType out, void* dst);
   // n fp16 values (sink / residual rows) -> dst as `out`.
   void (*f16_rows)(const uint8_t* src, uint64_t n, DType out, void* dst);
 

@@ -107,7 +107,7 @@ struct Impl {
 
   // ---- metadata of one group row -> per-element S (and M) -------------------------------------
 
-  static void MetaField(const Plan& p, int field, uint32_t gr, float* g) {
+  static void MetaField(const DecodePlan& p, int field, uint32_t gr, float* g) {
     const uint8_t* part = field == 0 ? p.scales : p.mins;
     const uint64_t i0 = uint64_t(gr) * p.group_cols;
     uint32_t gc = 0;
@@ -135,7 +135,7 @@ struct Impl {
   // Expands per-group values to per-element (token axis: col_span consecutive elements share a
   // group, col_span a multiple of 8). Each store writes N lanes; a group shorter than N is
   // overwritten by the next one, and the buffers are padded for the last.
-  static void Expand(const Plan& p, const float* g, float* out) {
+  static void Expand(const DecodePlan& p, const float* g, float* out) {
     const uint32_t G = p.col_span;
     for (uint32_t gc = 0; gc < p.group_cols; ++gc) {
       const V b = K::Bcast(g[gc]);
@@ -161,7 +161,7 @@ struct Impl {
     V Min(uint32_t e) const { return K::Bcast(gM[e >> shift]); }
   };
 
-  static bool UseGroups(const Plan& p) {
+  static bool UseGroups(const DecodePlan& p) {
     const uint32_t G = p.col_span;
     return G >= N && (G & (G - 1)) == 0;
   }
@@ -173,16 +173,16 @@ struct Impl {
 
   // Metadata of group row gr into gS/gM, expanded into S/M when the accessor is MetaArrays.
   template <class Meta>
-  static Meta GroupRow(const Plan& p, uint32_t gr) {
-    MetaField(p, 0, gr, p.gS);
-    if (!p.codebook) MetaField(p, 1, gr, p.gM);
+  static Meta GroupRow(const DecodePlan& p, uint32_t gr) {
+    MetaField(p, 0, gr, p.group_scale);
+    if (!p.codebook) MetaField(p, 1, gr, p.group_min);
     if constexpr (std::is_same_v<Meta, MetaGroups>) {
-      return MetaGroups{p.gS, p.gM, Log2(p.col_span)};
+      return MetaGroups{p.group_scale, p.group_min, Log2(p.col_span)};
     } else {
-      if (p.col_span == 1) return MetaArrays{p.gS, p.gM};  // channel axis: one group per element
-      Expand(p, p.gS, p.S);
-      if (!p.codebook) Expand(p, p.gM, p.M);
-      return MetaArrays{p.S, p.M};
+      if (p.col_span == 1) return MetaArrays{p.group_scale, p.group_min};  // channel axis: one group per element
+      Expand(p, p.group_scale, p.elem_scale);
+      if (!p.codebook) Expand(p, p.group_min, p.elem_min);
+      return MetaArrays{p.elem_scale, p.elem_min};
     }
   }
 
@@ -201,7 +201,7 @@ struct Impl {
 
   // Decodes one quantized row (no rotation, or into p.row for the memory Hadamard path).
   template <int B, bool CB, class Meta, class Out>
-  static void Row(const Plan& p, const uint8_t* c, const Meta& meta, const Out& out) {
+  static void Row(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
     uint32_t e = 0;
     for (; e + N <= rv; e += N) out.Put(e, Value<B, CB>(c + uint64_t(e) * B / 8, meta, e, p.levels));
@@ -233,7 +233,7 @@ struct Impl {
   // Decode + inverse Hadamard with one rotation block (BV vectors) held in registers: decode,
   // in-vector stages, cross-vector stages (stage order of the reference), *c_B, sign, store.
   template <int B, bool CB, int BV, class Meta, class Out>
-  static void RowHadamard(const Plan& p, const uint8_t* c, const Meta& meta, const Out& out) {
+  static void RowHadamard(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
     const V cb = K::Bcast(p.rot_c);
     for (uint32_t b0 = 0; b0 < rv; b0 += BV * N) {
@@ -257,7 +257,7 @@ struct Impl {
   // one), then the output ------------------------------------------------------------------------
 
   template <class Out>
-  static void Finish(const Plan& p, const Out& out) {
+  static void Finish(const DecodePlan& p, const Out& out) {
     const uint32_t rv = p.row_values;
     const V c = K::Bcast(p.rot_c);
     uint32_t e = 0;
@@ -268,7 +268,7 @@ struct Impl {
   // ---- rows driver ----------------------------------------------------------------------------
 
   template <int B, bool CB, class Meta, class Out>
-  static void RowsM(const Plan& p, uint32_t t0, uint32_t t1, Out out) {
+  static void RowsM(const DecodePlan& p, uint32_t t0, uint32_t t1, Out out) {
     const uint64_t rv = p.row_values;
     const uint32_t bv = p.rotate && p.rot_block >= N ? p.rot_block / N : 0;
     Meta meta{};
@@ -302,13 +302,13 @@ struct Impl {
   }
 
   template <int B, bool CB, class Out>
-  static void RowsT(const Plan& p, uint32_t t0, uint32_t t1, Out out) {
+  static void RowsT(const DecodePlan& p, uint32_t t0, uint32_t t1, Out out) {
     if (UseGroups(p)) return RowsM<B, CB, MetaGroups>(p, t0, t1, out);
     RowsM<B, CB, MetaArrays>(p, t0, t1, out);
   }
 
   template <int B, bool CB>
-  static void RowsB(const Plan& p, uint32_t t0, uint32_t t1, DType out, void* dst) {
+  static void RowsB(const DecodePlan& p, uint32_t t0, uint32_t t1, DType out, void* dst) {
     switch (out) {
       case DType::kF32: return RowsT<B, CB>(p, t0, t1, OutF32{static_cast<float*>(dst)});
       case DType::kF16: return RowsT<B, CB>(p, t0, t1, OutF16{static_cast<uint16_t*>(dst)});
@@ -316,7 +316,7 @@ struct Impl {
     }
   }
 
-  static void Rows(const Plan& p, uint32_t t0, uint32_t t1, DType out, void* dst) {
+  static void Rows(const DecodePlan& p, uint32_t t0, uint32_t t1, DType out, void* dst) {
     if (p.codebook) {
       switch (p.bits) {
         case 1: return RowsB<1, true>(p, t0, t1, out, dst);

@@ -8,6 +8,7 @@
 
 #include "container.h"
 #include "mqkv_generated.h"
+#include "codec/registry.h"
 
 namespace mqkv::format {
 namespace {

@@ -15,6 +15,7 @@
 #include "io.h"
 #include "mqkv/codec.h"
 #include "mqkv/snapshot.h"
+#include "codec/registry.h"
 
 namespace mqkv {
 
@@ -247,7 +248,9 @@ std::optional<size_t> Snapshot::FindTensor(uint32_t layer, Kind kind) const {
   return std::nullopt;
 }
 
-const uint8_t* Snapshot::BlockBytes(size_t block) const { return impl_->file->data() + blocks().at(block).offset; }
+const uint8_t* Snapshot::BlockBytes(size_t block) const {
+  return block < blocks().size() ? impl_->file->data() + blocks()[block].offset : nullptr;
+}
 
 Result<const BlockHeader*> Snapshot::BlockHeaderAt(size_t block) const {
   if (block >= blocks().size()) return OutOfRange("block " + std::to_string(block) + " does not exist");

@@ -9,6 +9,7 @@
 
 #include "container.h"
 #include "io.h"
+#include "test_hooks.h"
 #include "mqkv/codec.h"
 #include "mqkv/snapshot.h"
 
@@ -54,7 +55,7 @@ void Writer::SetModel(ModelInfo model) {
   std::sort(model.metadata.begin(), model.metadata.end());
   impl_->footer.model = std::move(model);
 }
-void Writer::SetRequiredFeatures(uint64_t extra) { impl_->extra_features = extra; }
+void WriterTestHooks::SetRequiredFeatures(Writer& w, uint64_t extra) { w.impl_->extra_features = extra; }
 
 // Peak memory per block (spec/FORMAT.md, "Writing"): the encoder's parts plus, with zstd, one
 // buffer of ZSTD_compressBound(payload_bytes). The payload is never assembled: uncompressed parts

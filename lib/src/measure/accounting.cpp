@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "mqkv/measure.h"
+#include "codec/registry.h"
 
 namespace mqkv {
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "mqkv/measure.h"
+#include "codec/registry.h"
 
 namespace mqkv {
 

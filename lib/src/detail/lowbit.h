@@ -1,5 +1,7 @@
 // Per-element logic of the low-bit codecs (affine, codebook; spec/CODECS.md), shared by the
 // scalar reference decoder, the SIMD decoder's tails and the CUDA kernels (__host__ __device__).
+// Namespace mqkv::elem ("element logic"); the codec internals built on it are mqkv::codec::lowbit.
+// Internal: lib/src/detail is not installed.
 //
 // Everything here assumes a header already accepted by the codec's PartSizes (the reader checks
 // every block before it reaches a decoder): no bounds or overflow checks on the hot path.
@@ -13,7 +15,7 @@
 #include "mqkv/block.h"
 #include "mqkv/numeric.h"
 
-namespace mqkv::lowbit {
+namespace mqkv::elem {
 
 // ---- binary32 operations, each rounded to nearest even (never contracted) -------------------
 
@@ -227,4 +229,4 @@ MQKV_HD void forward_rotate(float* v, uint32_t head_dim, uint32_t block, uint64_
   for (uint32_t i = 0; i < head_dim; ++i) v[i] = mul_rn(v[i], c);
 }
 
-}  // namespace mqkv::lowbit
+}  // namespace mqkv::elem

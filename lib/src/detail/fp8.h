@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "mqkv/detail/lowbit.h"
+#include "detail/lowbit.h"
 #include "mqkv/numeric.h"
 
 namespace mqkv::fp8 {
@@ -28,7 +28,7 @@ MQKV_HD float e4m3_to_f32(uint32_t code) {
   if (e == 0xFu && m == 7u) return bits_f32(sign | 0x7FC00000u);
   if (e == 0) {
     // Subnormal m * 2^-9 (m = 0: a signed zero); the product is exact in binary32.
-    const float v = mqkv::lowbit::mul_rn(static_cast<float>(m), 0.001953125f);
+    const float v = mqkv::elem::mul_rn(static_cast<float>(m), 0.001953125f);
     return sign ? -v : v;
   }
   return bits_f32(sign | ((e + 120u) << 23) | (m << 20));
@@ -76,7 +76,7 @@ MQKV_HD bool scale_valid(float s) { return s > 0.0f && s <= 3.4028234663852886e3
 MQKV_HD float decode(uint32_t code, float s) {
   const float v = e4m3_to_f32(code);
   if (e4m3_is_nan(code)) return v;
-  return mqkv::lowbit::mul_rn(v, s);
+  return mqkv::elem::mul_rn(v, s);
 }
 
 }  // namespace mqkv::fp8
