@@ -400,3 +400,26 @@ TEST(Accounting, SubByteStreamTailsAreWithinTheAllowance) {
   EXPECT_TRUE(t.explained());
   EXPECT_EQ(acc->total.breakdown.Sum(), int64_t(acc->file_bytes));
 }
+
+// The verification pipeline as a library call (what mqverify and the bindings print).
+TEST(Verify, ReportOnAnOpenSnapshot) {
+  TempDir dir;
+  const KvSet set = MakeSet(2, 20, 21);
+  const std::string path = dir.Path("v.mqkv");
+  Write(set, path, "affine:bits=4,group=16", {.max_block_tokens = 8});
+  auto s = Open(path);
+  ASSERT_TRUE(s);
+  VerifyOptions vo;
+  vo.backends = {Backend::kSimd};
+  vo.reference = &set;
+  vo.reference_name = "the input";
+  auto r = VerifySnapshot(*s, vo);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->ok());
+  EXPECT_TRUE(r->checksum_errors.empty());
+  ASSERT_TRUE(r->fidelity.has_value());
+  EXPECT_GT(r->fidelity->total.mean_cosine(), 0.9);
+  EXPECT_EQ(r->accounting.tensors.size(), 4u);
+  EXPECT_EQ(r->backends.front().backend, Backend::kScalar);
+  EXPECT_FALSE(VerifySnapshot(*s, {.backends = {Backend::kAuto}}).ok());
+}

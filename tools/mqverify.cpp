@@ -2,6 +2,7 @@
 // reference, and bit-for-bit agreement of every decode backend (spec/MEASURE.md).
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "mqkv/measure.h"
@@ -113,56 +114,31 @@ int main(int argc, char** argv) {
     if (!opened.ok()) return tool::Fail(kProg, opened.status());
     const Snapshot& s = **opened;
 
-    // 0. Every block header (checked on first access, not at open): a bad one makes the file
-    // malformed (exit 3), not a checksum mismatch.
-    for (size_t b = 0; b < s.blocks().size(); ++b)
-      if (auto h = s.BlockHeaderAt(b); !h.ok()) return tool::Fail(kProg, h.status());
-
-    // 1. Checksums of every block (the footer's was checked at open).
-    std::vector<std::string> checksum_errors;
-    for (size_t b = 0; b < s.blocks().size(); ++b)
-      if (Status st = s.VerifyBlock(b); !st.ok()) checksum_errors.push_back(st.ToString());
-    const bool checksums_ok = checksum_errors.empty();
-
-    // 2. Accounting.
-    auto acc = AccountSnapshot(s);
-    if (!acc.ok()) return tool::Fail(kProg, acc.status());
-    bool accounting_ok = acc->total.explained();
-    for (const TensorAccounting& t : acc->tensors) accounting_ok = accounting_ok && (t.kind == Kind::kQ || t.explained());
-
-    // 3. Backends.
-    auto reps = CompareBackends(s, backends);
-    if (!reps.ok()) return tool::Fail(kProg, reps.status());
-    bool backends_ok = true;
-    for (const BackendReport& r : *reps) backends_ok = backends_ok && (!r.available || r.agrees());
-
-    // 4. Fidelity.
-    std::optional<Fidelity> fid;
-    std::string fid_error, ref_fmt_name;
+    // The reference (read first: a bad reference is a usage problem, whatever the file holds).
+    std::optional<KvSet> reference;
+    std::string ref_fmt_name;
     if (!ref_path.empty()) {
       auto fmt = ref_format.empty() ? DetectFileFormat(ref_path) : ParseFileFormat(ref_format);
       if (!fmt.ok()) return tool::Fail(kProg, fmt.status());
       ref_fmt_name = FileFormatName(*fmt);
       auto ref = ReadKvSet(ref_path, *fmt);
       if (!ref.ok()) return tool::Fail(kProg, ref.status());
-      if (!checksums_ok) {
-        fid_error = "not measured: the file has checksum mismatches";
-      } else {
-        auto dec = ReadKvSet(path, FileFormat::kMqkv);
-        if (!dec.ok()) return tool::Fail(kProg, dec.status());
-        FidelityOptions fo;
-        fo.positions = *positions;
-        auto f = MeasureFidelity(*dec, *ref, fo);
-        if (!f.ok()) {
-          Status st = f.status();
-          st.Prepend("comparing with reference " + ref_path);
-          return tool::Fail(kProg, st.WithFile(path));
-        }
-        fid = std::move(*f);
-      }
+      reference = std::move(*ref);
     }
-    const Fidelity* F = fid ? &*fid : nullptr;
-    const SnapshotAccounting& A = *acc;
+    VerifyOptions vo;
+    vo.backends = backends;
+    vo.reference = reference ? &*reference : nullptr;
+    vo.reference_name = ref_path;
+    vo.fidelity.positions = *positions;
+    auto report = VerifySnapshot(s, vo);
+    if (!report.ok()) return tool::Fail(kProg, report.status());
+    const VerifyReport& R = *report;
+    const std::vector<std::string>& checksum_errors = R.checksum_errors;
+    const bool checksums_ok = R.checksums_ok(), accounting_ok = R.accounting_ok(), backends_ok = R.backends_ok();
+    const std::vector<BackendReport>* reps = &R.backends;
+    const Fidelity* F = R.fidelity ? &*R.fidelity : nullptr;
+    const std::string& fid_error = R.fidelity_error;
+    const SnapshotAccounting& A = R.accounting;
 
     std::ostringstream o;
     if (json) {

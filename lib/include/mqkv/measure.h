@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -167,5 +168,35 @@ struct BackendReport {
 // available backend counts as a mismatch. Unavailable backends are reported with
 // available = false and not compared.
 Result<std::vector<BackendReport>> CompareBackends(const Snapshot& snapshot, const std::vector<Backend>& backends);
+
+// ---------------------------------------------------------------------------------------------
+// The whole verification (what mqverify reports; spec/MEASURE.md)
+
+struct VerifyOptions {
+  std::vector<Backend> backends;     // compared with kScalar (always included); kAuto is refused
+  const KvSet* reference = nullptr;  // fidelity against this K/V when set
+  std::string reference_name;        // for messages ("comparing with reference NAME: ...")
+  FidelityOptions fidelity;
+};
+
+struct VerifyReport {
+  std::vector<std::string> checksum_errors;  // one message per block whose checksum mismatches
+  SnapshotAccounting accounting;
+  std::vector<BackendReport> backends;       // kScalar first
+  std::optional<Fidelity> fidelity;          // when a reference was given and could be compared
+  std::string fidelity_error;                // why it was not measured ("" when it was or none asked)
+  bool checksums_ok() const { return checksum_errors.empty(); }
+  // Every K/V tensor's and the total's excess over the modeled bits is explained by the listed overheads.
+  bool accounting_ok() const;
+  bool backends_ok() const;  // every available backend agrees bit for bit with the reference
+  bool ok() const { return checksums_ok() && accounting_ok() && backends_ok(); }
+};
+
+// The verification pipeline over an open snapshot, in order: every block header (a bad one is an
+// error: the file is malformed, not merely corrupt), every block checksum, accounting, backend
+// agreement, and fidelity against opts.reference (decoded from `snapshot` itself; skipped with
+// fidelity_error when a checksum mismatches). Problems found are in the report; only a malformed
+// file or a failing comparison setup is an error.
+Result<VerifyReport> VerifySnapshot(const Snapshot& snapshot, const VerifyOptions& opts = {});
 
 }  // namespace mqkv

@@ -1,0 +1,65 @@
+// The whole verification (spec/MEASURE.md): what mqverify prints, as a value the tools and
+// bindings share. Opens nothing: everything is read from the caller's snapshot.
+#include "mqkv/measure.h"
+
+namespace mqkv {
+
+bool VerifyReport::accounting_ok() const {
+  bool ok = accounting.total.explained();
+  for (const TensorAccounting& t : accounting.tensors) ok = ok && (t.kind == Kind::kQ || t.explained());
+  return ok;
+}
+
+bool VerifyReport::backends_ok() const {
+  for (const BackendReport& r : backends)
+    if (r.available && !r.agrees()) return false;
+  return true;
+}
+
+namespace {
+
+// Every tensor decoded to fp32 from the open snapshot (the fidelity pass's input).
+Result<KvSet> DecodeAll(const Snapshot& s) {
+  KvSet set;
+  set.model = s.model();
+  for (size_t i = 0; i < s.tensors().size(); ++i) {
+    KvTensor kt;
+    kt.desc = s.tensors()[i];
+    MQKV_ASSIGN_OR_RETURN(kt.data, s.DecodeF32(i, 0, kt.desc.n_tokens));
+    set.tensors.push_back(std::move(kt));
+  }
+  return set;
+}
+
+}  // namespace
+
+Result<VerifyReport> VerifySnapshot(const Snapshot& s, const VerifyOptions& opts) {
+  VerifyReport r;
+  // 0. Every block header (checked on first access, not at open).
+  for (size_t b = 0; b < s.blocks().size(); ++b) MQKV_RETURN_IF_ERROR(s.BlockHeaderAt(b).status());
+  // 1. Checksums of every block (the footer's was checked at open).
+  for (size_t b = 0; b < s.blocks().size(); ++b)
+    if (Status st = s.VerifyBlock(b); !st.ok()) r.checksum_errors.push_back(st.ToString());
+  // 2. Accounting.
+  MQKV_ASSIGN_OR_RETURN(r.accounting, AccountSnapshot(s));
+  // 3. Backends.
+  MQKV_ASSIGN_OR_RETURN(r.backends, CompareBackends(s, opts.backends));
+  // 4. Fidelity.
+  if (opts.reference) {
+    if (!r.checksums_ok()) {
+      r.fidelity_error = "not measured: the file has checksum mismatches";
+    } else {
+      MQKV_ASSIGN_OR_RETURN(KvSet decoded, DecodeAll(s));
+      auto f = MeasureFidelity(decoded, *opts.reference, opts.fidelity);
+      if (!f.ok()) {
+        Status st = f.status();
+        st.Prepend("comparing with reference " + opts.reference_name);
+        return st.WithFile(s.path());
+      }
+      r.fidelity = std::move(*f);
+    }
+  }
+  return r;
+}
+
+}  // namespace mqkv
