@@ -35,7 +35,7 @@ Status Build(const std::vector<float>& x, BlockShape shape, Block* out) {
   return mqkv::testing::BuildBlock(CodecSpec::Parse("fp8").value(), x, shape, out);
 }
 
-float Scale(const Block& b) { return lowbit::load_f32(b.payload.data() + b.h.parts[kPartScales].offset); }
+float Scale(const Block& b) { return elem::load_f32(b.payload.data() + b.h.parts[kPartScales].offset); }
 void SetScale(Block& b, float s) { std::memcpy(b.payload.data() + b.h.parts[kPartScales].offset, &s, 4); }
 
 Status DecodeTo(const Block& b, DType t, std::vector<uint8_t>* out, Backend be = Backend::kScalar, uint32_t r0 = 0,

@@ -245,7 +245,7 @@ TEST(Simd, OutputConversionsMatchNumericH) {
       ASSERT_TRUE(GetCodec(CodecId::kCodebook)->Decode(b.view(), 0, 1, DType::kF32, f, Backend::kSimd).ok());
       for (int i = 0; i < 32; ++i) {
         const uint32_t p = patterns[base + i % 16];
-        const float v = lowbit::codebook_value(bits_f32(p), one);  // a real multiply (quiets sNaN)
+        const float v = elem::codebook_value(bits_f32(p), one);  // a real multiply (quiets sNaN)
         ASSERT_EQ(f32_bits(f[i]), f32_bits(v)) << arch << " f32 of 0x" << std::hex << p;
         ASSERT_EQ(h[i], f32_to_f16(v)) << arch << " f16 of 0x" << std::hex << p;
         ASSERT_EQ(bf[i], f32_to_bf16(v)) << arch << " bf16 of 0x" << std::hex << p;
