@@ -2,6 +2,9 @@
 // llama-cpp-python 0.3.36: session files version 10, sequence files version 3, a plain
 // (non-recurrent, non-iSWA) KV cache with one stream and no cell extension.
 //
+// ggml's element types (the traits table, quantizers, llama.cpp's cache rotation) are in
+// llama/ggml_types.h; this file holds the state-file cursor, parser and writer.
+//
 // Reading keeps everything that is not KV data (architecture, tokens, cell positions and seq ids
 // in cell order, V layout, cache types, the token record kind) in ModelInfo / metadata so that
 // writing the KvSet back in the same cache types gives the same bytes.
@@ -15,11 +18,18 @@
 
 #include "../format/io.h"
 #include "adapters.h"
+#include "llama/ggml_types.h"
 #include "mqkv/llama.h"
 #include "mqkv/numeric.h"
 
 namespace mqkv::adapters {
 namespace {
+
+using GgmlType = ggml::Type;
+using ggml::RotateRows;
+using ggml::RotSize;
+using ggml::TypeById;
+using ggml::TypeByName;
 
 constexpr uint32_t kMagicSession = 0x6767736eu;  // 'ggsn'
 constexpr uint32_t kMagicSeq = 0x67677371u;      // 'ggsq'
@@ -29,172 +39,6 @@ constexpr uint32_t kServerTokensVersion = 1;
 constexpr uint32_t kMaxArchName = 256;
 constexpr uint32_t kCellExtBytes = 12;  // llama_kv_cell_ext {i32 x, y; i32 tok}
 
-// ---------------------------------------------------------------------------------------------
-// ggml element types
-struct GgmlType {
-  int32_t id;
-  const char* name;
-  uint32_t block_elems;  // values per block
-  uint32_t block_bytes;  // bytes per block
-};
-constexpr std::array<GgmlType, 5> kTypes = {{
-    {0, "f32", 1, 4},
-    {1, "f16", 1, 2},
-    {2, "q4_0", 32, 18},
-    {8, "q8_0", 32, 34},
-    {30, "bf16", 1, 2},
-}};
-
-const GgmlType* TypeById(int32_t id) {
-  for (const GgmlType& t : kTypes)
-    if (t.id == id) return &t;
-  return nullptr;
-}
-const GgmlType* TypeByName(std::string_view n) {
-  for (const GgmlType& t : kTypes)
-    if (n == t.name) return &t;
-  return nullptr;
-}
-bool IsQuantized(const GgmlType& t) { return t.block_elems > 1; }
-
-// Names of the other ggml types, for error messages only.
-std::string GgmlTypeName(int32_t id) {
-  static const char* const kOther[] = {nullptr, nullptr, nullptr, "q4_1", nullptr, nullptr, "q5_0", "q5_1", nullptr,
-                                       "q8_1",  "q2_K",  "q3_K",  "q4_K", "q5_K",  "q6_K",  "q8_K"};
-  if (const GgmlType* t = TypeById(id)) return t->name;
-  if (id >= 0 && id < int32_t(std::size(kOther)) && kOther[id]) return kOther[id];
-  return "ggml type id " + std::to_string(id);
-}
-
-// ---------------------------------------------------------------------------------------------
-// ggml block quantization, exactly as ggml-quants.c (quantize_row_*_ref / dequantize_row_*).
-void DequantQ8_0(const uint8_t* b, float* y, uint64_t n_blocks) {
-  for (uint64_t i = 0; i < n_blocks; ++i, b += 34) {
-    uint16_t dh;
-    std::memcpy(&dh, b, 2);
-    const float d = f16_to_f32(dh);
-    for (int j = 0; j < 32; ++j) y[i * 32 + j] = float(static_cast<int8_t>(b[2 + j])) * d;
-  }
-}
-void DequantQ4_0(const uint8_t* b, float* y, uint64_t n_blocks) {
-  for (uint64_t i = 0; i < n_blocks; ++i, b += 18) {
-    uint16_t dh;
-    std::memcpy(&dh, b, 2);
-    const float d = f16_to_f32(dh);
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = (b[2 + j] & 0x0F) - 8;
-      const int x1 = (b[2 + j] >> 4) - 8;
-      y[i * 32 + j] = float(x0) * d;
-      y[i * 32 + j + 16] = float(x1) * d;
-    }
-  }
-}
-void QuantQ8_0(const float* x, uint8_t* b, uint64_t n_blocks) {
-  for (uint64_t i = 0; i < n_blocks; ++i, b += 34) {
-    float amax = 0.0f;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[i * 32 + j]));
-    const float d = amax / ((1 << 7) - 1);
-    const float id = d ? 1.0f / d : 0.0f;
-    const uint16_t dh = f32_to_f16(d);
-    std::memcpy(b, &dh, 2);
-    for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[i * 32 + j] * id)));
-  }
-}
-void QuantQ4_0(const float* x, uint8_t* b, uint64_t n_blocks) {
-  for (uint64_t i = 0; i < n_blocks; ++i, b += 18) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < 32; ++j) {
-      const float v = x[i * 32 + j];
-      if (amax < std::fabs(v)) {
-        amax = std::fabs(v);
-        max = v;
-      }
-    }
-    const float d = max / -8;
-    const float id = d ? 1.0f / d : 0.0f;
-    const uint16_t dh = f32_to_f16(d);
-    std::memcpy(b, &dh, 2);
-    for (int j = 0; j < 16; ++j) {
-      const float x0 = x[i * 32 + j] * id;
-      const float x1 = x[i * 32 + 16 + j] * id;
-      const uint8_t xi0 = static_cast<uint8_t>(std::min<int>(15, static_cast<int8_t>(x0 + 8.5f)));
-      const uint8_t xi1 = static_cast<uint8_t>(std::min<int>(15, static_cast<int8_t>(x1 + 8.5f)));
-      b[2 + j] = static_cast<uint8_t>(xi0 | (xi1 << 4));
-    }
-  }
-}
-
-// `n` values of type `t` (n a multiple of its block) -> fp32.
-void ToF32(const GgmlType& t, const uint8_t* src, uint64_t n, float* dst) {
-  switch (t.id) {
-    case 0: std::memcpy(dst, src, n * 4); break;
-    case 1:
-      for (uint64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = f16_to_f32(h);
-      }
-      break;
-    case 30:
-      for (uint64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = bf16_to_f32(h);
-      }
-      break;
-    case 8: DequantQ8_0(src, dst, n / 32); break;
-    case 2: DequantQ4_0(src, dst, n / 32); break;
-  }
-}
-void FromF32(const GgmlType& t, const float* src, uint64_t n, uint8_t* dst) {
-  switch (t.id) {
-    case 0: std::memcpy(dst, src, n * 4); break;
-    case 1:
-      for (uint64_t i = 0; i < n; ++i) {
-        const uint16_t h = f32_to_f16(src[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-      break;
-    case 30:
-      for (uint64_t i = 0; i < n; ++i) {
-        const uint16_t h = f32_to_bf16(src[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-      break;
-    case 8: QuantQ8_0(src, dst, n / 32); break;
-    case 2: QuantQ4_0(src, dst, n / 32); break;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Hadamard rotation llama.cpp applies to quantized caches (llama-kv-cache.cpp, attn_rot_k /
-// attn_rot_v): each run of `n` consecutive row elements is multiplied by the orthonormal
-// Sylvester-Walsh-Hadamard matrix H_n (H_n^2 = I), so the same transform undoes it.
-void Hadamard(float* x, uint32_t n) {
-  std::vector<double> t(x, x + n);
-  for (uint32_t len = 1; len < n; len <<= 1)
-    for (uint32_t i = 0; i < n; i += len << 1)
-      for (uint32_t j = i; j < i + len; ++j) {
-        const double a = t[j], b = t[j + len];
-        t[j] = a + b;
-        t[j + len] = a - b;
-      }
-  const double s = 1.0 / std::sqrt(double(n));
-  for (uint32_t i = 0; i < n; ++i) x[i] = static_cast<float>(t[i] * s);
-}
-void RotateRows(std::vector<float>& data, uint32_t nrot) {
-  if (nrot == 0) return;
-  for (size_t i = 0; i + nrot <= data.size(); i += nrot) Hadamard(data.data() + i, nrot);
-}
-// Rotation size llama.cpp uses for a cache of type `t` with heads of `head_dim` elements
-// (0 = none): K takes the largest power of two >= 64 dividing head_dim, V always 64.
-uint32_t RotSize(const GgmlType& t, uint32_t head_dim, bool is_k) {
-  if (!IsQuantized(t) || head_dim == 0 || head_dim % 64 != 0) return 0;
-  if (!is_k) return 64;
-  uint32_t n = 64;
-  while (head_dim % (n * 2) == 0) n *= 2;
-  return n;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Bounded little-endian reader over the file bytes.
@@ -250,7 +94,7 @@ Result<const GgmlType*> ReadType(Cursor& c, const std::string& what) {
   MQKV_RETURN_IF_ERROR(c.Get(&id, what));
   const GgmlType* t = TypeById(id);
   if (!t)
-    return Status(StatusCode::kUnsupported, what + " is " + GgmlTypeName(id) +
+    return Status(StatusCode::kUnsupported, what + " is " + ggml::TypeName(id) +
                                                  "; supported cache types: f32, f16, bf16, q8_0, q4_0")
         .WithOffset(at);
   return t;
@@ -333,7 +177,7 @@ Result<Memory> ParseMemory(Cursor& c, uint32_t ext, bool one_seq) {
       uint32_t el;
       MQKV_RETURN_IF_ERROR(c.Get(&el, name + " element size"));
       MQKV_RETURN_IF_ERROR(c.Get(&L.n_embd_v, name + " n_embd_v_gqa"));
-      if (IsQuantized(*L.v_type))
+      if (L.v_type->quantized())
         return Status(StatusCode::kUnsupported, name + " is transposed " + L.v_type->name +
                                                     "; a transposed V must be f32, f16 or bf16 (llama.cpp needs flash "
                                                     "attention, hence a row layout, for a quantized V)")
@@ -551,11 +395,11 @@ Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat for
       kt.data.resize(uint64_t(m.cell_count) * width);
       const uint8_t* src = is_k ? L.k : L.v;
       if (is_k || !m.v_trans) {
-        ToF32(t, src, uint64_t(m.cell_count) * width, kt.data.data());
+        t.to_float(src, uint64_t(m.cell_count) * width, kt.data.data());
       } else {
         std::vector<float> col(m.cell_count);
         for (uint32_t j = 0; j < width; ++j) {
-          ToF32(t, src + uint64_t(j) * m.cell_count * t.block_bytes, m.cell_count, col.data());
+          t.to_float(src + uint64_t(j) * m.cell_count * t.block_bytes, m.cell_count, col.data());
           for (uint32_t i = 0; i < m.cell_count; ++i) kt.data[uint64_t(i) * width + j] = col[i];
         }
       }
@@ -744,9 +588,9 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
         o.Put<uint64_t>(row_bytes);
         const size_t at = o.b.size();
         o.b.resize(at + row_bytes * cells);
-        FromF32(*ty, src, uint64_t(cells) * width, o.b.data() + at);
+        ty->from_float(src, uint64_t(cells) * width, o.b.data() + at);
       } else {
-        if (IsQuantized(*ty))
+        if (ty->quantized())
           return InvalidArgument(std::string("a transposed V cache cannot be ") + ty->name + " (llama.cpp needs flash attention, i.e. v_trans 0, for a quantized V)");
         o.Put<uint32_t>(ty->block_bytes);
         o.Put<uint32_t>(width);
@@ -755,7 +599,7 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
           for (uint32_t i = 0; i < cells; ++i) col[i] = src[uint64_t(i) * width + j];
           const size_t at = o.b.size();
           o.b.resize(at + uint64_t(cells) * ty->block_bytes);
-          FromF32(*ty, col.data(), cells, o.b.data() + at);
+          ty->from_float(col.data(), cells, o.b.data() + at);
         }
       }
     }
