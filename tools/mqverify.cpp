@@ -79,6 +79,159 @@ std::string Fmt(const char* f, double v) {
   return b;
 }
 
+// --backend: "all" (every available one besides scalar) or one name.
+Result<std::vector<Backend>> ParseBackends(const std::string& text) {
+  std::vector<Backend> backends;
+  if (text == "all") {
+    for (Backend b : {Backend::kSimd, Backend::kCuda})
+      if (BackendAvailable(b)) backends.push_back(b);
+    return backends;
+  }
+  auto b = ParseBackend(text);
+  if (!b.ok() || *b == Backend::kAuto) return InvalidArgument("--backend \"" + text + "\": expected all, scalar, simd or cuda");
+  if (!BackendAvailable(*b)) return InvalidArgument(std::string("--backend ") + BackendName(*b) + ": not available in this build or on this machine");
+  backends.push_back(*b);
+  return backends;
+}
+
+// What both printers read: the report and how it was asked for.
+struct Printed {
+  const std::string& path;
+  const std::string& ref_path;
+  const std::string& ref_fmt_name;
+  const std::vector<double>& positions;
+  const VerifyReport& R;
+};
+
+// `mqverify --json`: one object (spec/MEASURE.md).
+std::string ReportJson(const Printed& p) {
+  const VerifyReport& R = p.R;
+  const std::string& path = p.path;
+  const std::string& ref_path = p.ref_path;
+  const std::string& ref_fmt_name = p.ref_fmt_name;
+  const std::vector<double>* positions = &p.positions;
+  const std::vector<std::string>& checksum_errors = R.checksum_errors;
+  const bool checksums_ok = R.checksums_ok(), accounting_ok = R.accounting_ok(), backends_ok = R.backends_ok();
+  const std::vector<BackendReport>* reps = &R.backends;
+  const Fidelity* F = R.fidelity ? &*R.fidelity : nullptr;
+  const std::string& fid_error = R.fidelity_error;
+  const SnapshotAccounting& A = R.accounting;
+  std::ostringstream o;
+  o << "{\"file\":" << JsonString(path) << ",\"file_bytes\":" << A.file_bytes << ",\"checksums_ok\":" << (checksums_ok ? "true" : "false")
+    << ",\"checksum_errors\":[";
+  for (size_t i = 0; i < checksum_errors.size(); ++i) o << (i ? "," : "") << JsonString(checksum_errors[i]);
+  o << "],\"accounting_ok\":" << (accounting_ok ? "true" : "false") << ",\"backends_ok\":" << (backends_ok ? "true" : "false")
+    << ",\"tensors\":[";
+  for (size_t i = 0; i < A.tensors.size(); ++i) {
+    const TensorAccounting& t = A.tensors[i];
+    o << (i ? "," : "") << "{\"layer\":" << t.layer << ",\"kind\":\"" << KindName(t.kind) << "\",\"codec\":" << JsonString(t.codec)
+      << ",\"in_total\":" << (t.kind == Kind::kQ ? "false" : "true") << "," << AccountingJson(t, false);
+    if (const TensorFidelity* tf = FindFidelity(F, t.layer, t.kind)) o << ",\"fidelity\":" << TensorFidelityJson(*tf);
+    o << "}";
+  }
+  o << "],\"total\":{\"scope\":\"k and v tensors plus file header, footer and tail; query tensors excluded\","
+    << AccountingJson(A.total, true);
+  if (F) o << ",\"fidelity\":" << TensorFidelityJson(F->total);
+  o << "},\"queries_in_file\":{\"tensors\":" << A.query_tensors << ",\"values\":" << A.query_values << ",\"stored_bytes\":" << A.query_bytes
+    << ",\"excluded_from_total\":true},\"fidelity\":";
+  if (F) {
+    o << "{\"reference\":" << JsonString(ref_path) << ",\"reference_format\":" << JsonString(ref_fmt_name)
+      << ",\"queries\":" << JsonString(F->queries) << ",\"position_fractions\":[";
+    for (size_t i = 0; i < positions->size(); ++i) o << (i ? "," : "") << JsonNumber((*positions)[i]);
+    o << "],\"score_metric\":\"cosine of softmax attention weights over j <= p\",\"attention\":{" << AttentionJson(F->attention)
+      << "},\"layers\":[";
+    for (size_t i = 0; i < F->layers.size(); ++i) {
+      const LayerAttention& la = F->layers[i];
+      o << (i ? "," : "") << "{\"layer\":" << la.layer << ",\"positions\":[";
+      for (size_t j = 0; j < la.positions.size(); ++j) o << (j ? "," : "") << la.positions[j];
+      o << "]," << AttentionJson(la.attention) << "}";
+    }
+    o << "]}";
+  } else if (!fid_error.empty()) {
+    o << "{\"reference\":" << JsonString(ref_path) << ",\"error\":" << JsonString(fid_error) << "}";
+  } else {
+    o << "null";
+  }
+  o << ",\"backends\":[";
+  for (size_t i = 0; i < reps->size(); ++i) {
+    const BackendReport& r = (*reps)[i];
+    o << (i ? "," : "") << "{\"backend\":\"" << BackendName(r.backend) << "\",\"available\":" << (r.available ? "true" : "false")
+      << ",\"reference\":" << (r.backend == Backend::kScalar ? "true" : "false");
+    if (r.available)
+      o << ",\"blocks\":" << r.blocks << ",\"mismatched_blocks\":" << r.mismatched << ",\"agrees\":" << (r.agrees() ? "true" : "false")
+        << ",\"no_path_blocks\":" << r.no_path << ",\"no_path\":" << (r.no_path_what.empty() ? "null" : JsonString(r.no_path_what))
+        << ",\"problem\":" << (r.first_problem.empty() ? "null" : JsonString(r.first_problem));
+    o << "}";
+  }
+  o << "]}\n";
+  return o.str();
+}
+
+// The text report.
+std::string ReportText(const Printed& p, size_t n_blocks) {
+  const VerifyReport& R = p.R;
+  const std::string& path = p.path;
+  const std::string& ref_path = p.ref_path;
+  const std::string& ref_fmt_name = p.ref_fmt_name;
+  const std::vector<std::string>& checksum_errors = R.checksum_errors;
+  const bool checksums_ok = R.checksums_ok(), accounting_ok = R.accounting_ok();
+  const std::vector<BackendReport>* reps = &R.backends;
+  const Fidelity* F = R.fidelity ? &*R.fidelity : nullptr;
+  const std::string& fid_error = R.fidelity_error;
+  const SnapshotAccounting& A = R.accounting;
+  std::ostringstream o;
+  o << "file        " << Printable(path) << " (" << A.file_bytes << " bytes)\n";
+  o << "checksums   " << (checksums_ok ? "ok (footer and " + std::to_string(n_blocks) + " blocks)" : "MISMATCH in " + std::to_string(checksum_errors.size()) + " block(s)") << "\n";
+  for (size_t i = 0; i < checksum_errors.size() && i < 5; ++i) o << "            " << Printable(checksum_errors[i]) << "\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "  %5s %-4s %12s %12s %9s %9s %8s  %-9s %s\n", "layer", "kind", "values", "stored", "modeled", "actual",
+                "excess%", F ? "rel_mse" : "", F ? "cos" : "");
+  o << "accounting  bits per value (modeled = codec formula, actual = 8 x stored bytes / values)\n" << line;
+  for (const TensorAccounting& t : A.tensors) {
+    const TensorFidelity* tf = FindFidelity(F, t.layer, t.kind);
+    std::snprintf(line, sizeof line, "  %5u %-4s %12llu %12llu %9.5f %9.5f %8.3f  %-9s %s%s  %s\n", t.layer, KindName(t.kind),
+                  (unsigned long long)t.values, (unsigned long long)t.stored_bytes, t.modeled_bits_per_dim(), t.actual_bits_per_dim(),
+                  t.excess_percent(), tf ? Fmt("%.3e", tf->rel_mse()).c_str() : "", tf ? Fmt("%.6f", tf->mean_cosine()).c_str() : "",
+                  t.kind == Kind::kQ ? " (reference queries, not in total)" : "", Printable(t.codec).c_str());
+    o << line;
+  }
+  const TensorAccounting& T = A.total;
+  std::snprintf(line, sizeof line, "  %-10s %12llu %12llu %9.5f %9.5f %8.3f  %-9s %s\n", "total k+v", (unsigned long long)T.values,
+                (unsigned long long)T.stored_bytes, T.modeled_bits_per_dim(), T.actual_bits_per_dim(), T.excess_percent(),
+                F ? Fmt("%.3e", F->total.rel_mse()).c_str() : "", F ? Fmt("%.6f", F->total.mean_cosine()).c_str() : "");
+  o << line;
+  const Breakdown& d = T.breakdown;
+  o << "breakdown   codes " << d.codes << ", group meta " << d.group_meta << ", shared ranges " << d.shared_ranges << ", fp16 rows "
+    << d.fp16_rows << ", codebook " << d.codebook << ", block headers " << d.block_headers << ", padding " << d.padding
+    << ", entropy coding " << d.entropy_coding << ", footer+index " << d.footer_index << " = " << d.Sum() << " bytes";
+  if (A.query_tensors) o << " (+ " << A.query_bytes << " bytes of " << A.query_tensors << " query tensors = " << A.file_bytes << ")";
+  o << "\n";
+  o << "excess      " << Fmt("%.5f", T.excess_bits_per_dim()) << " bits/value over modeled; overheads account for "
+    << Fmt("%.5f", T.values ? 8.0 * double(d.Overhead()) / double(T.values) : 0.0) << ": "
+    << (accounting_ok ? "explained" : "NOT EXPLAINED by headers, index, padding and codebook") << "\n";
+  if (F) {
+    const AttentionFidelity& at = F->attention;
+    o << "fidelity    vs " << Printable(ref_path) << " (" << ref_fmt_name << "), queries: " << F->queries << "\n"
+      << "attention   " << at.cases << " cases: output cosine mean " << Fmt("%.6f", at.mean_output_cosine()) << " min "
+      << Fmt("%.6f", at.cases ? at.out_cos_min : 1.0) << "; score cosine mean " << Fmt("%.6f", at.mean_score_cosine()) << " min "
+      << Fmt("%.6f", at.cases ? at.score_cos_min : 1.0) << "\n";
+  } else if (!fid_error.empty()) {
+    o << "fidelity    " << fid_error << "\n";
+  }
+  for (const BackendReport& r : *reps) {
+    o << "backend     " << BackendName(r.backend) << ": ";
+    if (!r.available) o << "not available";
+    else if (r.backend == Backend::kScalar) o << (r.agrees() ? "reference, decoded " + std::to_string(r.blocks) + " blocks" : "DECODE FAILED: " + Printable(r.first_problem));
+    else {
+      o << (r.agrees() ? "bit-identical to scalar on " + std::to_string(r.blocks) + " blocks (f32 and f16)" : "DISAGREES on " + std::to_string(r.mismatched) + " block(s): " + Printable(r.first_problem));
+      if (r.no_path)
+        o << "; " << r.no_path << " block(s) have no " << BackendName(r.backend) << " path (" << Printable(r.no_path_what) << ")";
+    }
+    o << "\n";
+  }
+  return o.str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,18 +249,8 @@ int main(int argc, char** argv) {
   return tool::Run(app, argc, argv, [&]() -> int {
     auto positions = ParsePositions(positions_text);
     if (!positions.ok()) return tool::Fail(kProg, positions.status());
-    std::vector<Backend> backends;
-    if (backend_text == "all") {
-      for (Backend b : {Backend::kSimd, Backend::kCuda})
-        if (BackendAvailable(b)) backends.push_back(b);
-    } else {
-      auto b = ParseBackend(backend_text);
-      if (!b.ok() || *b == Backend::kAuto)
-        return tool::Fail(kProg, InvalidArgument("--backend \"" + backend_text + "\": expected all, scalar, simd or cuda"));
-      if (!BackendAvailable(*b))
-        return tool::Fail(kProg, InvalidArgument(std::string("--backend ") + BackendName(*b) + ": not available in this build or on this machine"));
-      backends.push_back(*b);
-    }
+    auto backends = ParseBackends(backend_text);
+    if (!backends.ok()) return tool::Fail(kProg, backends.status());
     if (!ref_format.empty() && ref_path.empty()) return tool::Fail(kProg, InvalidArgument("--from needs --reference"));
 
     auto opened = Snapshot::Open(path);
@@ -126,124 +269,19 @@ int main(int argc, char** argv) {
       reference = std::move(*ref);
     }
     VerifyOptions vo;
-    vo.backends = backends;
+    vo.backends = *backends;
     vo.reference = reference ? &*reference : nullptr;
     vo.reference_name = ref_path;
     vo.fidelity.positions = *positions;
     auto report = VerifySnapshot(s, vo);
     if (!report.ok()) return tool::Fail(kProg, report.status());
     const VerifyReport& R = *report;
-    const std::vector<std::string>& checksum_errors = R.checksum_errors;
-    const bool checksums_ok = R.checksums_ok(), accounting_ok = R.accounting_ok(), backends_ok = R.backends_ok();
-    const std::vector<BackendReport>* reps = &R.backends;
-    const Fidelity* F = R.fidelity ? &*R.fidelity : nullptr;
-    const std::string& fid_error = R.fidelity_error;
-    const SnapshotAccounting& A = R.accounting;
-
-    std::ostringstream o;
-    if (json) {
-      o << "{\"file\":" << JsonString(path) << ",\"file_bytes\":" << A.file_bytes << ",\"checksums_ok\":" << (checksums_ok ? "true" : "false")
-        << ",\"checksum_errors\":[";
-      for (size_t i = 0; i < checksum_errors.size(); ++i) o << (i ? "," : "") << JsonString(checksum_errors[i]);
-      o << "],\"accounting_ok\":" << (accounting_ok ? "true" : "false") << ",\"backends_ok\":" << (backends_ok ? "true" : "false")
-        << ",\"tensors\":[";
-      for (size_t i = 0; i < A.tensors.size(); ++i) {
-        const TensorAccounting& t = A.tensors[i];
-        o << (i ? "," : "") << "{\"layer\":" << t.layer << ",\"kind\":\"" << KindName(t.kind) << "\",\"codec\":" << JsonString(t.codec)
-          << ",\"in_total\":" << (t.kind == Kind::kQ ? "false" : "true") << "," << AccountingJson(t, false);
-        if (const TensorFidelity* tf = FindFidelity(F, t.layer, t.kind)) o << ",\"fidelity\":" << TensorFidelityJson(*tf);
-        o << "}";
-      }
-      o << "],\"total\":{\"scope\":\"k and v tensors plus file header, footer and tail; query tensors excluded\","
-        << AccountingJson(A.total, true);
-      if (F) o << ",\"fidelity\":" << TensorFidelityJson(F->total);
-      o << "},\"queries_in_file\":{\"tensors\":" << A.query_tensors << ",\"values\":" << A.query_values << ",\"stored_bytes\":" << A.query_bytes
-        << ",\"excluded_from_total\":true},\"fidelity\":";
-      if (F) {
-        o << "{\"reference\":" << JsonString(ref_path) << ",\"reference_format\":" << JsonString(ref_fmt_name)
-          << ",\"queries\":" << JsonString(F->queries) << ",\"position_fractions\":[";
-        for (size_t i = 0; i < positions->size(); ++i) o << (i ? "," : "") << JsonNumber((*positions)[i]);
-        o << "],\"score_metric\":\"cosine of softmax attention weights over j <= p\",\"attention\":{" << AttentionJson(F->attention)
-          << "},\"layers\":[";
-        for (size_t i = 0; i < F->layers.size(); ++i) {
-          const LayerAttention& la = F->layers[i];
-          o << (i ? "," : "") << "{\"layer\":" << la.layer << ",\"positions\":[";
-          for (size_t j = 0; j < la.positions.size(); ++j) o << (j ? "," : "") << la.positions[j];
-          o << "]," << AttentionJson(la.attention) << "}";
-        }
-        o << "]}";
-      } else if (!fid_error.empty()) {
-        o << "{\"reference\":" << JsonString(ref_path) << ",\"error\":" << JsonString(fid_error) << "}";
-      } else {
-        o << "null";
-      }
-      o << ",\"backends\":[";
-      for (size_t i = 0; i < reps->size(); ++i) {
-        const BackendReport& r = (*reps)[i];
-        o << (i ? "," : "") << "{\"backend\":\"" << BackendName(r.backend) << "\",\"available\":" << (r.available ? "true" : "false")
-          << ",\"reference\":" << (r.backend == Backend::kScalar ? "true" : "false");
-        if (r.available)
-          o << ",\"blocks\":" << r.blocks << ",\"mismatched_blocks\":" << r.mismatched << ",\"agrees\":" << (r.agrees() ? "true" : "false")
-            << ",\"no_path_blocks\":" << r.no_path << ",\"no_path\":" << (r.no_path_what.empty() ? "null" : JsonString(r.no_path_what))
-            << ",\"problem\":" << (r.first_problem.empty() ? "null" : JsonString(r.first_problem));
-        o << "}";
-      }
-      o << "]}\n";
-    } else {
-      o << "file        " << Printable(path) << " (" << A.file_bytes << " bytes)\n";
-      o << "checksums   " << (checksums_ok ? "ok (footer and " + std::to_string(s.blocks().size()) + " blocks)" : "MISMATCH in " + std::to_string(checksum_errors.size()) + " block(s)") << "\n";
-      for (size_t i = 0; i < checksum_errors.size() && i < 5; ++i) o << "            " << Printable(checksum_errors[i]) << "\n";
-      char line[512];
-      std::snprintf(line, sizeof line, "  %5s %-4s %12s %12s %9s %9s %8s  %-9s %s\n", "layer", "kind", "values", "stored", "modeled", "actual",
-                    "excess%", F ? "rel_mse" : "", F ? "cos" : "");
-      o << "accounting  bits per value (modeled = codec formula, actual = 8 x stored bytes / values)\n" << line;
-      for (const TensorAccounting& t : A.tensors) {
-        const TensorFidelity* tf = FindFidelity(F, t.layer, t.kind);
-        std::snprintf(line, sizeof line, "  %5u %-4s %12llu %12llu %9.5f %9.5f %8.3f  %-9s %s%s  %s\n", t.layer, KindName(t.kind),
-                      (unsigned long long)t.values, (unsigned long long)t.stored_bytes, t.modeled_bits_per_dim(), t.actual_bits_per_dim(),
-                      t.excess_percent(), tf ? Fmt("%.3e", tf->rel_mse()).c_str() : "", tf ? Fmt("%.6f", tf->mean_cosine()).c_str() : "",
-                      t.kind == Kind::kQ ? " (reference queries, not in total)" : "", Printable(t.codec).c_str());
-        o << line;
-      }
-      const TensorAccounting& T = A.total;
-      std::snprintf(line, sizeof line, "  %-10s %12llu %12llu %9.5f %9.5f %8.3f  %-9s %s\n", "total k+v", (unsigned long long)T.values,
-                    (unsigned long long)T.stored_bytes, T.modeled_bits_per_dim(), T.actual_bits_per_dim(), T.excess_percent(),
-                    F ? Fmt("%.3e", F->total.rel_mse()).c_str() : "", F ? Fmt("%.6f", F->total.mean_cosine()).c_str() : "");
-      o << line;
-      const Breakdown& d = T.breakdown;
-      o << "breakdown   codes " << d.codes << ", group meta " << d.group_meta << ", shared ranges " << d.shared_ranges << ", fp16 rows "
-        << d.fp16_rows << ", codebook " << d.codebook << ", block headers " << d.block_headers << ", padding " << d.padding
-        << ", entropy coding " << d.entropy_coding << ", footer+index " << d.footer_index << " = " << d.Sum() << " bytes";
-      if (A.query_tensors) o << " (+ " << A.query_bytes << " bytes of " << A.query_tensors << " query tensors = " << A.file_bytes << ")";
-      o << "\n";
-      o << "excess      " << Fmt("%.5f", T.excess_bits_per_dim()) << " bits/value over modeled; overheads account for "
-        << Fmt("%.5f", T.values ? 8.0 * double(d.Overhead()) / double(T.values) : 0.0) << ": "
-        << (accounting_ok ? "explained" : "NOT EXPLAINED by headers, index, padding and codebook") << "\n";
-      if (F) {
-        const AttentionFidelity& at = F->attention;
-        o << "fidelity    vs " << Printable(ref_path) << " (" << ref_fmt_name << "), queries: " << F->queries << "\n"
-          << "attention   " << at.cases << " cases: output cosine mean " << Fmt("%.6f", at.mean_output_cosine()) << " min "
-          << Fmt("%.6f", at.cases ? at.out_cos_min : 1.0) << "; score cosine mean " << Fmt("%.6f", at.mean_score_cosine()) << " min "
-          << Fmt("%.6f", at.cases ? at.score_cos_min : 1.0) << "\n";
-      } else if (!fid_error.empty()) {
-        o << "fidelity    " << fid_error << "\n";
-      }
-      for (const BackendReport& r : *reps) {
-        o << "backend     " << BackendName(r.backend) << ": ";
-        if (!r.available) o << "not available";
-        else if (r.backend == Backend::kScalar) o << (r.agrees() ? "reference, decoded " + std::to_string(r.blocks) + " blocks" : "DECODE FAILED: " + Printable(r.first_problem));
-        else {
-          o << (r.agrees() ? "bit-identical to scalar on " + std::to_string(r.blocks) + " blocks (f32 and f16)" : "DISAGREES on " + std::to_string(r.mismatched) + " block(s): " + Printable(r.first_problem));
-          if (r.no_path)
-            o << "; " << r.no_path << " block(s) have no " << BackendName(r.backend) << " path (" << Printable(r.no_path_what) << ")";
-        }
-        o << "\n";
-      }
-    }
-    std::cout << o.str() << std::flush;
-    if (!checksums_ok) std::fprintf(stderr, "%s: %s\n", kProg, Printable(checksum_errors[0]).c_str());
-    if (!backends_ok) std::fprintf(stderr, "%s: decode backends disagree\n", kProg);
-    if (!accounting_ok) std::fprintf(stderr, "%s: actual size exceeds modeled bits by more than the listed overheads\n", kProg);
-    return checksums_ok && backends_ok && accounting_ok ? tool::kExitOk : tool::kExitVerify;
+    const Printed printed{path, ref_path, ref_fmt_name, *positions, R};
+    std::cout << (json ? ReportJson(printed) : ReportText(printed, s.blocks().size())) << std::flush;
+    // Exit policy: any checksum mismatch, backend disagreement or unexplained excess is exit 4.
+    if (!R.checksums_ok()) std::fprintf(stderr, "%s: %s\n", kProg, Printable(R.checksum_errors[0]).c_str());
+    if (!R.backends_ok()) std::fprintf(stderr, "%s: decode backends disagree\n", kProg);
+    if (!R.accounting_ok()) std::fprintf(stderr, "%s: actual size exceeds modeled bits by more than the listed overheads\n", kProg);
+    return R.ok() ? tool::kExitOk : tool::kExitVerify;
   });
 }

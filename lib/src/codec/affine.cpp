@@ -75,14 +75,9 @@ Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape sh
 
 namespace {
 
-class AffineCodec final : public Codec {
+class AffineCodec final : public lowbit::LowBitCodec {
  public:
-  CodecId id() const override { return CodecId::kAffine; }
-  const char* name() const override { return "affine"; }
-
-  Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const override {
-    return lowbit::PartSizes(CodecId::kAffine, h, sizes);
-  }
+  AffineCodec() : LowBitCodec(CodecId::kAffine, "affine", &lowbit::DecodeAffineRowsScalar, kFeatureAffine) {}
 
   Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
     if (spec.codec != CodecId::kAffine) return InvalidArgument("affine encoder given spec " + spec.ToString());
@@ -94,19 +89,6 @@ class AffineCodec final : public Codec {
     if (simd::EncodeAffine(spec, src, shape, out, &st)) return st;
     return lowbit::EncodeAffineScalar(spec, src, shape, out);
   }
-
-  Status DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
-    return lowbit::Decode(b, r0, r1, out, dst, &lowbit::DecodeAffineRowsScalar);
-  }
-  bool DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
-    return simd::Decode(b, r0, r1, out, dst);
-  }
-  Status CheckPayload(const BlockView& b) const override { return lowbit::CheckFiniteMetadata(b); }
-  uint64_t Features(const BlockHeader& h) const override {
-    return kFeatureAffine | (h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? uint64_t(kFeatureHadamard) : uint64_t(0));
-  }
-
-  Accounting Account(const BlockHeader& h) const override { return lowbit::Account(CodecId::kAffine, h); }
 
   CodecSpec SpecOf(const BlockHeader& h, const uint8_t*) const override { return lowbit::SpecOfHeader(h); }
 };

@@ -58,14 +58,9 @@ float GroupScale(ScaleRule rule, std::vector<float> v, float max_level) {
   return static_cast<float>(0.6 * median + 0.4 * (sum / double(n)));
 }
 
-class CodebookCodec final : public Codec {
+class CodebookCodec final : public lowbit::LowBitCodec {
  public:
-  CodecId id() const override { return CodecId::kCodebook; }
-  const char* name() const override { return "codebook"; }
-
-  Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const override {
-    return lowbit::PartSizes(CodecId::kCodebook, h, sizes);
-  }
+  CodebookCodec() : LowBitCodec(CodecId::kCodebook, "codebook", &lowbit::DecodeCodebookRowsScalar, kFeatureCodebook) {}
 
   Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
     if (spec.codec != CodecId::kCodebook) return InvalidArgument("codebook encoder given spec " + spec.ToString());
@@ -114,19 +109,6 @@ class CodebookCodec final : public Codec {
     });
     return Status::OK();
   }
-
-  Status DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
-    return lowbit::Decode(b, r0, r1, out, dst, &lowbit::DecodeCodebookRowsScalar);
-  }
-  bool DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override {
-    return simd::Decode(b, r0, r1, out, dst);
-  }
-  Status CheckPayload(const BlockView& b) const override { return lowbit::CheckFiniteMetadata(b); }
-  uint64_t Features(const BlockHeader& h) const override {
-    return kFeatureCodebook | (h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? uint64_t(kFeatureHadamard) : uint64_t(0));
-  }
-
-  Accounting Account(const BlockHeader& h) const override { return lowbit::Account(CodecId::kCodebook, h); }
 
   // Levels come from the block; thresholds and the scale rule are encoder choices that the block
   // does not record (the tensor's spec string in the footer keeps them), so they read as defaults.

@@ -10,6 +10,7 @@
 
 #include "../format/container.h"
 #include "codecs.h"
+#include "simd.h"
 
 namespace mqkv::codec::lowbit {
 
@@ -360,6 +361,20 @@ Status CheckFiniteMetadata(const BlockView& b) {
   }
   return Status::OK();
 }
+
+Status LowBitCodec::PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const {
+  return lowbit::PartSizes(id_, h, sizes);
+}
+Status LowBitCodec::DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const {
+  return lowbit::Decode(b, r0, r1, out, dst, rows_);
+}
+bool LowBitCodec::DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const {
+  return simd::Decode(b, r0, r1, out, dst);
+}
+uint64_t LowBitCodec::Features(const BlockHeader& h) const {
+  return feature_ | (h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? uint64_t(kFeatureHadamard) : uint64_t(0));
+}
+Accounting LowBitCodec::Account(const BlockHeader& h) const { return lowbit::Account(id_, h); }
 
 Accounting Account(CodecId id, const BlockHeader& h) {
   const elem::Geometry g = elem::geometry(h);

@@ -9,6 +9,7 @@
 
 #include "mqkv/codec.h"
 #include "detail/lowbit.h"
+#include "registry.h"
 
 namespace mqkv::codec::lowbit {
 
@@ -157,6 +158,27 @@ Status CheckFiniteMetadata(const BlockView& b);
 
 // Decode driver: block rows [r0, r1) (sink, quantized or residual) into dst as `out`.
 Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, RowsFn rows);
+
+// What the affine and codebook codecs share: header rules, the decode driver over their scalar
+// row kernel, the SIMD decoder, the payload checks, features, accounting (lowbit.cpp).
+class LowBitCodec : public Codec {
+ public:
+  LowBitCodec(CodecId id, const char* name, RowsFn rows, uint64_t feature) : id_(id), name_(name), rows_(rows), feature_(feature) {}
+  CodecId id() const override { return id_; }
+  const char* name() const override { return name_; }
+  Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const override;
+  Status DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override;
+  bool DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override;
+  Status CheckPayload(const BlockView& b) const override { return CheckFiniteMetadata(b); }
+  uint64_t Features(const BlockHeader& h) const override;
+  Accounting Account(const BlockHeader& h) const override;
+
+ private:
+  CodecId id_;
+  const char* name_;
+  RowsFn rows_;
+  uint64_t feature_;
+};
 
 // Accounting (spec/CODECS.md, "Accounting") from a validated header.
 Accounting Account(CodecId id, const BlockHeader& h);

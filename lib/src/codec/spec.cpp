@@ -73,8 +73,88 @@ Result<std::vector<float>> ParseFloats(std::string_view key, std::string_view v)
 
 std::string JoinFloats(const std::vector<float>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "/" : "") + FormatFloat(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += '/';
+    s += FormatFloat(v[i]);
+  }
   return s;
+}
+
+// One key=value option of an affine or codebook spec string, applied to *s.
+Status ApplyOption(CodecSpec* s, std::string_view name, const std::string& key, std::string_view v) {
+  if (key == "bits") {
+    MQKV_ASSIGN_OR_RETURN(uint64_t b, ParseUint(key, v, 8));
+    s->bits = static_cast<uint8_t>(b);
+  } else if (key == "group") {
+    MQKV_ASSIGN_OR_RETURN(uint64_t g, ParseUint(key, v, 65535));
+    s->group = static_cast<uint16_t>(g);
+  } else if (key == "meta") {
+    if (v == "fp16") v = "16";
+    MQKV_ASSIGN_OR_RETURN(uint64_t m, ParseUint(key, v, 16));
+    s->meta_bits = static_cast<uint8_t>(m);
+  } else if (key == "axis") {
+    if (v == "token") s->axis = GroupAxis::kToken;
+    else if (v == "channel") s->axis = GroupAxis::kChannel;
+    else return InvalidArgument("codec option axis=" + std::string(v) + ": expected token or channel");
+  } else if (key == "rotate") {
+    if (v == "none") s->rotation = Rotation::kNone;
+    else if (v == "hadamard") s->rotation = Rotation::kHadamard;
+    else return InvalidArgument("codec option rotate=" + std::string(v) + ": expected none or hadamard");
+  } else if (key == "seed") {
+    MQKV_ASSIGN_OR_RETURN(s->seed, ParseUint(key, v, UINT64_MAX));
+  } else if (key == "sinks") {
+    MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
+    s->sinks = static_cast<uint32_t>(n);
+  } else if (key == "residual") {
+    MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
+    s->residual = static_cast<uint32_t>(n);
+  } else if (key == "rule" && s->codec == CodecId::kAffine) {
+    if (v == "minmax") s->affine_rule = AffineRule::kMinMax;
+    else if (v == "q4_0") s->affine_rule = AffineRule::kQ4_0;
+    else if (v == "q8_0") s->affine_rule = AffineRule::kQ8_0;
+    else return InvalidArgument("codec option rule=" + std::string(v) + ": expected minmax, q4_0 or q8_0");
+  } else if (key == "levels" && s->codec == CodecId::kCodebook) {
+    MQKV_ASSIGN_OR_RETURN(s->levels, ParseFloats(key, v));
+  } else if (key == "thresholds" && s->codec == CodecId::kCodebook) {
+    MQKV_ASSIGN_OR_RETURN(s->thresholds, ParseFloats(key, v));
+  } else if (key == "scale" && s->codec == CodecId::kCodebook) {
+    if (v == "absmax") s->scale_rule = ScaleRule::kAbsMax;
+    else if (v == "robust") s->scale_rule = ScaleRule::kRobust;
+    else if (v == "rms") s->scale_rule = ScaleRule::kRms;
+    else return InvalidArgument("codec option scale=" + std::string(v) + ": expected absmax, robust or rms");
+  } else {
+    return InvalidArgument("unknown option \"" + key + "\" for codec " + std::string(name));
+  }
+  return Status::OK();
+}
+
+// Parameter ranges of a parsed spec (the codec's PartSizes repeats these checks for headers read
+// from files).
+Status CheckRanges(const CodecSpec& s) {
+  if (s.codec == CodecId::kAffine && s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
+    return InvalidArgument("affine bits=" + std::to_string(s.bits) + ": expected 2, 3, 4 or 8");
+  if (s.affine_rule == AffineRule::kQ4_0 && (s.bits != 4 || s.meta_bits != 16))
+    return InvalidArgument("affine rule=q4_0 needs bits=4 and meta=16 (ggml's grid of 16 levels with an fp16 scale)");
+  if (s.affine_rule == AffineRule::kQ8_0 && (s.bits != 8 || s.meta_bits != 16))
+    return InvalidArgument("affine rule=q8_0 needs bits=8 and meta=16 (ggml's grid of 255 levels with an fp16 scale)");
+  if (s.codec == CodecId::kCodebook && (s.bits < 1 || s.bits > 4))
+    return InvalidArgument("codebook bits=" + std::to_string(s.bits) + ": expected 1..4");
+  if (s.meta_bits != 4 && s.meta_bits != 8 && s.meta_bits != 16)
+    return InvalidArgument("meta=" + std::to_string(s.meta_bits) + ": expected 4, 8 or 16 (fp16)");
+  if (s.codec == CodecId::kCodebook) {
+    if (s.meta_bits != 16) return InvalidArgument("codebook scales are fp16; meta must be 16");
+    if (s.levels.size() != (1u << s.bits))
+      return InvalidArgument("codebook bits=" + std::to_string(s.bits) + " needs " + std::to_string(1u << s.bits) + " levels, got " + std::to_string(s.levels.size()));
+    for (size_t i = 1; i < s.levels.size(); ++i)
+      if (!(s.levels[i - 1] < s.levels[i])) return InvalidArgument("codebook levels must be strictly ascending");
+    if (!s.thresholds.empty()) {
+      if (s.thresholds.size() != s.levels.size() - 1) return InvalidArgument("codebook needs one threshold fewer than levels");
+      for (size_t i = 0; i < s.thresholds.size(); ++i)
+        if (!(s.levels[i] <= s.thresholds[i] && s.thresholds[i] <= s.levels[i + 1]) || (i && !(s.thresholds[i - 1] < s.thresholds[i])))
+          return InvalidArgument("codebook thresholds must ascend and lie between neighbouring levels");
+    }
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -128,76 +208,11 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
     std::string_view v = kv.substr(eq + 1);
     if (seen[key]) return InvalidArgument("codec option " + key + " given twice");
     seen[key] = true;
-    if (key == "bits") {
-      MQKV_ASSIGN_OR_RETURN(uint64_t b, ParseUint(key, v, 8));
-      s.bits = static_cast<uint8_t>(b);
-    } else if (key == "group") {
-      MQKV_ASSIGN_OR_RETURN(uint64_t g, ParseUint(key, v, 65535));
-      s.group = static_cast<uint16_t>(g);
-    } else if (key == "meta") {
-      if (v == "fp16") v = "16";
-      MQKV_ASSIGN_OR_RETURN(uint64_t m, ParseUint(key, v, 16));
-      s.meta_bits = static_cast<uint8_t>(m);
-    } else if (key == "axis") {
-      if (v == "token") s.axis = GroupAxis::kToken;
-      else if (v == "channel") s.axis = GroupAxis::kChannel;
-      else return InvalidArgument("codec option axis=" + std::string(v) + ": expected token or channel");
-    } else if (key == "rotate") {
-      if (v == "none") s.rotation = Rotation::kNone;
-      else if (v == "hadamard") s.rotation = Rotation::kHadamard;
-      else return InvalidArgument("codec option rotate=" + std::string(v) + ": expected none or hadamard");
-    } else if (key == "seed") {
-      MQKV_ASSIGN_OR_RETURN(s.seed, ParseUint(key, v, UINT64_MAX));
-    } else if (key == "sinks") {
-      MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
-      s.sinks = static_cast<uint32_t>(n);
-    } else if (key == "residual") {
-      MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
-      s.residual = static_cast<uint32_t>(n);
-    } else if (key == "rule" && s.codec == CodecId::kAffine) {
-      if (v == "minmax") s.affine_rule = AffineRule::kMinMax;
-      else if (v == "q4_0") s.affine_rule = AffineRule::kQ4_0;
-      else if (v == "q8_0") s.affine_rule = AffineRule::kQ8_0;
-      else return InvalidArgument("codec option rule=" + std::string(v) + ": expected minmax, q4_0 or q8_0");
-    } else if (key == "levels" && s.codec == CodecId::kCodebook) {
-      MQKV_ASSIGN_OR_RETURN(s.levels, ParseFloats(key, v));
-    } else if (key == "thresholds" && s.codec == CodecId::kCodebook) {
-      MQKV_ASSIGN_OR_RETURN(s.thresholds, ParseFloats(key, v));
-    } else if (key == "scale" && s.codec == CodecId::kCodebook) {
-      if (v == "absmax") s.scale_rule = ScaleRule::kAbsMax;
-      else if (v == "robust") s.scale_rule = ScaleRule::kRobust;
-      else if (v == "rms") s.scale_rule = ScaleRule::kRms;
-      else return InvalidArgument("codec option scale=" + std::string(v) + ": expected absmax, robust or rms");
-    } else {
-      return InvalidArgument("unknown option \"" + key + "\" for codec " + std::string(name));
-    }
+    MQKV_RETURN_IF_ERROR(ApplyOption(&s, name, key, v));
   }
   if (seen["seed"] && s.rotation != Rotation::kHadamard)
     return InvalidArgument("codec option seed applies to rotate=hadamard only");
-  // Parameter ranges (the codec's PartSizes repeats these checks for headers read from files).
-  if (s.codec == CodecId::kAffine && s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
-    return InvalidArgument("affine bits=" + std::to_string(s.bits) + ": expected 2, 3, 4 or 8");
-  if (s.affine_rule == AffineRule::kQ4_0 && (s.bits != 4 || s.meta_bits != 16))
-    return InvalidArgument("affine rule=q4_0 needs bits=4 and meta=16 (ggml's grid of 16 levels with an fp16 scale)");
-  if (s.affine_rule == AffineRule::kQ8_0 && (s.bits != 8 || s.meta_bits != 16))
-    return InvalidArgument("affine rule=q8_0 needs bits=8 and meta=16 (ggml's grid of 255 levels with an fp16 scale)");
-  if (s.codec == CodecId::kCodebook && (s.bits < 1 || s.bits > 4))
-    return InvalidArgument("codebook bits=" + std::to_string(s.bits) + ": expected 1..4");
-  if (s.meta_bits != 4 && s.meta_bits != 8 && s.meta_bits != 16)
-    return InvalidArgument("meta=" + std::to_string(s.meta_bits) + ": expected 4, 8 or 16 (fp16)");
-  if (s.codec == CodecId::kCodebook) {
-    if (s.meta_bits != 16) return InvalidArgument("codebook scales are fp16; meta must be 16");
-    if (s.levels.size() != (1u << s.bits))
-      return InvalidArgument("codebook bits=" + std::to_string(s.bits) + " needs " + std::to_string(1u << s.bits) + " levels, got " + std::to_string(s.levels.size()));
-    for (size_t i = 1; i < s.levels.size(); ++i)
-      if (!(s.levels[i - 1] < s.levels[i])) return InvalidArgument("codebook levels must be strictly ascending");
-    if (!s.thresholds.empty()) {
-      if (s.thresholds.size() != s.levels.size() - 1) return InvalidArgument("codebook needs one threshold fewer than levels");
-      for (size_t i = 0; i < s.thresholds.size(); ++i)
-        if (!(s.levels[i] <= s.thresholds[i] && s.thresholds[i] <= s.levels[i + 1]) || (i && !(s.thresholds[i - 1] < s.thresholds[i])))
-          return InvalidArgument("codebook thresholds must ascend and lie between neighbouring levels");
-    }
-  }
+  MQKV_RETURN_IF_ERROR(CheckRanges(s));
   return s;
 }
 

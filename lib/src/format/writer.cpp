@@ -57,6 +57,74 @@ void Writer::SetModel(ModelInfo model) {
 }
 void WriterTestHooks::SetRequiredFeatures(Writer& w, uint64_t extra) { w.impl_->extra_features = extra; }
 
+namespace {
+
+// A block payload as (bytes, or nullptr for zeros, length) pieces in offset order: the parts where
+// they are and the zero gaps between them, never assembled into one buffer.
+struct Piece {
+  const uint8_t* data;
+  uint64_t n;
+};
+constexpr uint8_t kZeros[4096] = {};
+
+std::vector<Piece> PayloadPieces(const BlockHeader& h, const std::array<std::vector<uint8_t>, kNumParts>& parts) {
+  std::array<int, kNumParts> order{};
+  for (int p = 0; p < kNumParts; ++p) order[p] = p;
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return h.parts[a].offset < h.parts[b].offset; });
+  std::vector<Piece> pieces;
+  uint64_t at = 0;
+  for (int p : order) {
+    if (parts[p].empty()) continue;
+    if (h.parts[p].offset > at) pieces.push_back({nullptr, h.parts[p].offset - at});
+    pieces.push_back({parts[p].data(), parts[p].size()});
+    at = h.parts[p].offset + parts[p].size();
+  }
+  if (h.payload_bytes > at) pieces.push_back({nullptr, h.payload_bytes - at});
+  return pieces;
+}
+
+// Calls f(bytes, n) over the pieces in order, zero gaps in chunks of kZeros.
+template <typename F>
+Status ForEachChunk(const std::vector<Piece>& pieces, F&& f) {
+  for (const Piece& pc : pieces)
+    for (uint64_t done = 0; done < pc.n;) {
+      const uint64_t k = pc.data ? pc.n - done : std::min<uint64_t>(sizeof kZeros, pc.n - done);
+      MQKV_RETURN_IF_ERROR(f(pc.data ? pc.data + done : kZeros, k));
+      done += k;
+    }
+  return Status::OK();
+}
+
+// One zstd frame of the payload (content size pledged, content checksum on: format 1.2) into
+// `out`, sized ZSTD_compressBound(payload_bytes); returns the frame's size.
+Result<uint64_t> CompressPieces(const std::vector<Piece>& pieces, uint64_t payload_bytes, int level, std::vector<uint8_t>* out) {
+  out->resize(ZSTD_compressBound(payload_bytes));
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
+  if (!cctx) return Internal("zstd: cannot create a compression context");
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setPledgedSrcSize(cctx.get(), payload_bytes);
+  ZSTD_outBuffer ob{out->data(), out->size(), 0};
+  MQKV_RETURN_IF_ERROR(ForEachChunk(pieces, [&](const uint8_t* p, uint64_t n) -> Status {
+    ZSTD_inBuffer ib{p, static_cast<size_t>(n), 0};
+    while (ib.pos < ib.size) {
+      const size_t r = ZSTD_compressStream2(cctx.get(), &ob, &ib, ZSTD_e_continue);
+      if (ZSTD_isError(r)) return Internal(std::string("zstd: ") + ZSTD_getErrorName(r));
+    }
+    return Status::OK();
+  }));
+  ZSTD_inBuffer none{nullptr, 0, 0};
+  for (;;) {
+    const size_t r = ZSTD_compressStream2(cctx.get(), &ob, &none, ZSTD_e_end);
+    if (ZSTD_isError(r)) return Internal(std::string("zstd: ") + ZSTD_getErrorName(r));
+    if (r == 0) break;
+  }
+  return uint64_t(ob.pos);
+}
+
+}  // namespace
+
 // Peak memory per block (spec/FORMAT.md, "Writing"): the encoder's parts plus, with zstd, one
 // buffer of ZSTD_compressBound(payload_bytes). The payload is never assembled: uncompressed parts
 // are hashed (XXH3 streaming) and written in place, zero gaps between them included; with zstd the
@@ -72,58 +140,18 @@ Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, BlockHead
   if (Status s = format::CheckBlockParts(h, 0); !s.ok())
     return Fail(Internal("encoder output fails the container's part check: " + s.message()));
 
-  // The payload as (bytes, or nullptr for zeros, length) pieces in offset order.
-  struct Piece { const uint8_t* data; uint64_t n; };
-  std::vector<Piece> pieces;
-  {
-    std::array<int, kNumParts> order{};
-    for (int p = 0; p < kNumParts; ++p) order[p] = p;
-    std::sort(order.begin(), order.end(), [&](int a, int b) { return h.parts[a].offset < h.parts[b].offset; });
-    uint64_t at = 0;
-    for (int p : order) {
-      if (parts[p].empty()) continue;
-      if (h.parts[p].offset > at) pieces.push_back({nullptr, h.parts[p].offset - at});
-      pieces.push_back({parts[p].data(), parts[p].size()});
-      at = h.parts[p].offset + parts[p].size();
-    }
-    if (h.payload_bytes > at) pieces.push_back({nullptr, h.payload_bytes - at});
-  }
-  static const uint8_t kZeros[4096] = {};
-
+  std::vector<Piece> pieces = PayloadPieces(h, parts);
   h.compression = static_cast<uint8_t>(Compression::kNone);
   h.stored_bytes = h.payload_bytes;
   std::vector<uint8_t> packed;
   if (opts.zstd_level > 0 && h.payload_bytes > 0) {
-    packed.resize(ZSTD_compressBound(h.payload_bytes));
-    std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
-    if (!cctx) return Fail(Internal("zstd: cannot create a compression context"));
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, opts.zstd_level);
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);     // format 1.2: content checksum
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);  // and content size (the default)
-    ZSTD_CCtx_setPledgedSrcSize(cctx.get(), h.payload_bytes);
-    ZSTD_outBuffer ob{packed.data(), packed.size(), 0};
-    for (size_t i = 0; i < pieces.size(); ++i) {
-      for (uint64_t done = 0; done < pieces[i].n;) {
-        const uint64_t k = pieces[i].data ? pieces[i].n - done : std::min<uint64_t>(sizeof kZeros, pieces[i].n - done);
-        ZSTD_inBuffer ib{pieces[i].data ? pieces[i].data + done : kZeros, static_cast<size_t>(k), 0};
-        while (ib.pos < ib.size) {
-          const size_t r = ZSTD_compressStream2(cctx.get(), &ob, &ib, ZSTD_e_continue);
-          if (ZSTD_isError(r)) return Fail(Internal(std::string("zstd: ") + ZSTD_getErrorName(r)));
-        }
-        done += k;
-      }
-    }
-    ZSTD_inBuffer none{nullptr, 0, 0};
-    for (;;) {
-      const size_t r = ZSTD_compressStream2(cctx.get(), &ob, &none, ZSTD_e_end);
-      if (ZSTD_isError(r)) return Fail(Internal(std::string("zstd: ") + ZSTD_getErrorName(r)));
-      if (r == 0) break;
-    }
+    auto frame = CompressPieces(pieces, h.payload_bytes, opts.zstd_level, &packed);
+    if (!frame.ok()) return Fail(frame.status());
     // Keep the compressed form only when it saves bytes and stays within the reader's ratio bound.
-    if (ob.pos < h.payload_bytes && h.payload_bytes <= ob.pos * format::kMaxCompressionRatio) {
+    if (*frame < h.payload_bytes && h.payload_bytes <= *frame * format::kMaxCompressionRatio) {
       h.compression = static_cast<uint8_t>(Compression::kZstd);
-      h.stored_bytes = ob.pos;
-      pieces.assign(1, Piece{packed.data(), ob.pos});
+      h.stored_bytes = *frame;
+      pieces.assign(1, Piece{packed.data(), *frame});
     } else {
       std::vector<uint8_t>().swap(packed);
     }
@@ -140,18 +168,14 @@ Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, BlockHead
   if (!xs || XXH3_64bits_reset(xs.get()) != XXH_OK) return Fail(Internal("xxhash: cannot create a hash state"));
   XXH3_64bits_update(xs.get(), &h, kBlockHeaderBytes);
   if (Status s = file->Write(&h, kBlockHeaderBytes); !s.ok()) return Fail(s);
-  for (const Piece& pc : pieces) {
-    if (pc.data) {
-      XXH3_64bits_update(xs.get(), pc.data, pc.n);
-      if (Status s = file->Write(pc.data, pc.n); !s.ok()) return Fail(s);
-    } else {
-      for (uint64_t done = 0; done < pc.n;) {
-        const uint64_t k = std::min<uint64_t>(sizeof kZeros, pc.n - done);
-        XXH3_64bits_update(xs.get(), kZeros, k);
-        done += k;
-      }
-      if (Status s = file->WriteZeros(pc.n); !s.ok()) return Fail(s);
-    }
+  for (const Piece& pc : pieces) {  // zero gaps: hashed in chunks, written as zeros
+    if (Status s = ForEachChunk({pc}, [&](const uint8_t* p, uint64_t n) {
+          XXH3_64bits_update(xs.get(), p, n);
+          return Status::OK();
+        });
+        !s.ok())
+      return Fail(s);
+    if (Status s = pc.data ? file->Write(pc.data, pc.n) : file->WriteZeros(pc.n); !s.ok()) return Fail(s);
   }
   bi.checksum = XXH3_64bits_digest(xs.get());
   if (Status s = file->WriteZeros(format::AlignUp(file->position(), kBlockAlign) - file->position()); !s.ok()) return Fail(s);
@@ -161,6 +185,7 @@ Status Writer::Impl::WriteBlock(uint32_t tensor, uint32_t token_begin, BlockHead
 }
 
 namespace {
+
 Status CheckDesc(const TensorDesc& d, const std::vector<TensorInfo>& existing) {
   if (d.n_heads == 0 || d.head_dim == 0 || d.n_heads > 0xFFFF || d.head_dim > 0xFFFF)
     return InvalidArgument("tensor shape " + std::to_string(d.n_heads) + " heads x " + std::to_string(d.head_dim) + " dims is not supported (1..65535 each)");

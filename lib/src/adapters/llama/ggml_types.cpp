@@ -71,32 +71,26 @@ void QuantQ4_0(const float* x, uint8_t* b, uint64_t n_blocks) {
 
 void F32ToF32(const uint8_t* src, uint64_t n, float* dst) { std::memcpy(dst, src, n * 4); }
 void F32FromF32(const float* src, uint64_t n, uint8_t* dst) { std::memcpy(dst, src, n * 4); }
-void F16ToF32(const uint8_t* src, uint64_t n, float* dst) {
+// 16-bit element types: widen / narrow each value with the numeric.h conversion.
+template <float (*Widen)(uint16_t)>
+void Half16ToF32(const uint8_t* src, uint64_t n, float* dst) {
   for (uint64_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, src + 2 * i, 2);
-    dst[i] = f16_to_f32(h);
+    dst[i] = Widen(h);
   }
 }
-void F16FromF32(const float* src, uint64_t n, uint8_t* dst) {
+template <uint16_t (*Narrow)(float)>
+void Half16FromF32(const float* src, uint64_t n, uint8_t* dst) {
   for (uint64_t i = 0; i < n; ++i) {
-    const uint16_t h = f32_to_f16(src[i]);
+    const uint16_t h = Narrow(src[i]);
     std::memcpy(dst + 2 * i, &h, 2);
   }
 }
-void BF16ToF32(const uint8_t* src, uint64_t n, float* dst) {
-  for (uint64_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, src + 2 * i, 2);
-    dst[i] = bf16_to_f32(h);
-  }
-}
-void BF16FromF32(const float* src, uint64_t n, uint8_t* dst) {
-  for (uint64_t i = 0; i < n; ++i) {
-    const uint16_t h = f32_to_bf16(src[i]);
-    std::memcpy(dst + 2 * i, &h, 2);
-  }
-}
+float F16Widen(uint16_t h) { return f16_to_f32(h); }
+float BF16Widen(uint16_t h) { return bf16_to_f32(h); }
+uint16_t F16Narrow(float f) { return f32_to_f16(f); }
+uint16_t BF16Narrow(float f) { return f32_to_bf16(f); }
 void Q8_0ToF32(const uint8_t* src, uint64_t n, float* dst) { DequantQ8_0(src, dst, n / 32); }
 void Q8_0FromF32(const float* src, uint64_t n, uint8_t* dst) { QuantQ8_0(src, dst, n / 32); }
 void Q4_0ToF32(const uint8_t* src, uint64_t n, float* dst) { DequantQ4_0(src, dst, n / 32); }
@@ -104,10 +98,10 @@ void Q4_0FromF32(const float* src, uint64_t n, uint8_t* dst) { QuantQ4_0(src, ds
 
 constexpr std::array<Type, 5> kTypes = {{
     {0, "f32", 1, 4, &F32ToF32, &F32FromF32},
-    {1, "f16", 1, 2, &F16ToF32, &F16FromF32},
+    {1, "f16", 1, 2, &Half16ToF32<&F16Widen>, &Half16FromF32<&F16Narrow>},
     {2, "q4_0", 32, 18, &Q4_0ToF32, &Q4_0FromF32},
     {8, "q8_0", 32, 34, &Q8_0ToF32, &Q8_0FromF32},
-    {30, "bf16", 1, 2, &BF16ToF32, &BF16FromF32},
+    {30, "bf16", 1, 2, &Half16ToF32<&BF16Widen>, &Half16FromF32<&BF16Narrow>},
 }};
 
 // The Hadamard rotation llama.cpp applies to quantized caches (llama-kv-cache.cpp, attn_rot_k /
