@@ -3,6 +3,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "mqkv/measure.h"
 #include "tool.h"
 
 using namespace mqkv;
@@ -42,28 +43,25 @@ int main(int argc, char** argv) {
     auto opened = Snapshot::Open(path);
     if (!opened.ok()) return tool::Fail("mqinfo", opened.status());
     const Snapshot& s = **opened;
+    // Bytes per tensor and part: the same accounting mqverify prints (it also checks every block
+    // header: a bad one makes the file malformed, exit 3, one line).
+    auto acc = AccountSnapshot(s);
+    if (!acc.ok()) return tool::Fail("mqinfo", acc.status());
     std::vector<TensorSummary> sum(s.tensors().size());
+    for (size_t i = 0; i < sum.size(); ++i) {
+      const TensorAccounting& ta = acc->tensors[i];
+      sum[i].stored = ta.block_bytes;
+      sum[i].payload = ta.payload_bytes;
+      for (int p = 0; p < kNumParts; ++p) sum[i].parts[p] = ta.part_bytes[p];
+      sum[i].compressed = int(ta.compressed_blocks);
+    }
     bool all_ok = true;
     std::string first_error;
-    for (size_t b = 0; b < s.blocks().size(); ++b) {
-      const BlockInfo& bi = s.blocks()[b];
-      // A block header that fails its checks (spec/FORMAT.md section 8, steps 17-19) makes the
-      // file malformed, as when the reader checked every header at open: exit 3, one line.
-      auto h = s.BlockHeaderAt(b);
-      if (!h.ok()) return tool::Fail("mqinfo", h.status());
-      TensorSummary& t = sum[bi.tensor];
-      t.stored += bi.length;
-      t.payload += (*h)->payload_bytes;
-      for (int p = 0; p < kNumParts; ++p) t.parts[p] += (*h)->parts[p].bytes;
-      t.compressed += (*h)->compression != 0;
-      if (!no_verify) {
-        Status st = s.VerifyBlock(b);
-        if (!st.ok()) {
-          t.checksums_ok = all_ok = false;
-          if (first_error.empty()) first_error = st.ToString();
-        }
+    for (size_t b = 0; b < s.blocks().size() && !no_verify; ++b)
+      if (Status st = s.VerifyBlock(b); !st.ok()) {
+        sum[s.blocks()[b].tensor].checksums_ok = all_ok = false;
+        if (first_error.empty()) first_error = st.ToString();
       }
-    }
     const ModelInfo& m = s.model();
     std::ostringstream o;
     if (json) {

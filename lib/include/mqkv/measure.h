@@ -4,6 +4,7 @@
 // the scalar reference (backend agreement). mqverify is a thin printer over these functions.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -56,6 +57,12 @@ struct TensorAccounting {
   // among codes, scales, mins, ranges, sink rows and residual rows, per block. Bytes cannot
   // hold half a byte, so these bits stay inside the content fields; this is their upper bound.
   uint64_t tail_allowance_bits = 0;
+  // What the block headers say (mqinfo prints these): bytes per part summed over the blocks, the
+  // decoded payload bytes, the blocks' index lengths (header + stored payload, no alignment), and
+  // how many blocks are zstd-compressed.
+  std::array<uint64_t, kNumParts> part_bytes{};
+  uint64_t payload_bytes = 0, block_bytes = 0;
+  uint32_t compressed_blocks = 0;
 
   double modeled_bits_per_dim() const { return values ? modeled_bits / double(values) : 0.0; }
   double actual_bits_per_dim() const { return values ? 8.0 * double(stored_bytes) / double(values) : 0.0; }

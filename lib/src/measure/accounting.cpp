@@ -90,6 +90,10 @@ Result<SnapshotAccounting> AccountSnapshot(const Snapshot& s) {
     for (int p : {kPartCodes, kPartScales, kPartMins, kPartRanges, kPartSinkRows, kPartResidualRows})
       if (h.parts[p].bytes) ta.tail_allowance_bits += 7;
     ta.stored_bytes += next - bi.offset;
+    for (int p = 0; p < kNumParts; ++p) ta.part_bytes[p] += h.parts[p].bytes;
+    ta.payload_bytes += h.payload_bytes;
+    ta.block_bytes += bi.length;
+    ta.compressed_blocks += h.compression != 0;
   }
   TensorAccounting& total = out.total;
   total.tensor = tensors.size();
