@@ -238,17 +238,35 @@ uint32_t HeadDimRule(uint32_t row) {
   return row;
 }
 
-Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat format, const LlamaReadOptions& opts) {
-  Cursor c{data, size};
-  KvSet set;
-  ModelInfo& mi = set.model;
-  mi.source_engine = "llama.cpp";
-  mi.source_format = FileFormatName(format);
-  mi.k_rope = KRope::kPostRope;
-  std::string version;
-  bool one_seq = false;
-  std::string token_record;
+// llama-server's packed token record (i32 -1, u32 version, u32 n, i32 tokens[n], u32 n_media, ...)
+// of `bytes` bytes at file offset `at`, into mi.tokens.
+Status ParseServerTokens(const uint8_t* rec, uint64_t bytes, uint64_t tok_at, ModelInfo& mi) {
+  Cursor t{rec, bytes};
+  t.pos = 4;
+  uint32_t rv, n, n_media;
+  MQKV_RETURN_IF_ERROR(t.Get(&rv, "server token record version"));
+  if (rv != kServerTokensVersion)
+    return Status(StatusCode::kUnsupported, "llama-server token record version " + std::to_string(rv) +
+                                                " (this build reads version 1)")
+        .WithOffset(tok_at + 4);
+  MQKV_RETURN_IF_ERROR(t.Get(&n, "server token count"));
+  if (uint64_t(n) * 4 > t.left()) return FormatErrorAt(tok_at + 8, "server token count exceeds its record");
+  mi.tokens.resize(n);
+  if (n) std::memcpy(mi.tokens.data(), t.data + t.pos, uint64_t(n) * 4);
+  t.pos += uint64_t(n) * 4;
+  MQKV_RETURN_IF_ERROR(t.Get(&n_media, "server media count"));
+  if (n_media != 0)
+    return Status(StatusCode::kUnsupported, "the llama-server token record holds " + std::to_string(n_media) +
+                                                " media chunks (multimodal prompts are not supported)")
+        .WithOffset(tok_at + t.pos - 4);
+  if (t.left() != 0) return FormatErrorAt(tok_at + t.pos, "trailing bytes in the llama-server token record");
+  return Status::OK();
+}
 
+// The file's own header: session / sequence files (magic, version, token list, llama-server's packed
+// token record), seq-state blobs (the optional seq_id header). Fills mi's tokens and metadata and says
+// which version text, whether the memory holds one sequence, and the token record kind.
+Status ParseHeader(Cursor& c, FileFormat format, ModelInfo& mi, std::string* version, bool* one_seq, std::string* token_record) {
   if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaSeq) {
     const bool session = format == FileFormat::kLlamaSession;
     uint32_t magic, ver, n_tok;
@@ -267,7 +285,7 @@ Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat for
                                                   std::to_string(ver) + "; this build reads version " +
                                                   std::to_string(want_ver) + " (" + kLlamaPinned + ")")
           .WithOffset(4);
-    version = (session ? "session v" : "seq-state v") + std::to_string(ver);
+    *version = (session ? "session v" : "seq-state v") + std::to_string(ver);
     SetMeta(mi, "llama.state_version", std::to_string(ver));
     MQKV_RETURN_IF_ERROR(c.Get(&n_tok, "n_token_count"));
     uint64_t tok_bytes = uint64_t(n_tok) * 4;
@@ -276,33 +294,14 @@ Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat for
     std::vector<int32_t> toks(n_tok);
     if (n_tok) std::memcpy(toks.data(), c.data + c.pos, tok_bytes);
     c.pos += tok_bytes;
-    token_record = "plain";
+    *token_record = "plain";
     if (!session && !toks.empty() && toks[0] == kTokenNull) {
-      // llama-server's packed record: i32 -1, u32 version, u32 n, i32 tokens[n], u32 n_media, ...
-      Cursor t{c.data + tok_at, tok_bytes};
-      t.pos = 4;
-      uint32_t rv, n, n_media;
-      MQKV_RETURN_IF_ERROR(t.Get(&rv, "server token record version"));
-      if (rv != kServerTokensVersion)
-        return Status(StatusCode::kUnsupported, "llama-server token record version " + std::to_string(rv) +
-                                                    " (this build reads version 1)")
-            .WithOffset(tok_at + 4);
-      MQKV_RETURN_IF_ERROR(t.Get(&n, "server token count"));
-      if (uint64_t(n) * 4 > t.left()) return FormatErrorAt(tok_at + 8, "server token count exceeds its record");
-      mi.tokens.resize(n);
-      if (n) std::memcpy(mi.tokens.data(), t.data + t.pos, uint64_t(n) * 4);
-      t.pos += uint64_t(n) * 4;
-      MQKV_RETURN_IF_ERROR(t.Get(&n_media, "server media count"));
-      if (n_media != 0)
-        return Status(StatusCode::kUnsupported, "the llama-server token record holds " + std::to_string(n_media) +
-                                                    " media chunks (multimodal prompts are not supported)")
-            .WithOffset(tok_at + t.pos - 4);
-      if (t.left() != 0) return FormatErrorAt(tok_at + t.pos, "trailing bytes in the llama-server token record");
-      token_record = "server-v1";
+      MQKV_RETURN_IF_ERROR(ParseServerTokens(c.data + tok_at, tok_bytes, tok_at, mi));
+      *token_record = "server-v1";
     } else {
       mi.tokens = std::move(toks);
     }
-    one_seq = !session;
+    *one_seq = !session;
   } else if (format == FileFormat::kLlamaSeqState) {
     uint32_t magic = 0;
     if (c.left() >= 4) std::memcpy(&magic, c.data, 4);
@@ -315,35 +314,34 @@ Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat for
     } else {
       SetMeta(mi, "llama.seq_blob_header", "0");
     }
-    version = "seq-state blob";
-    one_seq = true;
+    *version = "seq-state blob";
+    *one_seq = true;
   } else if (format == FileFormat::kLlamaState) {
-    version = "state blob";
+    *version = "state blob";
   } else {
     return InvalidArgument(std::string("not a llama.cpp format: ") + FileFormatName(format));
   }
 
-  if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaState) {
-    uint32_t n;
-    MQKV_RETURN_IF_ERROR(c.Get(&n, "architecture name length"));
-    if (n == 0 || n > kMaxArchName || n > c.left())
-      return FormatErrorAt(c.pos - 4, "architecture name length " + std::to_string(n) + " is implausible");
-    const uint8_t* p;
-    MQKV_RETURN_IF_ERROR(c.Bytes(n, &p, "architecture name"));
-    mi.architecture.assign(reinterpret_cast<const char*>(p), n);
-    for (char ch : mi.architecture)
-      if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e)
-        return FormatErrorAt(c.pos - n, "architecture name is not printable text");
-  }
-  if (c.left() == 0) return FormatErrorAt(c.pos, "no KV cache state follows (the context has no memory)");
+  return Status::OK();
+}
 
-  MQKV_ASSIGN_OR_RETURN(Memory m, ParseMemoryChecked(c, one_seq));
+// Session files and whole-state blobs: the architecture name (printable, at most 256 bytes).
+Status ParseArchitecture(Cursor& c, ModelInfo& mi) {
+  uint32_t n;
+  MQKV_RETURN_IF_ERROR(c.Get(&n, "architecture name length"));
+  if (n == 0 || n > kMaxArchName || n > c.left())
+    return FormatErrorAt(c.pos - 4, "architecture name length " + std::to_string(n) + " is implausible");
+  const uint8_t* p = nullptr;
+  MQKV_RETURN_IF_ERROR(c.Bytes(n, &p, "architecture name"));
+  mi.architecture.assign(reinterpret_cast<const char*>(p), n);
+  for (char ch : mi.architecture)
+    if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e)
+      return FormatErrorAt(c.pos - n, "architecture name is not printable text");
+  return Status::OK();
+}
 
-  mi.source_engine_version = version;
-  SetMeta(mi, "llama.pinned", kLlamaPinned);
-  if (!token_record.empty()) SetMeta(mi, "llama.token_record", token_record);
-  SetMeta(mi, "llama.v_trans", m.v_trans ? "1" : "0");
-  SetMeta(mi, "llama.n_stream", std::to_string(m.n_stream));
+// Cell positions and sequence ids (single ids as seq_ids, sets as metadata), in cell order.
+void RecordCells(const Memory& m, ModelInfo& mi) {
   mi.n_layer = static_cast<uint32_t>(m.layers.size());
   mi.positions = m.pos;
   bool simple = true;
@@ -354,11 +352,21 @@ Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat for
     std::string sets;
     for (uint32_t i = 0; i < m.cell_count; ++i) {
       if (i) sets += ';';
-      for (size_t j = 0; j < m.seqs[i].size(); ++j) sets += (j ? "," : "") + std::to_string(m.seqs[i][j]);
+      for (size_t j = 0; j < m.seqs[i].size(); ++j) {
+        if (j) sets += ',';
+        sets += std::to_string(m.seqs[i][j]);
+      }
     }
     SetMeta(mi, "llama.cell_seq_sets", sets);
   }
 
+}
+
+// The head split (spec/LLAMA.md, "Head split") and every layer's K and V decoded to fp32 rows,
+// llama.cpp's rotation undone; cache types and rotation sizes recorded in metadata.
+Status DecodeLayers(const Memory& m, const LlamaReadOptions& opts, KvSet* out) {
+  KvSet& set = *out;
+  ModelInfo& mi = set.model;
   // Head split (spec/LLAMA.md, "Head split").
   const LayerBytes& L0 = m.layers[0];
   const bool given = opts.head_dim_k != 0 || opts.head_dim_v != 0;
@@ -413,6 +421,33 @@ Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat for
   SetMeta(mi, "llama.cache_type_v", type_v);
   SetMeta(mi, "llama.attn_rot_k", std::to_string(rot_k));
   SetMeta(mi, "llama.attn_rot_v", std::to_string(rot_v));
+  return Status::OK();
+}
+
+Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat format, const LlamaReadOptions& opts) {
+  Cursor c{data, size};
+  KvSet set;
+  ModelInfo& mi = set.model;
+  mi.source_engine = "llama.cpp";
+  mi.source_format = FileFormatName(format);
+  mi.k_rope = KRope::kPostRope;
+  std::string version;
+  bool one_seq = false;
+  std::string token_record;
+
+  MQKV_RETURN_IF_ERROR(ParseHeader(c, format, mi, &version, &one_seq, &token_record));
+  if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaState) MQKV_RETURN_IF_ERROR(ParseArchitecture(c, mi));
+  if (c.left() == 0) return FormatErrorAt(c.pos, "no KV cache state follows (the context has no memory)");
+
+  MQKV_ASSIGN_OR_RETURN(Memory m, ParseMemoryChecked(c, one_seq));
+
+  mi.source_engine_version = version;
+  SetMeta(mi, "llama.pinned", kLlamaPinned);
+  if (!token_record.empty()) SetMeta(mi, "llama.token_record", token_record);
+  SetMeta(mi, "llama.v_trans", m.v_trans ? "1" : "0");
+  SetMeta(mi, "llama.n_stream", std::to_string(m.n_stream));
+  RecordCells(m, mi);
+  MQKV_RETURN_IF_ERROR(DecodeLayers(m, opts, &set));
   return set;
 }
 
@@ -478,9 +513,10 @@ Result<const GgmlType*> TargetType(const std::string& opt, const ModelInfo& mi, 
   return t;
 }
 
-Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format, const WriteOptions& opts) {
-  const ModelInfo& mi = set.model;
-  std::vector<const KvTensor*> ks, vs;
+// The K and V tensor of every layer 0..n-1, each with the same number of cells.
+Status CollectLayers(const KvSet& set, std::vector<const KvTensor*>* ks_out, std::vector<const KvTensor*>* vs_out, uint32_t* cells_out) {
+  std::vector<const KvTensor*>& ks = *ks_out;
+  std::vector<const KvTensor*>& vs = *vs_out;
   for (const KvTensor& t : set.tensors) {
     if (t.desc.kind == Kind::kQ) continue;
     auto& dst = t.desc.kind == Kind::kK ? ks : vs;
@@ -492,29 +528,19 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
   if (ks.size() != vs.size()) return InvalidArgument("K and V tensors cover different layers");
   const uint32_t n_layer = static_cast<uint32_t>(ks.size());
   const uint32_t cells = ks[0] ? ks[0]->desc.n_tokens : 0;
+  *cells_out = cells;
   for (uint32_t l = 0; l < n_layer; ++l) {
     if (!ks[l] || !vs[l]) return InvalidArgument("layer " + std::to_string(l) + " lacks a K or V tensor (llama.cpp needs layers 0.." + std::to_string(n_layer - 1) + ")");
     for (const KvTensor* t : {ks[l], vs[l]})
       if (t->desc.n_tokens != cells)
         return InvalidArgument("layer " + std::to_string(l) + " holds " + std::to_string(t->desc.n_tokens) + " tokens, layer 0 holds " + std::to_string(cells));
   }
-  if (cells == 0) return InvalidArgument("no tokens to write (llama.cpp cannot load an empty cache state)");
+  return Status::OK();
+}
 
-  const bool one_seq = format == FileFormat::kLlamaSeq || format == FileFormat::kLlamaSeqState;
-  if (!mi.positions.empty() && mi.positions.size() != cells)
-    return InvalidArgument("snapshot has " + std::to_string(mi.positions.size()) + " positions for " + std::to_string(cells) + " tokens");
-  MQKV_ASSIGN_OR_RETURN(auto seqs, CellSeqs(mi, cells));
-  if (one_seq)
-    for (uint32_t i = 0; i < cells; ++i)
-      if (seqs[i].size() != 1)
-        return InvalidArgument("cell " + std::to_string(i) + " belongs to " + std::to_string(seqs[i].size()) +
-                               " sequences; a llama.cpp sequence state needs exactly one per cell");
-
-  bool v_trans = false;
-  if (opts.llama_v_trans_set) v_trans = opts.llama_v_trans;
-  else if (const std::string* s = GetMeta(mi, "llama.v_trans")) v_trans = *s == "1";
-
-  Out o;
+// What precedes the memory state: the session / sequence file header with its token record, the
+// seq-state blob header, and the architecture name of session files and state blobs.
+Status WriteHeader(Out& o, FileFormat format, const ModelInfo& mi) {
   if (format == FileFormat::kLlamaSession || format == FileFormat::kLlamaSeq) {
     const bool session = format == FileFormat::kLlamaSession;
     o.Put<uint32_t>(session ? kMagicSession : kMagicSeq);
@@ -551,6 +577,76 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
     o.PutBytes(mi.architecture.data(), mi.architecture.size());
   }
 
+  return Status::OK();
+}
+
+// One layer's K or V rows in the target cache type, llama.cpp's rotation applied, row-major or
+// transposed (v_trans).
+Status WriteLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cells, bool v_trans, const ModelInfo& mi,
+                  const WriteOptions& opts, std::vector<float>& tmp) {
+  const uint32_t width = t.desc.n_heads * t.desc.head_dim;
+  MQKV_ASSIGN_OR_RETURN(const GgmlType* ty,
+                        TargetType(is_k ? opts.llama_type_k : opts.llama_type_v, mi,
+                                   is_k ? "llama.cache_type_k" : "llama.cache_type_v",
+                                   (is_k ? opts.llama_type_k : opts.llama_type_v).empty() ? t.desc.source_dtype : ""));
+  if (width % ty->block_elems != 0)
+    return InvalidArgument("layer " + std::to_string(l) + " " + KindName(t.desc.kind) + " row of " + std::to_string(width) +
+                           " elements is not a multiple of the " + ty->name + " block (" + std::to_string(ty->block_elems) + ")");
+  if (t.data.size() != uint64_t(cells) * width) return InvalidArgument("tensor data size does not match its shape");
+  const uint64_t row_bytes = uint64_t(width) / ty->block_elems * ty->block_bytes;
+  o.Put<int32_t>(ty->id);
+  const float* src = t.data.data();
+  const uint32_t rot = RotSize(*ty, t.desc.head_dim, is_k);
+  if (rot) {
+    tmp = t.data;
+    RotateRows(tmp, rot);
+    src = tmp.data();
+  }
+  if (is_k || !v_trans) {
+    o.Put<uint64_t>(row_bytes);
+    const size_t at = o.b.size();
+    o.b.resize(at + row_bytes * cells);
+    ty->from_float(src, uint64_t(cells) * width, o.b.data() + at);
+  } else {
+    if (ty->quantized())
+      return InvalidArgument(std::string("a transposed V cache cannot be ") + ty->name + " (llama.cpp needs flash attention, i.e. v_trans 0, for a quantized V)");
+    o.Put<uint32_t>(ty->block_bytes);
+    o.Put<uint32_t>(width);
+    std::vector<float> col(cells);
+    for (uint32_t j = 0; j < width; ++j) {
+      for (uint32_t i = 0; i < cells; ++i) col[i] = src[uint64_t(i) * width + j];
+      const size_t at = o.b.size();
+      o.b.resize(at + uint64_t(cells) * ty->block_bytes);
+      ty->from_float(col.data(), cells, o.b.data() + at);
+    }
+  }
+  return Status::OK();
+}
+
+Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format, const WriteOptions& opts) {
+  const ModelInfo& mi = set.model;
+  std::vector<const KvTensor*> ks, vs;
+  uint32_t cells = 0;
+  MQKV_RETURN_IF_ERROR(CollectLayers(set, &ks, &vs, &cells));
+  const uint32_t n_layer = static_cast<uint32_t>(ks.size());
+  if (cells == 0) return InvalidArgument("no tokens to write (llama.cpp cannot load an empty cache state)");
+
+  const bool one_seq = format == FileFormat::kLlamaSeq || format == FileFormat::kLlamaSeqState;
+  if (!mi.positions.empty() && mi.positions.size() != cells)
+    return InvalidArgument("snapshot has " + std::to_string(mi.positions.size()) + " positions for " + std::to_string(cells) + " tokens");
+  MQKV_ASSIGN_OR_RETURN(auto seqs, CellSeqs(mi, cells));
+  if (one_seq)
+    for (uint32_t i = 0; i < cells; ++i)
+      if (seqs[i].size() != 1)
+        return InvalidArgument("cell " + std::to_string(i) + " belongs to " + std::to_string(seqs[i].size()) +
+                               " sequences; a llama.cpp sequence state needs exactly one per cell");
+
+  bool v_trans = false;
+  if (opts.llama_v_trans_set) v_trans = opts.llama_v_trans;
+  else if (const std::string* s = GetMeta(mi, "llama.v_trans")) v_trans = *s == "1";
+
+  Out o;
+  MQKV_RETURN_IF_ERROR(WriteHeader(o, format, mi));
   o.Put<uint32_t>(1);  // n_stream
   o.Put<uint32_t>(cells);
   for (uint32_t i = 0; i < cells; ++i) {
@@ -565,43 +661,7 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
   for (int kv = 0; kv < 2; ++kv) {
     const bool is_k = kv == 0;
     for (uint32_t l = 0; l < n_layer; ++l) {
-      const KvTensor& t = *(is_k ? ks[l] : vs[l]);
-      const uint32_t width = t.desc.n_heads * t.desc.head_dim;
-      MQKV_ASSIGN_OR_RETURN(const GgmlType* ty,
-                            TargetType(is_k ? opts.llama_type_k : opts.llama_type_v, mi,
-                                       is_k ? "llama.cache_type_k" : "llama.cache_type_v",
-                                       (is_k ? opts.llama_type_k : opts.llama_type_v).empty() ? t.desc.source_dtype : ""));
-      if (width % ty->block_elems != 0)
-        return InvalidArgument("layer " + std::to_string(l) + " " + KindName(t.desc.kind) + " row of " + std::to_string(width) +
-                               " elements is not a multiple of the " + ty->name + " block (" + std::to_string(ty->block_elems) + ")");
-      if (t.data.size() != uint64_t(cells) * width) return InvalidArgument("tensor data size does not match its shape");
-      const uint64_t row_bytes = uint64_t(width) / ty->block_elems * ty->block_bytes;
-      o.Put<int32_t>(ty->id);
-      const float* src = t.data.data();
-      const uint32_t rot = RotSize(*ty, t.desc.head_dim, is_k);
-      if (rot) {
-        tmp = t.data;
-        RotateRows(tmp, rot);
-        src = tmp.data();
-      }
-      if (is_k || !v_trans) {
-        o.Put<uint64_t>(row_bytes);
-        const size_t at = o.b.size();
-        o.b.resize(at + row_bytes * cells);
-        ty->from_float(src, uint64_t(cells) * width, o.b.data() + at);
-      } else {
-        if (ty->quantized())
-          return InvalidArgument(std::string("a transposed V cache cannot be ") + ty->name + " (llama.cpp needs flash attention, i.e. v_trans 0, for a quantized V)");
-        o.Put<uint32_t>(ty->block_bytes);
-        o.Put<uint32_t>(width);
-        std::vector<float> col(cells);
-        for (uint32_t j = 0; j < width; ++j) {
-          for (uint32_t i = 0; i < cells; ++i) col[i] = src[uint64_t(i) * width + j];
-          const size_t at = o.b.size();
-          o.b.resize(at + uint64_t(cells) * ty->block_bytes);
-          ty->from_float(col.data(), cells, o.b.data() + at);
-        }
-      }
+      MQKV_RETURN_IF_ERROR(WriteLayer(o, *(is_k ? ks[l] : vs[l]), is_k, l, cells, v_trans, mi, opts, tmp));
     }
   }
   return std::move(o.b);
