@@ -193,6 +193,144 @@ void ToF32(const ArrayView& a, uint64_t first, uint64_t n, float* dst) {
   }
 }
 
+// One K or V array (mqkv naming [tokens, heads, dim] or Hugging Face [1, heads, tokens, dim]).
+Result<KvTensor> KvFromArray(const ArrayView& a, const Name& nm) {
+  const Name* n = &nm;
+  const bool hf = n->what == What::kHfKv;
+  MQKV_RETURN_IF_ERROR(CheckDims(a, hf ? 4 : 3));
+  if (hf && a.shape[0] != 1)
+    return Bad(a, "batch size is " + std::to_string(a.shape[0]) + "; only batch 1 (one sequence) can be stored, shape " + ShapeString(a.shape));
+  KvTensor t;
+  t.desc.layer = n->layer;
+  t.desc.kind = n->kind;
+  // mqkv naming: [tokens, heads, dim]; Hugging Face: [batch=1, heads, tokens, dim].
+  t.desc.n_tokens = static_cast<uint32_t>(hf ? a.shape[2] : a.shape[0]);
+  t.desc.n_heads = static_cast<uint32_t>(a.shape[1]);
+  t.desc.head_dim = static_cast<uint32_t>(hf ? a.shape[3] : a.shape[2]);
+  t.desc.source_dtype = ElemName(a.type);
+  const uint64_t T = t.desc.n_tokens, H = t.desc.n_heads, D = t.desc.head_dim;
+  t.data.resize(T * H * D);
+  if (!hf) {
+    ToF32(a, 0, T * H * D, t.data.data());
+  } else {
+    for (uint64_t h = 0; h < H; ++h)
+      for (uint64_t tok = 0; tok < T; ++tok) ToF32(a, (h * T + tok) * D, D, t.data.data() + (tok * H + h) * D);
+  }
+  return t;
+}
+
+// A layer's query rows and their positions.
+Result<KvTensor> QueryFromArrays(uint32_t layer, const ArrayView& a, const ArrayView& positions) {
+  MQKV_RETURN_IF_ERROR(CheckDims(a, 3));
+  MQKV_ASSIGN_OR_RETURN(std::vector<int32_t> pos, Ints(positions));
+  if (pos.size() != a.shape[0])
+    return Bad(positions, std::to_string(pos.size()) + " positions for " + std::to_string(a.shape[0]) + " query rows");
+  for (int32_t p : pos)
+    if (p < 0) return Bad(positions, "negative position " + std::to_string(p));
+  KvTensor t;
+  t.desc.layer = layer;
+  t.desc.kind = Kind::kQ;
+  t.desc.n_tokens = static_cast<uint32_t>(a.shape[0]);
+  t.desc.n_heads = static_cast<uint32_t>(a.shape[1]);
+  t.desc.head_dim = static_cast<uint32_t>(a.shape[2]);
+  t.desc.positions = std::move(pos);
+  t.desc.source_dtype = ElemName(a.type);
+  t.data.resize(uint64_t(t.desc.n_tokens) * t.desc.n_heads * t.desc.head_dim);
+  ToF32(a, 0, t.data.size(), t.data.data());
+  return t;
+}
+
+// Which model fields the file stated (the rest are derived from the tensors).
+struct Stated {
+  bool n_layer = false, n_head = false, n_head_kv = false, dim_k = false, dim_v = false;
+};
+
+// The interop metadata (spec/INTEROP.md): model facts, source dtypes of named tensors, free keys.
+Status ApplyMetadata(const StringMap& meta, const std::map<std::string, KvTensor*>& by_name, std::string_view origin, KvSet* out,
+                     Stated* stated) {
+  ModelInfo& m = out->model;
+  std::map<std::string, std::string> free;
+  bool fmt = false;
+  for (const auto& kv : meta) {
+    const std::string& k = kv.first;
+    const std::string& v = kv.second;
+    auto num = [&](uint32_t* dst, bool* seen) -> Status {
+      MQKV_ASSIGN_OR_RETURN(*dst, U32(k, v));
+      *seen = true;
+      return Status::OK();
+    };
+    if (k.rfind(kSourceDtypePrefix, 0) == 0) {
+      auto it = by_name.find(k.substr(kSourceDtypePrefix.size()));
+      if (it == by_name.end()) return FormatError("metadata \"" + k + "\" names a tensor the file does not hold");
+      it->second->desc.source_dtype = v;
+    } else if (k == "mqkv.interop") {
+      if (v != kInteropVersion) return Unsupported("metadata \"mqkv.interop\" = \"" + v + "\": this build reads convention version 1 only");
+    } else if (k == "mqkv.architecture") m.architecture = v;
+    else if (k == "mqkv.n_layer") MQKV_RETURN_IF_ERROR(num(&m.n_layer, &stated->n_layer));
+    else if (k == "mqkv.n_head") MQKV_RETURN_IF_ERROR(num(&m.n_head, &stated->n_head));
+    else if (k == "mqkv.n_head_kv") MQKV_RETURN_IF_ERROR(num(&m.n_head_kv, &stated->n_head_kv));
+    else if (k == "mqkv.head_dim_k") MQKV_RETURN_IF_ERROR(num(&m.head_dim_k, &stated->dim_k));
+    else if (k == "mqkv.head_dim_v") MQKV_RETURN_IF_ERROR(num(&m.head_dim_v, &stated->dim_v));
+    else if (k == "mqkv.rope_type") m.rope_type = v;
+    else if (k == "mqkv.rope_base") {
+      float f = 0;
+      if (!text::ParseFloat(v, &f)) return FormatError("metadata \"mqkv.rope_base\" = \"" + v + "\" is not a number");
+      m.rope_base = f;
+    } else if (k == "mqkv.k_rope") {
+      if (v == KRopeName(KRope::kPreRope)) m.k_rope = KRope::kPreRope;
+      else if (v == KRopeName(KRope::kPostRope)) m.k_rope = KRope::kPostRope;
+      else if (v == KRopeName(KRope::kUnknown)) m.k_rope = KRope::kUnknown;
+      else return FormatError("metadata \"mqkv.k_rope\" = \"" + v + "\" (expected pre, post or unknown)");
+    } else if (k == "mqkv.source_engine") m.source_engine = v;
+    else if (k == "mqkv.source_engine_version") m.source_engine_version = v;
+    else if (k == "mqkv.source_format") m.source_format = v, fmt = true;
+    else {
+      // "meta.<key>" is a free key; any other key (e.g. a writer's "format": "pt") is kept as is.
+      std::string key = k.rfind(kFreePrefix, 0) == 0 ? k.substr(kFreePrefix.size()) : k;
+      if (key.empty()) return FormatError("metadata key \"" + k + "\" names an empty free key");
+      if (!free.emplace(key, v).second) return FormatError("metadata key \"" + key + "\" is given twice (with and without \"meta.\")");
+    }
+  }
+  m.metadata.assign(free.begin(), free.end());
+  if (!fmt) m.source_format = std::string(origin);
+
+  return Status::OK();
+}
+
+// Every K/V tensor holds the same tokens, and the per-token vectors match them.
+Status CheckRows(const KvSet& set) {
+  const ModelInfo& m = set.model;
+  std::optional<uint32_t> rows;
+  for (const KvTensor& t : set.tensors) {
+    if (t.desc.kind == Kind::kQ) continue;
+    if (rows && *rows != t.desc.n_tokens)
+      return FormatError(std::string("layer ") + std::to_string(t.desc.layer) + " " + KindName(t.desc.kind) + " holds " +
+                         std::to_string(t.desc.n_tokens) + " tokens, others hold " + std::to_string(*rows));
+    rows = t.desc.n_tokens;
+  }
+  if (!m.tokens.empty() && rows && m.tokens.size() != *rows)
+    return FormatError("\"tokens\" holds " + std::to_string(m.tokens.size()) + " ids for " + std::to_string(*rows) + " cached rows");
+  if (!m.positions.empty() && m.positions.size() != m.tokens.size())
+    return FormatError("\"positions\" holds " + std::to_string(m.positions.size()) + " entries for " + std::to_string(m.tokens.size()) + " tokens");
+  if (!m.seq_ids.empty() && m.seq_ids.size() != m.tokens.size())
+    return FormatError("\"seq_ids\" holds " + std::to_string(m.seq_ids.size()) + " entries for " + std::to_string(m.tokens.size()) + " tokens");
+
+  return Status::OK();
+}
+
+// Model fields the file did not state, from the tensors.
+void DeriveModel(const Stated& stated, KvSet* set) {
+  ModelInfo& m = set->model;
+  // Model fields the file did not state are derived from the tensors.
+  for (const KvTensor& t : set->tensors) {
+    if (!stated.n_layer) m.n_layer = std::max(m.n_layer, t.desc.layer + 1);
+    if (t.desc.kind == Kind::kK && !stated.n_head_kv && m.n_head_kv == 0) m.n_head_kv = t.desc.n_heads;
+    if (t.desc.kind == Kind::kK && !stated.dim_k && m.head_dim_k == 0) m.head_dim_k = t.desc.head_dim;
+    if (t.desc.kind == Kind::kV && !stated.dim_v && m.head_dim_v == 0) m.head_dim_v = t.desc.head_dim;
+    if (t.desc.kind == Kind::kQ && !stated.n_head && m.n_head == 0) m.n_head = t.desc.n_heads;
+  }
+}
+
 Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& meta, std::string_view origin) {
   KvSet set;
   std::map<uint32_t, std::pair<const ArrayView*, const ArrayView*>> queries;  // layer -> (q, q_positions)
@@ -229,28 +367,9 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
       }
       case What::kKv:
       case What::kHfKv: {
-        const bool hf = n->what == What::kHfKv;
         if (!kv_seen.emplace(n->layer, static_cast<int>(n->kind)).second)
           return Bad(a, std::string("layer ") + std::to_string(n->layer) + " " + KindName(n->kind) + " is given twice");
-        MQKV_RETURN_IF_ERROR(CheckDims(a, hf ? 4 : 3));
-        if (hf && a.shape[0] != 1)
-          return Bad(a, "batch size is " + std::to_string(a.shape[0]) + "; only batch 1 (one sequence) can be stored, shape " + ShapeString(a.shape));
-        KvTensor t;
-        t.desc.layer = n->layer;
-        t.desc.kind = n->kind;
-        // mqkv naming: [tokens, heads, dim]; Hugging Face: [batch=1, heads, tokens, dim].
-        t.desc.n_tokens = static_cast<uint32_t>(hf ? a.shape[2] : a.shape[0]);
-        t.desc.n_heads = static_cast<uint32_t>(a.shape[1]);
-        t.desc.head_dim = static_cast<uint32_t>(hf ? a.shape[3] : a.shape[2]);
-        t.desc.source_dtype = ElemName(a.type);
-        const uint64_t T = t.desc.n_tokens, H = t.desc.n_heads, D = t.desc.head_dim;
-        t.data.resize(T * H * D);
-        if (!hf) {
-          ToF32(a, 0, T * H * D, t.data.data());
-        } else {
-          for (uint64_t h = 0; h < H; ++h)
-            for (uint64_t tok = 0; tok < T; ++tok) ToF32(a, (h * T + tok) * D, D, t.data.data() + (tok * H + h) * D);
-        }
+        MQKV_ASSIGN_OR_RETURN(KvTensor t, KvFromArray(a, *n));
         set.tensors.push_back(std::move(t));
         names_of.push_back(&a);
         break;
@@ -262,103 +381,21 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
     const std::string base = "layers." + std::to_string(layer) + ".q";
     if (!qp.first) return FormatError("tensor \"" + base + "_positions\" has no matching \"" + base + "\"");
     if (!qp.second) return FormatError("tensor \"" + base + "\" needs \"" + base + "_positions\" (the token index of each query row)");
-    const ArrayView& a = *qp.first;
-    MQKV_RETURN_IF_ERROR(CheckDims(a, 3));
-    MQKV_ASSIGN_OR_RETURN(std::vector<int32_t> pos, Ints(*qp.second));
-    if (pos.size() != a.shape[0])
-      return Bad(*qp.second, std::to_string(pos.size()) + " positions for " + std::to_string(a.shape[0]) + " query rows");
-    for (int32_t p : pos)
-      if (p < 0) return Bad(*qp.second, "negative position " + std::to_string(p));
-    KvTensor t;
-    t.desc.layer = layer;
-    t.desc.kind = Kind::kQ;
-    t.desc.n_tokens = static_cast<uint32_t>(a.shape[0]);
-    t.desc.n_heads = static_cast<uint32_t>(a.shape[1]);
-    t.desc.head_dim = static_cast<uint32_t>(a.shape[2]);
-    t.desc.positions = std::move(pos);
-    t.desc.source_dtype = ElemName(a.type);
-    t.data.resize(uint64_t(t.desc.n_tokens) * t.desc.n_heads * t.desc.head_dim);
-    ToF32(a, 0, t.data.size(), t.data.data());
+    MQKV_ASSIGN_OR_RETURN(KvTensor t, QueryFromArrays(layer, *qp.first, *qp.second));
     set.tensors.push_back(std::move(t));
-    names_of.push_back(&a);
+    names_of.push_back(qp.first);
   }
   for (size_t i = 0; i < set.tensors.size(); ++i) by_name[names_of[i]->name] = &set.tensors[i];
 
-  // Metadata.
-  ModelInfo& m = set.model;
-  std::map<std::string, std::string> free;
-  bool n_layer = false, n_head = false, n_head_kv = false, dim_k = false, dim_v = false, fmt = false;
-  for (const auto& kv : meta) {
-    const std::string& k = kv.first;
-    const std::string& v = kv.second;
-    auto num = [&](uint32_t* dst, bool* seen) -> Status {
-      MQKV_ASSIGN_OR_RETURN(*dst, U32(k, v));
-      *seen = true;
-      return Status::OK();
-    };
-    if (k.rfind(kSourceDtypePrefix, 0) == 0) {
-      auto it = by_name.find(k.substr(kSourceDtypePrefix.size()));
-      if (it == by_name.end()) return FormatError("metadata \"" + k + "\" names a tensor the file does not hold");
-      it->second->desc.source_dtype = v;
-    } else if (k == "mqkv.interop") {
-      if (v != kInteropVersion) return Unsupported("metadata \"mqkv.interop\" = \"" + v + "\": this build reads convention version 1 only");
-    } else if (k == "mqkv.architecture") m.architecture = v;
-    else if (k == "mqkv.n_layer") MQKV_RETURN_IF_ERROR(num(&m.n_layer, &n_layer));
-    else if (k == "mqkv.n_head") MQKV_RETURN_IF_ERROR(num(&m.n_head, &n_head));
-    else if (k == "mqkv.n_head_kv") MQKV_RETURN_IF_ERROR(num(&m.n_head_kv, &n_head_kv));
-    else if (k == "mqkv.head_dim_k") MQKV_RETURN_IF_ERROR(num(&m.head_dim_k, &dim_k));
-    else if (k == "mqkv.head_dim_v") MQKV_RETURN_IF_ERROR(num(&m.head_dim_v, &dim_v));
-    else if (k == "mqkv.rope_type") m.rope_type = v;
-    else if (k == "mqkv.rope_base") {
-      float f = 0;
-      if (!text::ParseFloat(v, &f)) return FormatError("metadata \"mqkv.rope_base\" = \"" + v + "\" is not a number");
-      m.rope_base = f;
-    } else if (k == "mqkv.k_rope") {
-      if (v == KRopeName(KRope::kPreRope)) m.k_rope = KRope::kPreRope;
-      else if (v == KRopeName(KRope::kPostRope)) m.k_rope = KRope::kPostRope;
-      else if (v == KRopeName(KRope::kUnknown)) m.k_rope = KRope::kUnknown;
-      else return FormatError("metadata \"mqkv.k_rope\" = \"" + v + "\" (expected pre, post or unknown)");
-    } else if (k == "mqkv.source_engine") m.source_engine = v;
-    else if (k == "mqkv.source_engine_version") m.source_engine_version = v;
-    else if (k == "mqkv.source_format") m.source_format = v, fmt = true;
-    else {
-      // "meta.<key>" is a free key; any other key (e.g. a writer's "format": "pt") is kept as is.
-      std::string key = k.rfind(kFreePrefix, 0) == 0 ? k.substr(kFreePrefix.size()) : k;
-      if (key.empty()) return FormatError("metadata key \"" + k + "\" names an empty free key");
-      if (!free.emplace(key, v).second) return FormatError("metadata key \"" + key + "\" is given twice (with and without \"meta.\")");
-    }
-  }
-  m.metadata.assign(free.begin(), free.end());
-  if (!fmt) m.source_format = std::string(origin);
+  Stated stated;
+  MQKV_RETURN_IF_ERROR(ApplyMetadata(meta, by_name, origin, &set, &stated));
 
   std::stable_sort(set.tensors.begin(), set.tensors.end(), [](const KvTensor& a, const KvTensor& b) {
     return a.desc.layer != b.desc.layer ? a.desc.layer < b.desc.layer : a.desc.kind < b.desc.kind;
   });
 
-  // Consistency: every K/V tensor holds the same tokens, and the per-token vectors match them.
-  std::optional<uint32_t> rows;
-  for (const KvTensor& t : set.tensors) {
-    if (t.desc.kind == Kind::kQ) continue;
-    if (rows && *rows != t.desc.n_tokens)
-      return FormatError(std::string("layer ") + std::to_string(t.desc.layer) + " " + KindName(t.desc.kind) + " holds " +
-                         std::to_string(t.desc.n_tokens) + " tokens, others hold " + std::to_string(*rows));
-    rows = t.desc.n_tokens;
-  }
-  if (!m.tokens.empty() && rows && m.tokens.size() != *rows)
-    return FormatError("\"tokens\" holds " + std::to_string(m.tokens.size()) + " ids for " + std::to_string(*rows) + " cached rows");
-  if (!m.positions.empty() && m.positions.size() != m.tokens.size())
-    return FormatError("\"positions\" holds " + std::to_string(m.positions.size()) + " entries for " + std::to_string(m.tokens.size()) + " tokens");
-  if (!m.seq_ids.empty() && m.seq_ids.size() != m.tokens.size())
-    return FormatError("\"seq_ids\" holds " + std::to_string(m.seq_ids.size()) + " entries for " + std::to_string(m.tokens.size()) + " tokens");
-
-  // Model fields the file did not state are derived from the tensors.
-  for (const KvTensor& t : set.tensors) {
-    if (!n_layer) m.n_layer = std::max(m.n_layer, t.desc.layer + 1);
-    if (t.desc.kind == Kind::kK && !n_head_kv && m.n_head_kv == 0) m.n_head_kv = t.desc.n_heads;
-    if (t.desc.kind == Kind::kK && !dim_k && m.head_dim_k == 0) m.head_dim_k = t.desc.head_dim;
-    if (t.desc.kind == Kind::kV && !dim_v && m.head_dim_v == 0) m.head_dim_v = t.desc.head_dim;
-    if (t.desc.kind == Kind::kQ && !n_head && m.n_head == 0) m.n_head = t.desc.n_heads;
-  }
+  MQKV_RETURN_IF_ERROR(CheckRows(set));
+  DeriveModel(stated, &set);
   return set;
 }
 
