@@ -115,11 +115,12 @@ struct Query {
 
 }  // namespace
 
-Result<Fidelity> MeasureFidelity(const KvSet& decoded, const KvSet& reference, const FidelityOptions& opts) {
-  for (double f : opts.positions)
-    if (!(f > 0.0 && f <= 1.0)) return InvalidArgument("query position fraction " + std::to_string(f) + " is outside (0, 1]");
-  Fidelity out;
-  std::map<uint32_t, std::pair<const KvTensor*, const KvTensor*>> layers;  // decoded K, V
+// Per-tensor error of every decoded K/V tensor against its reference (shapes checked), into
+// out->tensors and out->total; `layers` collects each layer's decoded K and V.
+Status CompareTensors(const KvSet& decoded, const KvSet& reference, Fidelity* out_ptr,
+                      std::map<uint32_t, std::pair<const KvTensor*, const KvTensor*>>* layers_ptr) {
+  Fidelity& out = *out_ptr;
+  auto& layers = *layers_ptr;
   for (const KvTensor& t : decoded.tensors) {
     if (t.desc.kind == Kind::kQ) continue;
     const KvTensor* r = reference.Find(t.desc.layer, t.desc.kind);
@@ -147,6 +148,93 @@ Result<Fidelity> MeasureFidelity(const KvSet& decoded, const KvSet& reference, c
     (t.desc.kind == Kind::kK ? slot.first : slot.second) = &t;
   }
 
+  return Status::OK();
+}
+
+// The queries of one layer (spec/MEASURE.md, "Queries"): the reference's Q tensor, else the file's
+// own (stored losslessly as f32 by the writers), else reference keys at opts.positions as a proxy.
+// *source names which one.
+Result<std::vector<Query>> LayerQueries(uint32_t layer, const KvSet& decoded, const KvSet& reference, const KvTensor* rk, uint32_t n,
+                                        uint32_t n_kv, uint32_t d_k, const FidelityOptions& opts, const char** source) {
+  std::vector<Query> queries;
+  const KvTensor* rq = reference.Find(layer, Kind::kQ);
+  const char* qsrc = "reference";
+  if (!rq || rq->desc.n_tokens == 0) {
+    rq = decoded.Find(layer, Kind::kQ);
+    qsrc = "file";
+  }
+  if (rq && rq->desc.n_tokens > 0) {
+    const uint32_t n_q = rq->desc.n_heads;
+    if (rq->desc.head_dim != d_k)
+      return FormatError(std::string(qsrc) + " layer " + std::to_string(layer) + " q has head dim " + std::to_string(rq->desc.head_dim) +
+                             ", keys " + std::to_string(d_k));
+    if (n_q % n_kv != 0)
+      return FormatError(std::string(qsrc) + " layer " + std::to_string(layer) + " has " + std::to_string(n_q) + " query heads, not a multiple of " +
+                             std::to_string(n_kv) + " KV heads");
+    if (rq->desc.positions.size() != rq->desc.n_tokens || rq->data.size() != uint64_t(rq->desc.n_tokens) * n_q * d_k)
+      return FormatError(std::string(qsrc) + " layer " + std::to_string(layer) + " q: positions or data do not match its shape");
+    const uint32_t group = n_q / n_kv;
+    for (uint32_t r = 0; r < rq->desc.n_tokens; ++r) {
+      const int32_t p = rq->desc.positions[r];
+      if (p < 0 || uint32_t(p) >= n)
+        return OutOfRange(std::string(qsrc) + " layer " + std::to_string(layer) + " q row " + std::to_string(r) + " has position " +
+                          std::to_string(p) + " outside the " + std::to_string(n) + "-token prefix");
+      for (uint32_t h = 0; h < n_q; ++h) {
+        const float* src = rq->data.data() + (uint64_t(r) * n_q + h) * d_k;
+        queries.push_back({uint32_t(p), h / group, std::vector<double>(src, src + d_k)});
+      }
+    }
+    *source = qsrc;
+  } else {
+    std::vector<uint32_t> pos;
+    for (double f : opts.positions) {
+      const int64_t p = int64_t(std::floor(f * n + 0.5)) - 1;
+      pos.push_back(uint32_t(std::clamp<int64_t>(p, 0, n - 1)));
+    }
+    std::sort(pos.begin(), pos.end());
+    pos.erase(std::unique(pos.begin(), pos.end()), pos.end());
+    for (uint32_t p : pos)
+      for (uint32_t h = 0; h < n_kv; ++h) {
+        const float* src = rk->data.data() + (uint64_t(p) * n_kv + h) * d_k;
+        queries.push_back({p, h, std::vector<double>(src, src + d_k)});
+      }
+    *source = "proxy:reference-key";
+  }
+  return queries;
+}
+
+// Attention output and score cosines of every query against reference and decoded K/V.
+LayerAttention AttendLayer(uint32_t layer, std::vector<Query> queries, const KvTensor& rk, const KvTensor& rv, const KvTensor& dk,
+                           const KvTensor& dv, uint32_t n, uint32_t d_k, uint32_t d_v) {
+  LayerAttention la;
+  la.layer = layer;
+  for (const Query& q : queries) la.positions.push_back(q.pos);
+  std::sort(la.positions.begin(), la.positions.end());
+  la.positions.erase(std::unique(la.positions.begin(), la.positions.end()), la.positions.end());
+  // Group queries by KV head so each head's rows are converted once.
+  std::stable_sort(queries.begin(), queries.end(), [](const Query& a, const Query& b) { return a.kv_head < b.kv_head; });
+  std::vector<double> wr, wd, orf, od;
+  for (size_t i = 0; i < queries.size();) {
+    const uint32_t h = queries[i].kv_head;
+    const std::vector<double> kr = HeadRows(rk, h, n), kd = HeadRows(dk, h, n);
+    const std::vector<double> vr = HeadRows(rv, h, n), vd = HeadRows(dv, h, n);
+    for (; i < queries.size() && queries[i].kv_head == h; ++i) {
+      const Query& q = queries[i];
+      CausalAttention(q.q.data(), kr.data(), vr.data(), q.pos + 1, d_k, d_v, &wr, &orf);
+      CausalAttention(q.q.data(), kd.data(), vd.data(), q.pos + 1, d_k, d_v, &wd, &od);
+      la.attention.Add(Cosine(orf.data(), od.data(), d_v), Cosine(wr.data(), wd.data(), q.pos + 1));
+    }
+  }
+  return la;
+}
+
+Result<Fidelity> MeasureFidelity(const KvSet& decoded, const KvSet& reference, const FidelityOptions& opts) {
+  for (double f : opts.positions)
+    if (!(f > 0.0 && f <= 1.0)) return InvalidArgument("query position fraction " + std::to_string(f) + " is outside (0, 1]");
+  Fidelity out;
+  std::map<uint32_t, std::pair<const KvTensor*, const KvTensor*>> layers;  // decoded K, V
+  MQKV_RETURN_IF_ERROR(CompareTensors(decoded, reference, &out, &layers));
+
   std::string source;  // the query source shared by every layer so far, "mixed" if not
   auto note = [&](const char* src) { source = source.empty() || source == src ? src : "mixed"; };
   for (const auto& [layer, kv] : layers) {
@@ -160,71 +248,10 @@ Result<Fidelity> MeasureFidelity(const KvSet& decoded, const KvSet& reference, c
       return FormatError("layer " + std::to_string(layer) + ": K and V differ in tokens or heads");
     if (n == 0) continue;
     const uint32_t n_kv = dk->desc.n_heads, d_k = dk->desc.head_dim, d_v = dv->desc.head_dim;
-    std::vector<Query> queries;
-    // Queries: the reference's Q tensor, else the file's own (stored losslessly as f32 by the
-    // writers), else the proxy.
-    const KvTensor* rq = reference.Find(layer, Kind::kQ);
-    const char* qsrc = "reference";
-    if (!rq || rq->desc.n_tokens == 0) {
-      rq = decoded.Find(layer, Kind::kQ);
-      qsrc = "file";
-    }
-    if (rq && rq->desc.n_tokens > 0) {
-      const uint32_t n_q = rq->desc.n_heads;
-      if (rq->desc.head_dim != d_k)
-        return FormatError(std::string(qsrc) + " layer " + std::to_string(layer) + " q has head dim " + std::to_string(rq->desc.head_dim) +
-                               ", keys " + std::to_string(d_k));
-      if (n_q % n_kv != 0)
-        return FormatError(std::string(qsrc) + " layer " + std::to_string(layer) + " has " + std::to_string(n_q) + " query heads, not a multiple of " +
-                               std::to_string(n_kv) + " KV heads");
-      if (rq->desc.positions.size() != rq->desc.n_tokens || rq->data.size() != uint64_t(rq->desc.n_tokens) * n_q * d_k)
-        return FormatError(std::string(qsrc) + " layer " + std::to_string(layer) + " q: positions or data do not match its shape");
-      const uint32_t group = n_q / n_kv;
-      for (uint32_t r = 0; r < rq->desc.n_tokens; ++r) {
-        const int32_t p = rq->desc.positions[r];
-        if (p < 0 || uint32_t(p) >= n)
-          return OutOfRange(std::string(qsrc) + " layer " + std::to_string(layer) + " q row " + std::to_string(r) + " has position " +
-                            std::to_string(p) + " outside the " + std::to_string(n) + "-token prefix");
-        for (uint32_t h = 0; h < n_q; ++h) {
-          const float* src = rq->data.data() + (uint64_t(r) * n_q + h) * d_k;
-          queries.push_back({uint32_t(p), h / group, std::vector<double>(src, src + d_k)});
-        }
-      }
-      note(qsrc);
-    } else {
-      std::vector<uint32_t> pos;
-      for (double f : opts.positions) {
-        const int64_t p = int64_t(std::floor(f * n + 0.5)) - 1;
-        pos.push_back(uint32_t(std::clamp<int64_t>(p, 0, n - 1)));
-      }
-      std::sort(pos.begin(), pos.end());
-      pos.erase(std::unique(pos.begin(), pos.end()), pos.end());
-      for (uint32_t p : pos)
-        for (uint32_t h = 0; h < n_kv; ++h) {
-          const float* src = rk->data.data() + (uint64_t(p) * n_kv + h) * d_k;
-          queries.push_back({p, h, std::vector<double>(src, src + d_k)});
-        }
-      note("proxy:reference-key");
-    }
-    LayerAttention la;
-    la.layer = layer;
-    for (const Query& q : queries) la.positions.push_back(q.pos);
-    std::sort(la.positions.begin(), la.positions.end());
-    la.positions.erase(std::unique(la.positions.begin(), la.positions.end()), la.positions.end());
-    // Group queries by KV head so each head's rows are converted once.
-    std::stable_sort(queries.begin(), queries.end(), [](const Query& a, const Query& b) { return a.kv_head < b.kv_head; });
-    std::vector<double> wr, wd, orf, od;
-    for (size_t i = 0; i < queries.size();) {
-      const uint32_t h = queries[i].kv_head;
-      const std::vector<double> kr = HeadRows(*rk, h, n), kd = HeadRows(*dk, h, n);
-      const std::vector<double> vr = HeadRows(*rv, h, n), vd = HeadRows(*dv, h, n);
-      for (; i < queries.size() && queries[i].kv_head == h; ++i) {
-        const Query& q = queries[i];
-        CausalAttention(q.q.data(), kr.data(), vr.data(), q.pos + 1, d_k, d_v, &wr, &orf);
-        CausalAttention(q.q.data(), kd.data(), vd.data(), q.pos + 1, d_k, d_v, &wd, &od);
-        la.attention.Add(Cosine(orf.data(), od.data(), d_v), Cosine(wr.data(), wd.data(), q.pos + 1));
-      }
-    }
+    const char* qsrc = "";
+    MQKV_ASSIGN_OR_RETURN(std::vector<Query> queries, LayerQueries(layer, decoded, reference, rk, n, n_kv, d_k, opts, &qsrc));
+    note(qsrc);
+    LayerAttention la = AttendLayer(layer, std::move(queries), *rk, *rv, *dk, *dv, n, d_k, d_v);
     out.attention += la.attention;
     out.layers.push_back(std::move(la));
   }
