@@ -18,7 +18,7 @@ const Adapter& MqkvAdapter();         // mqkv.cpp
 const Adapter& SafetensorsAdapter();  // safetensors.cpp
 const Adapter& NpyAdapter();          // npy.cpp
 const Adapter& NpzAdapter();          // npy.cpp
-// llama.cpp state: one adapter object per FileFormat variant (llama_state.cpp).
+// llama.cpp state: one adapter object per FileFormat variant (llama/state.cpp).
 const Adapter& LlamaAdapter(FileFormat f);
 
 // mqkv.cpp: rows [begin, end) of an mqkv file, decoding only the blocks that hold them

@@ -1,7 +1,7 @@
 // ggml's element types as llama.cpp caches use them (f32, f16, bf16, q8_0, q4_0): a traits table
 // like ggml's own type_traits (block size, bytes, to_float / from_float), the reference
 // quantizers transcribed from ggml-quants.c, and the Hadamard rotation llama.cpp applies to
-// quantized caches. Used by the llama.cpp state adapter (../llama_state.cpp; spec/LLAMA.md).
+// quantized caches. Used by the llama.cpp state adapter (state.cpp; spec/LLAMA.md).
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,7 @@
 // (non-recurrent, non-iSWA) KV cache with one stream and no cell extension.
 //
 // ggml's element types (the traits table, quantizers, llama.cpp's cache rotation) are in
-// llama/ggml_types.h; this file holds the state-file cursor, parser and writer.
+// ggml_types.h beside this file; this file holds the state-file cursor, parser and writer.
 //
 // Reading keeps everything that is not KV data (architecture, tokens, cell positions and seq ids
 // in cell order, V layout, cache types, the token record kind) in ModelInfo / metadata so that
@@ -16,9 +16,9 @@
 #include <string_view>
 #include <vector>
 
-#include "../format/io.h"
-#include "adapters.h"
-#include "llama/ggml_types.h"
+#include "../../format/io.h"
+#include "../adapters.h"
+#include "ggml_types.h"
 #include "mqkv/llama.h"
 #include "mqkv/numeric.h"
 
