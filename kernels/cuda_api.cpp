@@ -40,16 +40,10 @@ Status CheckHeader(const BlockHeader& h) { return format::CheckBlockParts(h, 0);
 namespace {
 
 // What the kernels cannot check without a synchronizing copy, checked where the payload is in
-// host memory: an fp8 block's scale must be positive and finite (the CPU decoder refuses others
-// with the same message; spec/CODECS.md "fp8").
+// host memory: the codec's own per-decode checks (an fp8 block's scale must be positive and
+// finite; spec/CODECS.md "fp8"), so the CPU and CUDA paths refuse with the same message.
 Status CheckHostPayload(const BlockHeader& h, const uint8_t* payload) {
-  if (h.codec != static_cast<uint8_t>(CodecId::kFp8)) return Status::OK();
-  const float s = mqkv::elem::load_f32(payload + h.parts[kPartScales].offset);
-  if (fp8::scale_valid(s)) return Status::OK();
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "fp8 block scale %g (bits 0x%08X) is not a positive finite number", static_cast<double>(s),
-                static_cast<unsigned>(f32_bits(s)));
-  return FormatError(buf);
+  return GetCodec(h.codec)->CheckDecodable(BlockView{&h, payload});
 }
 
 Status RequireDevice() {

@@ -80,7 +80,7 @@ echo "fresh-machine-check: root $root (mirror and pip settings taken from this m
 
 mounted=()
 cleanup() {
-  local m
+  local i
   for ((i=${#mounted[@]}-1; i>=0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
   if [ "$keep" = 0 ]; then rm -rf --one-file-system "$root"; else echo "fresh-machine-check: kept $root" >&2; fi
 }

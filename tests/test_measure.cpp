@@ -421,5 +421,7 @@ TEST(Verify, ReportOnAnOpenSnapshot) {
   EXPECT_GT(r->fidelity->total.mean_cosine(), 0.9);
   EXPECT_EQ(r->accounting.tensors.size(), 4u);
   EXPECT_EQ(r->backends.front().backend, Backend::kScalar);
-  EXPECT_FALSE(VerifySnapshot(*s, {.backends = {Backend::kAuto}}).ok());
+  VerifyOptions bad;
+  bad.backends = {Backend::kAuto};
+  EXPECT_FALSE(VerifySnapshot(*s, bad).ok());
 }

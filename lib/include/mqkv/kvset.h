@@ -56,6 +56,9 @@ struct WriteOptions {
 };
 
 Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOptions& opts = {});
+// Every tensor of an open snapshot decoded to fp32, with its model (what ReadKvSet does for mqkv
+// files, without opening the file again).
+Result<KvSet> DecodeSnapshot(const Snapshot& snapshot);
 Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts = {});
 
 // Keep rows [begin, end) of every K/V tensor (tokens, positions and seq ids too). Q rows are

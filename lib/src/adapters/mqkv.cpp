@@ -11,16 +11,7 @@ bool Sniff(const uint8_t* h, size_t n) { return n >= 8 && std::memcmp(h, format:
 
 Result<KvSet> Read(const std::string& path, FileFormat) {
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
-  KvSet set;
-  set.model = s->model();
-  for (size_t i = 0; i < s->tensors().size(); ++i) {
-    const TensorInfo& t = s->tensors()[i];
-    KvTensor kt;
-    kt.desc = t;
-    MQKV_ASSIGN_OR_RETURN(kt.data, s->DecodeF32(i, 0, t.n_tokens));
-    set.tensors.push_back(std::move(kt));
-  }
-  return set;
+  return DecodeSnapshot(*s);
 }
 
 }  // namespace
@@ -71,3 +62,20 @@ const Adapter& MqkvAdapter() {
 }
 
 }  // namespace mqkv::adapters
+
+namespace mqkv {
+
+Result<KvSet> DecodeSnapshot(const Snapshot& s) {
+  KvSet set;
+  set.model = s.model();
+  for (size_t i = 0; i < s.tensors().size(); ++i) {
+    const TensorInfo& t = s.tensors()[i];
+    KvTensor kt;
+    kt.desc = t;
+    MQKV_ASSIGN_OR_RETURN(kt.data, s.DecodeF32(i, 0, t.n_tokens));
+    set.tensors.push_back(std::move(kt));
+  }
+  return set;
+}
+
+}  // namespace mqkv

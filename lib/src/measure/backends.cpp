@@ -3,6 +3,8 @@
 // to f16, and the output bytes are compared. Rows are decoded in chunks to bound memory.
 #include <algorithm>
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "mqkv/measure.h"
 #include "codec/registry.h"
@@ -46,6 +48,7 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
     if (b == Backend::kAuto) return InvalidArgument("backend \"auto\" is not a decoder to compare; name scalar, simd or cuda");
     add(b);
   }
+  std::vector<std::set<std::string>> noted(reports.size());  // no-path layouts already named
   std::vector<uint8_t> ref, got;
   for (size_t b = 0; b < s.blocks().size(); ++b) {
     if (!s.VerifyBlock(b).ok()) continue;  // bad header or checksum: reported by the verify pass, not here
@@ -54,8 +57,8 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
     const Codec* codec = GetCodec(h.codec);
     const uint64_t row = uint64_t(h.n_heads) * h.head_dim;
     const uint32_t step = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkValues / std::max<uint64_t>(row, 1)));
-    std::vector<bool> bad(reports.size(), false), unserved(reports.size(), false);
-    std::vector<std::string> unserved_dt(reports.size());
+    std::vector<bool> bad(reports.size(), false);
+    std::vector<uint8_t> unserved(reports.size(), 0);  // per backend: bit (1 << DType) not served
     for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(step, h.n_tokens - r0)) {
       const uint32_t r1 = r0 + std::min(step, h.n_tokens - r0);
       for (DType dt : {DType::kF32, DType::kF16}) {
@@ -77,9 +80,7 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
           Backend served = Backend::kScalar;
           Status gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
           if (gs.ok() && served != r.backend) {  // no kernel of this backend ran: nothing to compare
-            unserved[i] = true;
-            const std::string d = DTypeName(dt);
-            if (unserved_dt[i].find(d) == std::string::npos) unserved_dt[i] += (unserved_dt[i].empty() ? "" : ", ") + d;
+            unserved[i] |= uint8_t(1u << static_cast<int>(dt));
             continue;
           }
           std::string problem;
@@ -107,8 +108,10 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
         continue;
       }
       ++r.no_path;
-      const std::string what = CodecLayoutName(h) + " -> " + unserved_dt[i];
-      if (r.no_path_what.find(what) == std::string::npos && r.no_path_what.size() < 400)
+      std::string what = CodecLayoutName(h) + " ->";
+      for (DType dt : {DType::kF32, DType::kF16})
+        if (unserved[i] & (1u << static_cast<int>(dt))) what += std::string(what.back() == '>' ? " " : ", ") + DTypeName(dt);
+      if (noted[i].insert(what).second && r.no_path_what.size() < 400)
         r.no_path_what += (r.no_path_what.empty() ? "" : "; ") + what;
     }
   }

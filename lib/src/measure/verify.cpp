@@ -16,22 +16,6 @@ bool VerifyReport::backends_ok() const {
   return true;
 }
 
-namespace {
-
-// Every tensor decoded to fp32 from the open snapshot (the fidelity pass's input).
-Result<KvSet> DecodeAll(const Snapshot& s) {
-  KvSet set;
-  set.model = s.model();
-  for (size_t i = 0; i < s.tensors().size(); ++i) {
-    KvTensor kt;
-    kt.desc = s.tensors()[i];
-    MQKV_ASSIGN_OR_RETURN(kt.data, s.DecodeF32(i, 0, kt.desc.n_tokens));
-    set.tensors.push_back(std::move(kt));
-  }
-  return set;
-}
-
-}  // namespace
 
 Result<VerifyReport> VerifySnapshot(const Snapshot& s, const VerifyOptions& opts) {
   VerifyReport r;
@@ -49,7 +33,7 @@ Result<VerifyReport> VerifySnapshot(const Snapshot& s, const VerifyOptions& opts
     if (!r.checksums_ok()) {
       r.fidelity_error = "not measured: the file has checksum mismatches";
     } else {
-      MQKV_ASSIGN_OR_RETURN(KvSet decoded, DecodeAll(s));
+      MQKV_ASSIGN_OR_RETURN(KvSet decoded, DecodeSnapshot(s));
       auto f = MeasureFidelity(decoded, *opts.reference, opts.fidelity);
       if (!f.ok()) {
         Status st = f.status();
