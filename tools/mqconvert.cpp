@@ -86,8 +86,8 @@ int main(int argc, char** argv) {
   int zstd = 0;
   uint32_t max_block_tokens = 0;
   bool quiet = false;
-  app.add_option("IN", in, "input file")->required();
-  app.add_option("OUT", out, "output file (written atomically: temp file, fsync, rename)")->required();
+  app.add_option("IN", in, "input file or URL (s3://, http(s)://)")->required();
+  app.add_option("OUT", out, "output file (written atomically: temp file, fsync, rename) or s3:// URL (multipart upload completed at the end)")->required();
   app.add_option("--from", from, "input format (default: from magic bytes, then extension)");
   app.add_option("--to", to, "output format (default: from the extension)");
   app.add_option("--codec", codec, "codec spec for K and V (mqkv output)");

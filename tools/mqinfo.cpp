@@ -35,11 +35,15 @@ std::string Human(uint64_t b) {
 int main(int argc, char** argv) {
   CLI::App app{"Summarize an mqkv KV-cache snapshot: model, tensors, codecs, bytes per part, checksums.", "mqinfo"};
   std::string path;
-  bool json = false, no_verify = false;
-  app.add_option("FILE", path, "mqkv file")->required();
+  bool json = false, no_verify = false, verify = false, stats = false;
+  app.add_option("FILE", path, "mqkv file, or an s3:// / http(s):// URL")->required();
   app.add_flag("--json", json, "print one JSON object instead of text");
   app.add_flag("--no-verify", no_verify, "skip block checksums (reads only header, footer and block headers)");
+  app.add_flag("--verify", verify, "check block checksums of a URL too (fetches the whole object; local files always are)");
+  app.add_flag("--stats", stats, "print the requests made and bytes fetched (remote objects) on stderr");
   return tool::Run(app, argc, argv, [&]() -> int {
+    // A URL's blocks are not fetched just to list them: its checksums are checked on --verify.
+    if (IsUrl(path) && !verify) no_verify = true;
     auto opened = Snapshot::Open(path);
     if (!opened.ok()) return tool::Fail("mqinfo", opened.status());
     const Snapshot& s = **opened;
@@ -117,6 +121,12 @@ int main(int argc, char** argv) {
       o << "checksums       " << (no_verify ? "not checked" : all_ok ? "ok (footer and every block, XXH3-64)" : "MISMATCH: " + Printable(first_error)) << "\n";
     }
     std::cout << o.str();
+    if (stats) {
+      const IoStats io = s.io_stats();
+      std::fprintf(stderr, "mqinfo: %s: %llu requests (%llu retried), %llu bytes fetched of %llu (%.2f%%)\n", Printable(path).c_str(),
+                   (unsigned long long)io.requests, (unsigned long long)io.retries, (unsigned long long)io.bytes_fetched,
+                   (unsigned long long)s.file_bytes(), s.file_bytes() ? 100.0 * double(io.bytes_fetched) / double(s.file_bytes()) : 0.0);
+    }
     if (!all_ok) {
       std::fprintf(stderr, "mqinfo: %s\n", Printable(first_error).c_str());
       return tool::kExitVerify;

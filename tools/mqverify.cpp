@@ -240,7 +240,7 @@ int main(int argc, char** argv) {
                kProg};
   std::string path, ref_path, ref_format, positions_text = "0.25,0.5,0.75,1", backend_text = "all";
   bool json = false;
-  app.add_option("FILE", path, "mqkv file")->required();
+  app.add_option("FILE", path, "mqkv file, or an s3:// / http(s):// URL")->required();
   app.add_option("--reference", ref_path, "reference K/V (any format mqconvert reads) for fidelity");
   app.add_option("--from", ref_format, "format of the reference (mqkv, safetensors, npy, npz, llama-session, ...); default: detect");
   app.add_flag("--json", json, "print one JSON object instead of text");

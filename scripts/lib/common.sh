@@ -34,3 +34,17 @@ mqkv_apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
     || { echo "mqkv: apt-get install failed for: ${missing[*]}" >&2; return 1; }
 }
+
+# mqkv_ensure_venv: the cache's venv (python3 + venv from Debian when missing), pip upgraded once.
+mqkv_ensure_venv() {
+  [[ -x "$MQKV_PY" ]] && return 0
+  local py="${PYTHON:-python3}"
+  if ! command -v "$py" >/dev/null || ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+    mqkv_apt_install python3 python3-venv
+    py=python3
+  fi
+  echo "mqkv: creating venv $MQKV_VENV" >&2
+  mkdir -p "$MQKV_CACHE"
+  "$py" -m venv "$MQKV_VENV" >&2
+  "$MQKV_PY" -m pip install --quiet --upgrade pip >&2
+}

@@ -10,6 +10,7 @@
 
 #include "mqkv/block.h"
 #include "mqkv/codec.h"
+#include "mqkv/io.h"
 #include "mqkv/status.h"
 
 namespace mqkv {
@@ -74,13 +75,17 @@ struct OpenOptions {
   // open reads only the file header, tail and footer, and each block is checked on first
   // access instead, so reading one layer touches only that layer's bytes.
   bool verify_all_blocks = false;
+  // For s3:// and http(s):// paths: the block cache budget, timeouts and retries (mqkv/io.h).
+  RemoteOptions remote;
 };
 
-// A block's verified payload: zero-copy into the mapping, or an owned buffer after zstd.
+// A block's verified payload: zero-copy into the mapping (or into a fetched range of a remote
+// object, kept alive by `keep`), or an owned buffer after zstd.
 // Move-only: view.payload may point into `owned`, which a move carries along and a copy would not.
 struct BlockData {
   BlockView view;
   std::vector<uint8_t> owned;
+  std::shared_ptr<const void> keep;
   BlockData() = default;
   BlockData(BlockData&&) noexcept = default;
   BlockData& operator=(BlockData&&) noexcept = default;
@@ -90,7 +95,11 @@ struct BlockData {
 
 class Snapshot {
  public:
+  // A local path, or an s3:// / http(s):// URL (spec/REMOTE.md): a remote open costs one or two
+  // requests (the tail and footer); blocks are fetched on first access.
   static Result<std::unique_ptr<Snapshot>> Open(const std::string& path, const OpenOptions& opts = {});
+  // Any ByteSource (mqkv/io.h), e.g. an engine's own storage.
+  static Result<std::unique_ptr<Snapshot>> Open(std::shared_ptr<ByteSource> source, const OpenOptions& opts = {});
   // Reads a snapshot held in memory (e.g. received over a socket). The bytes are not copied and
   // must outlive the Snapshot; `name` is used in error messages in place of a path.
   static Result<std::unique_ptr<Snapshot>> OpenBytes(const uint8_t* data, size_t size, const std::string& name,
@@ -101,6 +110,8 @@ class Snapshot {
 
   const std::string& path() const;
   uint64_t file_bytes() const;
+  const ByteSource& source() const;
+  IoStats io_stats() const;  // requests and bytes fetched so far (zero for local files)
   uint16_t version_major() const;
   uint16_t version_minor() const;
   uint64_t required_features() const;
@@ -112,8 +123,12 @@ class Snapshot {
   std::optional<size_t> FindTensor(uint32_t layer, Kind kind) const;
 
   // Raw stored bytes of a block (header + stored payload), inside the mapping; nullptr when the
-  // block does not exist (never throws). Unchecked: use BlockHeaderAt / ReadBlock to trust them.
+  // block does not exist or the source is not in memory (a remote object; never throws).
+  // Unchecked: use BlockHeaderAt / ReadBlock to trust them.
   const uint8_t* BlockBytes(size_t block) const;
+  // Fetches blocks [block_begin, block_end) of a remote source now, adjacent blocks in one
+  // request (within the cache budget); a no-op for local sources. Decode does this itself.
+  Status Prefetch(size_t block_begin, size_t block_end) const;
   // A block's header, checked against the index on first use (spec/FORMAT.md section 8, steps
   // 17-19; cached after the first success). The pointer lives as long as the Snapshot. Does not
   // verify the block's checksum.

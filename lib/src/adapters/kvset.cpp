@@ -1,8 +1,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "adapters.h"
+#include "mqkv/io.h"
 
 namespace mqkv {
 namespace {
@@ -50,23 +52,40 @@ Result<FileFormat> ParseFileFormat(std::string_view name) {
                          "\" (mqkv, safetensors, npy, npz, llama-session, llama-seq, llama-state, llama-seq-state)");
 }
 
-Result<FileFormat> DetectFileFormat(const std::string& path) {
-  uint8_t head[64] = {};
-  size_t n = 0;
-  if (FILE* f = std::fopen(path.c_str(), "rb")) {
-    n = std::fread(head, 1, sizeof head, f);
-    std::fclose(f);
-    for (FileFormat fmt : kAll) {
-      const auto& a = AdapterFor(fmt);
-      if (a.sniff && a.sniff(head, n)) return fmt;
-    }
-  }
-  auto dot = path.find_last_of('.');
-  std::string ext = dot == std::string::npos ? "" : path.substr(dot + 1);
+namespace {
+
+std::optional<FileFormat> FormatFromExtension(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const auto dot = path.find_last_of('.');
+  const std::string ext = dot == std::string::npos || (slash != std::string::npos && dot < slash) ? "" : path.substr(dot + 1);
   if (ext == "mqkv") return FileFormat::kMqkv;
   if (ext == "safetensors") return FileFormat::kSafetensors;
   if (ext == "npy") return FileFormat::kNpy;
   if (ext == "npz") return FileFormat::kNpz;
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<FileFormat> DetectFileFormat(const std::string& path) {
+  uint8_t head[64] = {};
+  size_t n = 0;
+  if (IsUrl(path)) {
+    // A remote object: its extension when it names a format (no request), else its first bytes.
+    if (auto f = FormatFromExtension(path)) return *f;
+    MQKV_ASSIGN_OR_RETURN(std::shared_ptr<ByteSource> src, OpenSource(path));
+    n = static_cast<size_t>(std::min<uint64_t>(sizeof head, src->size()));
+    MQKV_ASSIGN_OR_RETURN(ByteRange r, src->Read(0, n));
+    if (n) std::memcpy(head, r.data, n);
+  } else if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    n = std::fread(head, 1, sizeof head, f);
+    std::fclose(f);
+  }
+  for (FileFormat fmt : kAll) {
+    const auto& a = AdapterFor(fmt);
+    if (n && a.sniff && a.sniff(head, n)) return fmt;
+  }
+  if (auto f = FormatFromExtension(path)) return *f;
   Status s = InvalidArgument("cannot tell the format from the file's first bytes or its extension; pass --from/--to");
   s.WithFile(path);
   return s;

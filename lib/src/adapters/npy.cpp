@@ -4,7 +4,7 @@
 #include <cstring>
 #include <map>
 
-#include "../format/io.h"
+#include "io/io.h"
 #include "adapters.h"
 #include "interop.h"
 #include "json.h"
@@ -252,7 +252,7 @@ Result<interop::ArrayView> NumericView(const NpyArray& a, std::string name) {
 }
 
 Result<KvSet> ReadNpy(const std::string& path, FileFormat) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
   MQKV_ASSIGN_OR_RETURN(NpyArray a, ParseNpy(f->data(), f->size()));
   if (a.is_unicode || !interop::IsFloat(a.type)) return FormatError("npy array must hold floating-point K/V values");
   const auto& s = a.shape;
@@ -305,7 +305,7 @@ Status WriteNpy(const KvSet& set, const std::string& path, FileFormat, const Wri
   for (auto it = kv.begin(); f16 && it != kv.end(); ++it) f16 = exact_in_f16(it->second->data.data(), it->second->data.size());
   const ElemType type = f16 ? ElemType::kF16 : ElemType::kF32;
   const std::vector<uint64_t> shape = {layers, 2, first->desc.n_tokens, first->desc.n_heads, first->desc.head_dim};
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::OutputFile> out, io::CreateOutput(path, opts.writer.fsync));
   const std::string header = NpyHeader(NpyDescr(type), shape);
   MQKV_RETURN_IF_ERROR(out->Write(header.data(), header.size()));
   std::vector<uint8_t> buf;
@@ -358,7 +358,7 @@ std::vector<uint32_t> Utf8ToUtf32(std::string_view s) {
 }
 
 Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
   const uint8_t* d = f->data();
   const uint64_t n = f->size();
   MQKV_ASSIGN_OR_RETURN(std::vector<zip::Member> members, zip::ReadCentralDirectory(d, n));
@@ -413,7 +413,7 @@ Status WriteNpz(const KvSet& set, const std::string& path, FileFormat, const Wri
   for (size_t c = 0; c < cells.size(); ++c)
     if (!cells[c].empty()) std::memcpy(meta_bytes.data() + c * width * 4, cells[c].data(), cells[c].size() * 4);
 
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::OutputFile> out, io::CreateOutput(path, opts.writer.fsync));
   zip::Writer zip(out.get());
   const std::string udescr = "<U" + std::to_string(width);
   MQKV_RETURN_IF_ERROR(zip.Add(std::string(kMetadataMember) + ".npy", NpyHeader(udescr.c_str(), {plan.metadata.size(), 2}), meta_bytes.data(),

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../format/io.h"
+#include "io/io.h"
 #include "adapters.h"
 #include "interop.h"
 #include "json.h"
@@ -76,7 +76,7 @@ Status ParseTensorEntry(const std::string& name, const json::Value& v, Entry* e)
 }
 
 Result<KvSet> Read(const std::string& path, FileFormat) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
   const uint8_t* d = f->data();
   const uint64_t size = f->size();
   if (size < 8) return FormatErrorAt(0, "file is " + std::to_string(size) + " bytes, too small for a safetensors header length");
@@ -167,7 +167,7 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
   h.append((8 - (8 + h.size()) % 8) % 8, ' ');  // data starts 8-byte aligned, as the reference writer does
   if (h.size() > kMaxHeaderBytes) return InvalidArgument("safetensors header would be " + std::to_string(h.size()) + " bytes, over the 100 MB cap");
 
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::OutputFile> out, io::CreateOutput(path, opts.writer.fsync));
   const uint64_t hlen = h.size();
   MQKV_RETURN_IF_ERROR(out->Write(&hlen, 8));
   MQKV_RETURN_IF_ERROR(out->Write(h.data(), h.size()));

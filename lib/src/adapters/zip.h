@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "../format/io.h"
+#include "io/io.h"
 #include "mqkv/status.h"
 
 namespace mqkv::adapters::zip {
@@ -30,7 +30,7 @@ Result<std::pair<const uint8_t*, uint64_t>> MemberBytes(const uint8_t* d, uint64
 // Writes stored members to f, then the central directory on Finish().
 class Writer {
  public:
-  explicit Writer(io::AtomicFile* f) : f_(f) {}
+  explicit Writer(io::OutputFile* f) : f_(f) {}
   // Member bytes = prefix followed by body.
   Status Add(const std::string& name, const std::string& prefix, const uint8_t* body, uint64_t body_bytes);
   Status Finish();
@@ -41,7 +41,7 @@ class Writer {
     uint64_t size = 0, offset = 0;
     uint32_t crc = 0;
   };
-  io::AtomicFile* f_;
+  io::OutputFile* f_;
   std::vector<Entry> entries_;
 };
 

@@ -12,7 +12,7 @@
 #include <string_view>
 
 #include "container.h"
-#include "io.h"
+#include "io/io.h"
 #include "mqkv/codec.h"
 #include "mqkv/snapshot.h"
 #include "codec/registry.h"
@@ -24,7 +24,7 @@ using format::MulOk;
 
 struct Snapshot::Impl {
   std::string path;
-  std::unique_ptr<io::MappedFile> file;
+  std::shared_ptr<ByteSource> src;
   format::Footer footer;
   uint64_t footer_offset = 0, footer_bytes = 0;
   // Per block: kUnchecked, kHeaderOk (headers[b] holds the checked copy) or kVerified (and the
@@ -35,6 +35,15 @@ struct Snapshot::Impl {
   std::unique_ptr<std::atomic<uint8_t>[]> state;
   std::unique_ptr<BlockHeader[]> headers;
   std::mutex header_mu;
+  // The file header (steps 1-3) is checked at open for local sources; a remote source defers it
+  // to the first block access, which fetches it with the block (spec/REMOTE.md).
+  std::atomic<bool> file_header_ok{false};
+  uint64_t cache_budget = RemoteOptions{}.cache_bytes;
+  format::FileHeader file_header{};
+  // Sequential-access read-ahead for remote sources (grows while blocks are read in order).
+  std::mutex ra_mu;
+  size_t ra_last = size_t(-1);
+  uint64_t ra_bytes = 0;
 
   Status Fail(Status s) const { return std::move(s.WithFile(path)); }
   Status Load();
@@ -42,9 +51,21 @@ struct Snapshot::Impl {
   // Steps 17-19 for one block (once; the result is cached on success).
   Result<const BlockHeader*> Header(size_t b);
   Status CheckPayload(size_t block, const BlockView& view);
+  Status CheckFileHeader();  // steps 1-3 (once)
+  // Bytes of block b (header + stored payload), with read-ahead for sequential remote access.
+  Result<ByteRange> BlockRange(size_t b);
+  Status PrefetchBlocks(size_t first, size_t last);  // [first, last)
+  bool remote() const { return src->data() == nullptr; }
 };
 
 namespace {
+
+// Remote header walks: up to this many following headers per request, merged across gaps (block
+// payloads) below this many bytes.
+constexpr size_t kHeaderWalk = 1024;
+constexpr uint64_t kHeaderWalkGap = 64 << 10;
+// Sequential read-ahead of remote blocks grows to this many bytes.
+constexpr uint64_t kMaxReadAhead = 16ull << 20;
 
 Status CheckHeaderAgainstIndex(const BlockHeader& h, const BlockInfo& bi, const TensorInfo& t, uint64_t off) {
   if (std::memcmp(h.magic, kBlockMagic, 4) != 0) return FormatErrorAt(off, "block does not start with magic \"MQKB\"");
@@ -77,29 +98,69 @@ Status CheckHeaderAgainstIndex(const BlockHeader& h, const BlockInfo& bi, const 
 
 }  // namespace
 
+namespace {
+
+// Steps 1-3 after the magic: the file header against itself and the tail's version.
+Status CheckFileHeaderFields(const format::FileHeader& fh, const format::Tail& tail, uint64_t tail_off) {
+  if (fh.version_major > kFormatMajor || tail.version_major > kFormatMajor) {
+    const bool head = fh.version_major > kFormatMajor;
+    return Unsupported("format version " + std::to_string(head ? fh.version_major : tail.version_major) + "." +
+                       std::to_string(head ? fh.version_minor : tail.version_minor) +
+                       " is newer than this reader (reads major " + std::to_string(kFormatMajor) + ")").WithOffset(head ? 8 : tail_off + 32);
+  }
+  if (fh.version_major == 0) return FormatErrorAt(8, "format major version 0 is not valid");
+  if (fh.header_bytes != format::kFileHeaderBytes) return FormatErrorAt(12, "file header size " + std::to_string(fh.header_bytes) + " (expected 64)");
+  for (uint8_t r : fh.reserved)
+    if (r != 0) return FormatErrorAt(16, "reserved file header bytes are not zero");
+  if (tail.version_major != fh.version_major || tail.version_minor != fh.version_minor)
+    return FormatErrorAt(tail_off + 32, "version in tail differs from the file header");
+  return Status::OK();
+}
+
+}  // namespace
+
+Status Snapshot::Impl::CheckFileHeader() {
+  if (file_header_ok.load(std::memory_order_acquire)) return Status::OK();
+  MQKV_ASSIGN_OR_RETURN(ByteRange r, src->Read(0, format::kFileHeaderBytes));
+  format::FileHeader fh;
+  std::memcpy(&fh, r.data, sizeof fh);
+  if (std::memcmp(fh.magic, format::kFileMagic, 8) != 0) return Fail(FormatErrorAt(0, "bad magic: not an mqkv file"));
+  format::Tail tail{};
+  tail.version_major = footer.version_major;
+  tail.version_minor = footer.version_minor;
+  MQKV_RETURN_IF_ERROR(Fail(CheckFileHeaderFields(fh, tail, src->size() - format::kTailBytes)));
+  file_header = fh;
+  file_header_ok.store(true, std::memory_order_release);
+  return Status::OK();
+}
+
 Status Snapshot::Impl::Load() {
-  const uint8_t* d = file->data();
-  const uint64_t n = file->size();
+  const uint64_t n = src->size();
   const uint64_t min_size = format::kFileHeaderBytes + format::kTailBytes;
   if (n < min_size) return Fail(FormatErrorAt(0, "file is " + std::to_string(n) + " bytes, shorter than the " + std::to_string(min_size) + "-byte header and tail (truncated or not mqkv)"));
-  format::FileHeader fh;
-  std::memcpy(&fh, d, sizeof fh);
-  if (std::memcmp(fh.magic, format::kFileMagic, 8) != 0) return Fail(FormatErrorAt(0, "bad magic: not an mqkv file"));
+  // A local file's header is checked at open, first, as section 8 orders (bad magic there is the
+  // best message for a file that is not mqkv at all); a remote one's on first block access.
+  format::FileHeader fh{};
+  if (!remote()) {
+    MQKV_ASSIGN_OR_RETURN(ByteRange hr, src->Read(0, format::kFileHeaderBytes));
+    std::memcpy(&fh, hr.data, sizeof fh);
+    if (std::memcmp(fh.magic, format::kFileMagic, 8) != 0) return Fail(FormatErrorAt(0, "bad magic: not an mqkv file"));
+  }
   format::Tail tail;
   const uint64_t tail_off = n - format::kTailBytes;
-  std::memcpy(&tail, d + tail_off, sizeof tail);
+  MQKV_ASSIGN_OR_RETURN(ByteRange tr, src->Read(tail_off, format::kTailBytes));
+  std::memcpy(&tail, tr.data, sizeof tail);
   if (std::memcmp(tail.magic, format::kFileMagic, 8) != 0)
     return Fail(FormatErrorAt(n - 8, "bad trailing magic: file is truncated or was not finished"));
-  if (fh.version_major > kFormatMajor || tail.version_major > kFormatMajor)
-    return Fail(Unsupported("format version " + std::to_string(std::max(fh.version_major, tail.version_major)) + "." +
-                            std::to_string(fh.version_major > kFormatMajor ? fh.version_minor : tail.version_minor) +
-                            " is newer than this reader (reads major " + std::to_string(kFormatMajor) + ")").WithOffset(8));
-  if (fh.version_major == 0) return Fail(FormatErrorAt(8, "format major version 0 is not valid"));
-  if (fh.header_bytes != format::kFileHeaderBytes) return Fail(FormatErrorAt(12, "file header size " + std::to_string(fh.header_bytes) + " (expected 64)"));
-  for (uint8_t r : fh.reserved)
-    if (r != 0) return Fail(FormatErrorAt(16, "reserved file header bytes are not zero"));
-  if (tail.version_major != fh.version_major || tail.version_minor != fh.version_minor)
-    return Fail(FormatErrorAt(tail_off + 32, "version in tail differs from the file header"));
+  if (!remote()) {
+    MQKV_RETURN_IF_ERROR(Fail(CheckFileHeaderFields(fh, tail, tail_off)));
+  } else {
+    format::FileHeader as_tail{};  // the tail's version stands in until the header is read
+    as_tail.version_major = tail.version_major;
+    as_tail.version_minor = tail.version_minor;
+    as_tail.header_bytes = format::kFileHeaderBytes;
+    MQKV_RETURN_IF_ERROR(Fail(CheckFileHeaderFields(as_tail, tail, tail_off)));
+  }
   if (tail.tail_bytes != format::kTailBytes) return Fail(FormatErrorAt(tail_off + 36, "tail size field is not 48"));
   if (uint64_t unknown = tail.required_features & ~kKnownFeatures)
     return Fail(Unsupported("file requires feature(s) " + FeatureNames(unknown) + " unknown to this reader (knows " + FeatureNames(kKnownFeatures) + ")").WithOffset(tail_off + 24));
@@ -109,7 +170,8 @@ Status Snapshot::Impl::Load() {
     return Fail(FormatErrorAt(tail_off, "footer location (offset " + std::to_string(tail.footer_offset) + ", " + std::to_string(tail.footer_bytes) + " bytes) is inconsistent with the file size " + std::to_string(n)));
   footer_offset = tail.footer_offset;
   footer_bytes = tail.footer_bytes;
-  const uint8_t* fd = d + footer_offset;
+  MQKV_ASSIGN_OR_RETURN(ByteRange fr, src->Read(footer_offset, footer_bytes));
+  const uint8_t* fd = fr.data;
   if (format::Checksum(fd, footer_bytes) != tail.footer_checksum)
     return Fail(ChecksumMismatch("footer checksum mismatch (footer corrupt)").WithOffset(footer_offset));
   if (Status s = format::ParseFooter(fd, footer_bytes, &footer); !s.ok()) {
@@ -120,7 +182,7 @@ Status Snapshot::Impl::Load() {
     }
     return Fail(s.WithOffset(footer_offset));
   }
-  if (footer.version_major != fh.version_major || footer.version_minor != fh.version_minor)
+  if (footer.version_major != tail.version_major || footer.version_minor != tail.version_minor)
     return Fail(FormatErrorAt(footer_offset, "version in footer differs from the file header"));
   if (footer.required_features != tail.required_features)
     return Fail(FormatErrorAt(footer_offset, "required features in footer differ from the tail"));
@@ -128,6 +190,10 @@ Status Snapshot::Impl::Load() {
   state.reset(new std::atomic<uint8_t>[footer.blocks.size()]);
   for (size_t i = 0; i < footer.blocks.size(); ++i) state[i].store(kUnchecked, std::memory_order_relaxed);
   headers.reset(new BlockHeader[footer.blocks.size()]);  // filled on first access
+  if (!remote()) {
+    file_header = fh;
+    file_header_ok.store(true, std::memory_order_relaxed);
+  }
   return Status::OK();
 }
 
@@ -190,8 +256,19 @@ Result<const BlockHeader*> Snapshot::Impl::Header(size_t b) {
   const BlockInfo& bi = footer.blocks[b];
   const TensorInfo& t = footer.tensors[bi.tensor];
   const std::string bname = "block " + std::to_string(b);
+  if (remote() && !src->Holds(bi.offset, kBlockHeaderBytes)) {
+    // A header read on its own (mqinfo's accounting walks every header): fetch this and the
+    // following headers, merged where blocks are small, so a walk costs few requests.
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    if (!file_header_ok.load(std::memory_order_acquire)) ranges.emplace_back(0, format::kFileHeaderBytes);
+    for (size_t k = b; k < footer.blocks.size() && k < b + kHeaderWalk; ++k)
+      if (state[k].load(std::memory_order_acquire) == kUnchecked) ranges.emplace_back(footer.blocks[k].offset, kBlockHeaderBytes);
+    MQKV_RETURN_IF_ERROR(src->Prefetch(ranges, kHeaderWalkGap));
+  }
+  MQKV_RETURN_IF_ERROR(CheckFileHeader());
+  MQKV_ASSIGN_OR_RETURN(ByteRange hr, src->Read(bi.offset, kBlockHeaderBytes));
   BlockHeader h;
-  std::memcpy(&h, file->data() + bi.offset, sizeof h);
+  std::memcpy(&h, hr.data, sizeof h);
   if (Status s = CheckHeaderAgainstIndex(h, bi, t, bi.offset); !s.ok()) return Fail(s.Prepend(bname));
   if (uint64_t f = format::BlockFeatures(h); (f & ~footer.required_features) != 0)
     return Fail(FormatErrorAt(bi.offset, bname + " uses feature(s) " + FeatureNames(f & ~footer.required_features) + " that the file does not declare"));
@@ -204,21 +281,25 @@ Snapshot::Snapshot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Snapshot::~Snapshot() = default;
 
 Result<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& path, const OpenOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(std::shared_ptr<ByteSource> src, OpenSource(path, opts.remote));
+  return Open(std::move(src), opts);
+}
+
+Result<std::unique_ptr<Snapshot>> Snapshot::Open(std::shared_ptr<ByteSource> source, const OpenOptions& opts) {
+  if (!source) return InvalidArgument("Snapshot::Open: no source");
   auto impl = std::make_unique<Impl>();
-  impl->path = path;
-  MQKV_ASSIGN_OR_RETURN(impl->file, io::MappedFile::Open(path));
+  impl->path = source->name();
+  impl->src = std::move(source);
   return Finish(std::move(impl), opts);
 }
 
 Result<std::unique_ptr<Snapshot>> Snapshot::OpenBytes(const uint8_t* data, size_t size, const std::string& name,
                                                       const OpenOptions& opts) {
-  auto impl = std::make_unique<Impl>();
-  impl->path = name;
-  impl->file = io::MappedFile::View(data, size);
-  return Finish(std::move(impl), opts);
+  return Open(MemorySource(data, size, name), opts);
 }
 
 Result<std::unique_ptr<Snapshot>> Snapshot::Finish(std::unique_ptr<Impl> impl, const OpenOptions& opts) {
+  impl->cache_budget = opts.remote.cache_bytes;
   MQKV_RETURN_IF_ERROR(impl->Load());
   std::unique_ptr<Snapshot> s(new Snapshot(std::move(impl)));
   if (opts.verify_all_blocks) {
@@ -231,7 +312,9 @@ Result<std::unique_ptr<Snapshot>> Snapshot::Finish(std::unique_ptr<Impl> impl, c
 }
 
 const std::string& Snapshot::path() const { return impl_->path; }
-uint64_t Snapshot::file_bytes() const { return impl_->file->size(); }
+uint64_t Snapshot::file_bytes() const { return impl_->src->size(); }
+const ByteSource& Snapshot::source() const { return *impl_->src; }
+IoStats Snapshot::io_stats() const { return impl_->src->stats(); }
 uint16_t Snapshot::version_major() const { return impl_->footer.version_major; }
 uint16_t Snapshot::version_minor() const { return impl_->footer.version_minor; }
 uint64_t Snapshot::required_features() const { return impl_->footer.required_features; }
@@ -249,7 +332,40 @@ std::optional<size_t> Snapshot::FindTensor(uint32_t layer, Kind kind) const {
 }
 
 const uint8_t* Snapshot::BlockBytes(size_t block) const {
-  return block < blocks().size() ? impl_->file->data() + blocks()[block].offset : nullptr;
+  const uint8_t* d = impl_->src->data();
+  return block < blocks().size() && d ? d + blocks()[block].offset : nullptr;
+}
+
+Status Snapshot::Prefetch(size_t block_begin, size_t block_end) const {
+  block_end = std::min(block_end, blocks().size());
+  if (block_begin >= block_end || !impl_->remote()) return Status::OK();
+  return impl_->PrefetchBlocks(block_begin, block_end);
+}
+
+Status Snapshot::Impl::PrefetchBlocks(size_t first, size_t last) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  if (!file_header_ok.load(std::memory_order_acquire)) ranges.emplace_back(0, format::kFileHeaderBytes);
+  for (size_t b = first; b < last; ++b) ranges.emplace_back(footer.blocks[b].offset, footer.blocks[b].length);
+  // Blocks are 64-aligned: adjacent ones are at most 63 padding bytes apart.
+  return Fail(src->Prefetch(ranges, kBlockAlign));
+}
+
+Result<ByteRange> Snapshot::Impl::BlockRange(size_t b) {
+  const BlockInfo& bi = footer.blocks[b];
+  if (remote() && !src->Holds(bi.offset, bi.length)) {
+    // Read-ahead: a miss right after the previous block doubles the window (to 16 MiB), so a
+    // whole-file pass costs few large requests while a random read fetches only its block.
+    size_t last = b + 1;
+    {
+      std::lock_guard<std::mutex> lock(ra_mu);
+      ra_bytes = (ra_last != size_t(-1) && b == ra_last + 1) ? std::min(std::max<uint64_t>(2 * ra_bytes, 1 << 20), kMaxReadAhead) : 0;
+      uint64_t window = bi.length;
+      while (last < footer.blocks.size() && window + footer.blocks[last].length <= ra_bytes) window += footer.blocks[last++].length;
+      ra_last = last - 1;
+    }
+    MQKV_RETURN_IF_ERROR(PrefetchBlocks(b, last));
+  }
+  return src->Read(bi.offset, bi.length);
 }
 
 Result<const BlockHeader*> Snapshot::BlockHeaderAt(size_t block) const {
@@ -258,10 +374,15 @@ Result<const BlockHeader*> Snapshot::BlockHeaderAt(size_t block) const {
 }
 
 Status Snapshot::VerifyBlock(size_t block) const {
+  // Remote: fetch the whole block (with read-ahead) before its header is checked, so the header
+  // comes with it instead of in a request of its own.
+  if (block < blocks().size() && impl_->remote() && impl_->state[block].load(std::memory_order_acquire) < Impl::kVerified)
+    MQKV_RETURN_IF_ERROR(impl_->BlockRange(block).status());
   MQKV_ASSIGN_OR_RETURN(const BlockHeader* h, BlockHeaderAt(block));  // steps 17-19 before 21
   if (impl_->state[block].load(std::memory_order_acquire) >= Impl::kVerified) return Status::OK();
   const BlockInfo& bi = blocks()[block];
-  if (format::Checksum(BlockBytes(block), bi.length) != bi.checksum)
+  MQKV_ASSIGN_OR_RETURN(ByteRange r, impl_->BlockRange(block));
+  if (format::Checksum(r.data, bi.length) != bi.checksum)
     return impl_->Fail(ChecksumMismatch("block " + std::to_string(block) + " (layer " + std::to_string(h->layer) + " " +
                                         KindName(static_cast<Kind>(h->kind)) + ") checksum mismatch").WithOffset(bi.offset));
   uint8_t seen = Impl::kHeaderOk;  // never lowers kPayloadOk set by another thread
@@ -283,7 +404,9 @@ Result<BlockData> Snapshot::ReadBlock(size_t block) const {
   const BlockHeader& h = impl_->headers[block];  // checked and published by VerifyBlock
   BlockData out;
   out.view.header = &h;
-  const uint8_t* stored = BlockBytes(block) + kBlockHeaderBytes;
+  MQKV_ASSIGN_OR_RETURN(ByteRange range, impl_->BlockRange(block));  // cached by VerifyBlock's read
+  out.keep = std::move(range.owner);
+  const uint8_t* stored = range.data + kBlockHeaderBytes;
   if (h.compression == static_cast<uint8_t>(Compression::kNone)) {
     out.view.payload = stored;
     MQKV_RETURN_IF_ERROR(impl_->CheckPayload(block, out.view));
@@ -323,10 +446,22 @@ Status Snapshot::Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DTy
   if (row_begin > row_end || row_end > t.n_tokens)
     return OutOfRange("rows [" + std::to_string(row_begin) + ", " + std::to_string(row_end) + ") outside tensor of " + std::to_string(t.n_tokens) + " tokens");
   const uint64_t row_bytes = uint64_t(t.n_heads) * t.head_dim * DTypeSize(out);
+  size_t fetched_to = 0;  // remote: blocks below this were prefetched as one window
   for (uint32_t b = t.first_block; b < t.first_block + t.n_blocks; ++b) {
     const BlockInfo& bi = blocks()[b];
     const uint32_t lo = std::max(row_begin, bi.token_begin), hi = std::min(row_end, bi.token_begin + bi.n_tokens);
     if (lo >= hi) continue;
+    if (impl_->remote() && b >= fetched_to) {
+      // The blocks this range still needs, in one merged request per window of at most a
+      // quarter of the cache budget (a block larger than that is its own window).
+      uint64_t window = 0;
+      size_t e = b;
+      while (e < t.first_block + t.n_blocks && blocks()[e].token_begin < row_end &&
+             (e == b || window + blocks()[e].length <= impl_->cache_budget / 4))
+        window += blocks()[e++].length;
+      MQKV_RETURN_IF_ERROR(impl_->PrefetchBlocks(b, e));
+      fetched_to = e;
+    }
     MQKV_ASSIGN_OR_RETURN(BlockData data, ReadBlock(b));
     const Codec* codec = GetCodec(data.view.header->codec);
     uint8_t* o = static_cast<uint8_t*>(dst) + (lo - row_begin) * row_bytes;

@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "container.h"
-#include "io.h"
+#include "io/io.h"
 #include "test_hooks.h"
 #include "mqkv/codec.h"
 #include "mqkv/snapshot.h"
@@ -17,7 +17,7 @@ namespace mqkv {
 
 struct Writer::Impl {
   WriterOptions opts;
-  std::unique_ptr<io::AtomicFile> file;
+  std::unique_ptr<io::OutputFile> file;
   format::Footer footer;
   uint64_t extra_features = 0;
   bool finished = false;
@@ -33,14 +33,14 @@ struct Writer::Impl {
 };
 
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Writer::~Writer() = default;  // AtomicFile removes the temporary file if not committed
+Writer::~Writer() = default;  // an uncommitted OutputFile leaves nothing behind
 
 Result<std::unique_ptr<Writer>> Writer::Create(const std::string& path, const WriterOptions& opts) {
   if (opts.zstd_level < 0 || opts.zstd_level > ZSTD_maxCLevel())
     return InvalidArgument("zstd level " + std::to_string(opts.zstd_level) + " outside 0.." + std::to_string(ZSTD_maxCLevel()));
   auto impl = std::make_unique<Impl>();
   impl->opts = opts;
-  MQKV_ASSIGN_OR_RETURN(impl->file, io::AtomicFile::Create(path, opts.fsync));
+  MQKV_ASSIGN_OR_RETURN(impl->file, io::CreateOutput(path, opts.fsync));
   format::FileHeader fh{};
   std::memcpy(fh.magic, format::kFileMagic, 8);
   fh.version_major = kFormatMajor;

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include "../../format/io.h"
+#include "io/io.h"
 #include "../adapters.h"
 #include "ggml_types.h"
 #include "mqkv/llama.h"
@@ -691,7 +691,7 @@ Result<KvSet> ReadDefault(const std::string& path, FileFormat format) { return R
 
 Status Write(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
   MQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, SerializeState(set, format, opts));
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::AtomicFile> out, io::AtomicFile::Create(path, opts.writer.fsync));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::OutputFile> out, io::CreateOutput(path, opts.writer.fsync));
   MQKV_RETURN_IF_ERROR(out->Write(bytes.data(), bytes.size()));
   return out->Commit();
 }
@@ -716,7 +716,7 @@ const Adapter& LlamaAdapter(FileFormat f) {
 namespace mqkv {
 
 Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const LlamaReadOptions& opts) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::MappedFile> f, io::MappedFile::Open(path));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
   auto r = adapters::ParseStateBytes(f->data(), f->size(), format, opts);
   if (!r.ok()) {
     Status s = r.status();

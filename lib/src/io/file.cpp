@@ -1,5 +1,6 @@
 #include "io.h"
 
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -68,7 +69,39 @@ void RemoveStaleTemps(const std::string& path) {
   ::closedir(d);
 }
 
-Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
+namespace {
+
+// A read-only mapping of a regular file (or caller memory when `mapped` is false).
+class MappedSource final : public ByteSource {
+ public:
+  MappedSource(std::string name, const uint8_t* data, uint64_t size, bool mapped)
+      : name_(std::move(name)), data_(data), size_(size), mapped_(mapped) {}
+  ~MappedSource() override {
+    if (mapped_ && size_ > 0) ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
+  const std::string& name() const override { return name_; }
+  uint64_t size() const override { return size_; }
+  const uint8_t* data() const override { return data_; }
+  Result<ByteRange> Read(uint64_t offset, uint64_t n) override {
+    if (offset > size_ || n > size_ - offset) {
+      Status s = IoError("read of " + std::to_string(n) + " bytes at " + std::to_string(offset) + " past the end (" +
+                         std::to_string(size_) + " bytes)");
+      s.WithFile(name_);
+      return s;
+    }
+    return ByteRange{data_ + offset, n, nullptr};
+  }
+
+ private:
+  std::string name_;
+  const uint8_t* data_;
+  uint64_t size_;
+  bool mapped_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<ByteSource>> OpenLocalSource(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Errno("cannot open", path);
   struct stat st {};
@@ -83,31 +116,55 @@ Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
     s.WithFile(path);
     return s;
   }
-  std::unique_ptr<MappedFile> f(new MappedFile());
-  f->size_ = static_cast<uint64_t>(st.st_size);
-  if (f->size_ > 0) {
-    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const uint8_t* data = nullptr;
+  if (size > 0) {
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       Status s = Errno("cannot mmap", path);
       ::close(fd);
       return s;
     }
-    f->data_ = static_cast<const uint8_t*>(p);
-    f->mapped_ = true;
+    data = static_cast<const uint8_t*>(p);
   }
   ::close(fd);
+  return std::shared_ptr<ByteSource>(std::make_shared<MappedSource>(path, data, size, true));
+}
+
+}  // namespace mqkv::io
+
+namespace mqkv {
+
+std::shared_ptr<ByteSource> MemorySource(const uint8_t* data, uint64_t size, const std::string& name) {
+  return std::make_shared<io::MappedSource>(name, data, size, false);
+}
+
+}  // namespace mqkv
+
+namespace mqkv::io {
+
+Result<std::unique_ptr<WholeFile>> WholeFile::Open(const std::string& path_or_url) {
+  std::unique_ptr<WholeFile> f(new WholeFile());
+  MQKV_ASSIGN_OR_RETURN(f->source_, OpenSource(path_or_url));
+  if (const uint8_t* d = f->source_->data()) {
+    f->data_ = d;
+    f->size_ = f->source_->size();
+    return f;
+  }
+  MQKV_ASSIGN_OR_RETURN(f->bytes_, f->source_->Read(0, f->source_->size()));
+  f->data_ = f->bytes_.data;
+  f->size_ = f->bytes_.size;
   return f;
 }
 
-std::unique_ptr<MappedFile> MappedFile::View(const uint8_t* data, uint64_t size) {
-  std::unique_ptr<MappedFile> f(new MappedFile());
-  f->data_ = data;
-  f->size_ = size;
-  return f;
-}
-
-MappedFile::~MappedFile() {
-  if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
+Status OutputFile::WriteZeros(uint64_t n) {
+  static const char zeros[4096] = {};
+  while (n > 0) {
+    uint64_t k = n < sizeof(zeros) ? n : sizeof(zeros);
+    MQKV_RETURN_IF_ERROR(Write(zeros, k));
+    n -= k;
+  }
+  return Status::OK();
 }
 
 Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string& path, bool fsync) {
@@ -176,16 +233,6 @@ Status AtomicFile::Write(const void* data, uint64_t n) {
   }
   buf_.append(p, n);
   pos_ += n;
-  return Status::OK();
-}
-
-Status AtomicFile::WriteZeros(uint64_t n) {
-  static const char zeros[256] = {};
-  while (n > 0) {
-    uint64_t k = n < sizeof(zeros) ? n : sizeof(zeros);
-    MQKV_RETURN_IF_ERROR(Write(zeros, k));
-    n -= k;
-  }
   return Status::OK();
 }
 

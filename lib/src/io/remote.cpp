@@ -1,0 +1,338 @@
+// The remote ByteSource (ranged GETs pinned to the ETag seen at open, a byte-budgeted cache of
+// fetched ranges) and the S3 multipart upload (spec/REMOTE.md).
+#include "remote.h"
+
+#include <algorithm>
+#include <cstring>
+#include <list>
+#include <mutex>
+
+namespace mqkv::io {
+namespace {
+
+// "bytes A-B/T" -> A, B, T (T may be "*": total 0 and false returned when so required)
+bool ParseContentRange(const std::string& v, uint64_t* a, uint64_t* b, uint64_t* total) {
+  unsigned long long x, y, z;
+  char tail;
+  if (std::sscanf(v.c_str(), "bytes %llu-%llu/%llu%c", &x, &y, &z, &tail) != 3) return false;
+  if (y < x || y >= z) return false;
+  *a = x, *b = y, *total = z;
+  return true;
+}
+
+class RemoteSource final : public ByteSource {
+ public:
+  RemoteSource(std::unique_ptr<HttpClient> http, const RemoteOptions& opts) : http_(std::move(http)), opts_(opts) {}
+
+  Status Open();
+  const std::string& name() const override { return http_->url().name; }
+  uint64_t size() const override { return size_; }
+  std::string identity() const override { return etag_; }
+  Result<ByteRange> Read(uint64_t offset, uint64_t n) override;
+  Status Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t max_gap) override;
+  bool Holds(uint64_t offset, uint64_t n) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Chunk& c : chunks_)
+      if (offset >= c.offset && offset + n <= c.offset + c.bytes->size()) return true;
+    return false;
+  }
+  IoStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return http_->stats();
+  }
+
+ private:
+  struct Chunk {
+    uint64_t offset;
+    std::shared_ptr<std::vector<uint8_t>> bytes;
+  };
+  Status Fail(Status s) const { return std::move(s.WithFile(name())); }
+  // A cached chunk holding [offset, offset + n), moved to the front (most recent); or null.
+  const Chunk* Find(uint64_t offset, uint64_t n);
+  Status Fetch(uint64_t offset, uint64_t n);  // one ranged GET into a new chunk (mu_ held)
+  void Insert(Chunk c);
+
+  std::unique_ptr<HttpClient> http_;
+  RemoteOptions opts_;
+  uint64_t size_ = 0;
+  std::string etag_;
+  mutable std::mutex mu_;
+  std::list<Chunk> chunks_;  // most recently used first
+  uint64_t cached_bytes_ = 0;
+};
+
+const RemoteSource::Chunk* RemoteSource::Find(uint64_t offset, uint64_t n) {
+  for (auto it = chunks_.begin(); it != chunks_.end(); ++it) {
+    if (offset >= it->offset && offset + n <= it->offset + it->bytes->size()) {
+      chunks_.splice(chunks_.begin(), chunks_, it);
+      return &chunks_.front();
+    }
+  }
+  return nullptr;
+}
+
+void RemoteSource::Insert(Chunk c) {
+  cached_bytes_ += c.bytes->size();
+  chunks_.push_front(std::move(c));
+  // Evict least recently used chunks past the budget (never the one just fetched; a reader that
+  // still holds an evicted chunk's ByteRange keeps its bytes alive through the owner).
+  while (cached_bytes_ > opts_.cache_bytes && chunks_.size() > 1) {
+    cached_bytes_ -= chunks_.back().bytes->size();
+    chunks_.pop_back();
+  }
+}
+
+Status RemoteSource::Open() {
+  // One suffix-range request: the tail and, usually, the whole footer; it also tells the size
+  // and the ETag every later request is pinned to.
+  HttpRequest req;
+  req.headers.push_back("Range: bytes=-" + std::to_string(std::max<uint64_t>(opts_.open_suffix_bytes, 64)));
+  req.text_limit = std::max<uint64_t>(opts_.open_suffix_bytes, 64);
+  MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
+  etag_ = r.etag;
+  auto bytes = std::make_shared<std::vector<uint8_t>>(r.text.begin(), r.text.end());
+  if (r.status == 206) {
+    uint64_t a, b, total;
+    if (!ParseContentRange(r.content_range, &a, &b, &total) || b + 1 != total || b - a + 1 != bytes->size())
+      return Fail(IoError("open: answer to a suffix range has a bad Content-Range \"" + r.content_range + "\" for " +
+                          std::to_string(bytes->size()) + " bytes"));
+    size_ = total;
+    Insert({a, std::move(bytes)});
+    return Status::OK();
+  }
+  if (r.status == 200) {  // the whole object (smaller than the suffix, or Range ignored)
+    size_ = bytes->size();
+    Insert({0, std::move(bytes)});
+    return Status::OK();
+  }
+  if (r.status == 416 && r.content_range == "bytes */0") {
+    size_ = 0;  // an empty object
+    return Status::OK();
+  }
+  return http_->Unexpected("open", r);
+}
+
+Status RemoteSource::Fetch(uint64_t offset, uint64_t n) {
+  auto bytes = std::make_shared<std::vector<uint8_t>>(n);
+  HttpRequest req;
+  req.headers.push_back("Range: bytes=" + std::to_string(offset) + "-" + std::to_string(offset + n - 1));
+  if (!etag_.empty()) req.headers.push_back("If-Match: " + etag_);
+  req.dst = bytes->data();
+  req.dst_size = n;
+  MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
+  if (r.status == 206) {
+    uint64_t a, b, total;
+    if (!ParseContentRange(r.content_range, &a, &b, &total) || a != offset || b != offset + n - 1 || total != size_)
+      return Fail(IoError("answer to range " + std::to_string(offset) + "-" + std::to_string(offset + n - 1) +
+                          " has Content-Range \"" + r.content_range + "\" (object of " + std::to_string(size_) + " bytes)"));
+  } else if (!(r.status == 200 && offset == 0 && n == size_)) {
+    if (r.status == 200) return Fail(IoError("the server ignored a Range request (HTTP 200): ranged reads need Range support"));
+    return http_->Unexpected("GET bytes " + std::to_string(offset) + "-" + std::to_string(offset + n - 1), r);
+  }
+  if (!etag_.empty() && !r.etag.empty() && r.etag != etag_)
+    return Fail(IoError("the object changed since it was opened (ETag " + r.etag + ", opened as " + etag_ + ")"));
+  Insert({offset, std::move(bytes)});
+  return Status::OK();
+}
+
+Result<ByteRange> RemoteSource::Read(uint64_t offset, uint64_t n) {
+  if (offset > size_ || n > size_ - offset)
+    return Fail(IoError("read of " + std::to_string(n) + " bytes at " + std::to_string(offset) + " past the end (" +
+                        std::to_string(size_) + " bytes)"));
+  if (n == 0) return ByteRange{nullptr, 0, nullptr};
+  std::lock_guard<std::mutex> lock(mu_);
+  const Chunk* c = Find(offset, n);
+  if (!c) {
+    MQKV_RETURN_IF_ERROR(Fetch(offset, n));
+    c = &chunks_.front();
+  }
+  return ByteRange{c->bytes->data() + (offset - c->offset), n, c->bytes};
+}
+
+Status RemoteSource::Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t max_gap) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Runs of missing ranges, merged when less than max_gap apart, each at most half the cache
+  // budget so a run never evicts itself before it is read.
+  const uint64_t max_run = std::max<uint64_t>(opts_.cache_bytes / 2, 1);
+  uint64_t run_begin = 0, run_end = 0;
+  bool open = false;
+  for (const auto& [off, len] : ranges) {
+    if (len == 0 || off > size_ || len > size_ - off) continue;
+    if (Find(off, len)) continue;
+    if (open && off >= run_end && off - run_end <= max_gap && off + len - run_begin <= max_run) {
+      run_end = off + len;
+      continue;
+    }
+    if (open) MQKV_RETURN_IF_ERROR(Fetch(run_begin, run_end - run_begin));
+    run_begin = off, run_end = off + len, open = true;
+  }
+  if (open) MQKV_RETURN_IF_ERROR(Fetch(run_begin, run_end - run_begin));
+  return Status::OK();
+}
+
+// S3 multipart upload: parts of kPartBytes; part 1 is held until Commit() (so WriteAt can patch
+// the file header) and an object of at most one part is a single PUT. Nothing exists under the
+// key until CompleteMultipartUpload (or the PUT) succeeds; an uncommitted upload is aborted.
+class S3Upload final : public OutputFile {
+ public:
+  static constexpr uint64_t kPartBytes = 8ull << 20;  // S3: every part but the last >= 5 MiB
+  explicit S3Upload(std::unique_ptr<HttpClient> http) : http_(std::move(http)) { path_ = http_->url().name; }
+  ~S3Upload() override;
+  Status Write(const void* data, uint64_t n) override;
+  Status WriteAt(uint64_t offset, const void* data, uint64_t n) override;
+  Status Commit() override;
+
+ private:
+  Status Fail(Status s) {
+    s.WithFile(path_);
+    if (sticky_.ok()) sticky_ = s;
+    return s;
+  }
+  Status Start();
+  Status PutPart(int number, const std::vector<uint8_t>& bytes);
+  std::unique_ptr<HttpClient> http_;
+  std::vector<uint8_t> first_, current_;
+  std::string upload_id_;
+  std::vector<std::string> etags_;  // etags_[k] for part k + 1 (part 1 filled in at Commit)
+  bool committed_ = false;
+  Status sticky_;
+};
+
+S3Upload::~S3Upload() {
+  if (committed_ || upload_id_.empty()) return;
+  HttpRequest req;  // best effort: abort, so the store can drop the parts
+  req.method = "DELETE";
+  req.query = "uploadId=" + upload_id_;
+  (void)http_->Send(req);
+}
+
+Status S3Upload::Start() {
+  HttpRequest req;
+  req.method = "POST";
+  req.query = "uploads=";  // with "=": libcurl 7.88 signs a bare "uploads" as it is, S3 canonicalizes "uploads="
+  MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
+  if (r.status != 200) return Fail(http_->Unexpected("CreateMultipartUpload", r));
+  const auto a = r.text.find("<UploadId>"), b = r.text.find("</UploadId>");
+  if (a == std::string::npos || b == std::string::npos || b <= a + 10)
+    return Fail(IoError("CreateMultipartUpload: the answer has no UploadId"));
+  upload_id_ = r.text.substr(a + 10, b - a - 10);
+  etags_.assign(1, "");
+  return Status::OK();
+}
+
+Status S3Upload::PutPart(int number, const std::vector<uint8_t>& bytes) {
+  HttpRequest req;
+  req.method = "PUT";
+  req.query = "partNumber=" + std::to_string(number) + "&uploadId=" + upload_id_;
+  req.body = bytes.data();
+  req.body_size = bytes.size();
+  MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
+  if (r.status != 200 || r.etag.empty()) return Fail(http_->Unexpected("UploadPart " + std::to_string(number), r));
+  if (etags_.size() < size_t(number)) etags_.resize(number);
+  etags_[number - 1] = r.etag;
+  return Status::OK();
+}
+
+Status S3Upload::Write(const void* data, uint64_t n) {
+  if (!sticky_.ok()) return sticky_;
+  if (committed_) return Internal("write after commit");
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  pos_ += n;
+  while (n > 0) {
+    std::vector<uint8_t>& buf = first_.size() < kPartBytes ? first_ : current_;
+    const uint64_t k = std::min<uint64_t>(n, kPartBytes - buf.size());
+    buf.insert(buf.end(), p, p + k);
+    p += k, n -= k;
+    if (&buf == &current_ && current_.size() == kPartBytes) {
+      if (upload_id_.empty()) MQKV_RETURN_IF_ERROR(Start());
+      MQKV_RETURN_IF_ERROR(PutPart(int(etags_.size()) + 1, current_));
+      current_.clear();
+    }
+  }
+  return Status::OK();
+}
+
+Status S3Upload::WriteAt(uint64_t offset, const void* data, uint64_t n) {
+  if (offset > first_.size() || n > first_.size() - offset)
+    return Internal("WriteAt outside the first part of an S3 upload (held until commit)");
+  std::memcpy(first_.data() + offset, data, n);
+  return Status::OK();
+}
+
+Status S3Upload::Commit() {
+  if (!sticky_.ok()) return sticky_;
+  if (upload_id_.empty() && current_.empty()) {  // one part or less: a single atomic PUT
+    HttpRequest req;
+    req.method = "PUT";
+    req.body = first_.data();
+    req.body_size = first_.size();
+    MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
+    if (r.status != 200) return Fail(http_->Unexpected("PUT", r));
+    committed_ = true;
+    return Status::OK();
+  }
+  if (upload_id_.empty()) MQKV_RETURN_IF_ERROR(Start());
+  if (!current_.empty()) MQKV_RETURN_IF_ERROR(PutPart(int(std::max<size_t>(etags_.size(), 1)) + 1, current_));
+  MQKV_RETURN_IF_ERROR(PutPart(1, first_));
+  std::string xml = "<CompleteMultipartUpload>";
+  for (size_t k = 0; k < etags_.size(); ++k)
+    xml += "<Part><PartNumber>" + std::to_string(k + 1) + "</PartNumber><ETag>" + etags_[k] + "</ETag></Part>";
+  xml += "</CompleteMultipartUpload>";
+  HttpRequest req;
+  req.method = "POST";
+  req.query = "uploadId=" + upload_id_;
+  req.body = reinterpret_cast<const uint8_t*>(xml.data());
+  req.body_size = xml.size();
+  MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
+  // S3 may answer 200 and still fail: the error is then in the body.
+  if (r.status != 200 || r.text.find("<Error>") != std::string::npos)
+    return Fail(http_->Unexpected("CompleteMultipartUpload", r));
+  committed_ = true;
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<ByteSource>> OpenRemoteSource(const std::string& url, const RemoteOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(RemoteUrl u, ResolveUrl(url));
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<HttpClient> http, HttpClient::Create(std::move(u), opts));
+  auto src = std::make_shared<RemoteSource>(std::move(http), opts);
+  MQKV_RETURN_IF_ERROR(src->Open());
+  return std::shared_ptr<ByteSource>(std::move(src));
+}
+
+Result<std::unique_ptr<OutputFile>> CreateS3Upload(const std::string& url, const RemoteOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(RemoteUrl u, ResolveUrl(url));
+  if (!u.s3) {
+    Status s = Unsupported("cannot write to an http(s) URL (plain HTTP has no atomic upload): use s3://BUCKET/KEY");
+    s.WithFile(u.name);
+    return s;
+  }
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<HttpClient> http, HttpClient::Create(std::move(u), opts));
+  return std::unique_ptr<OutputFile>(new S3Upload(std::move(http)));
+}
+
+}  // namespace mqkv::io
+
+namespace mqkv {
+
+bool IsUrl(const std::string& p) {
+  return p.rfind("s3://", 0) == 0 || p.rfind("http://", 0) == 0 || p.rfind("https://", 0) == 0;
+}
+
+Result<std::shared_ptr<ByteSource>> OpenSource(const std::string& path_or_url, const RemoteOptions& remote) {
+  if (IsUrl(path_or_url)) return io::OpenRemoteSource(path_or_url, remote);
+  return io::OpenLocalSource(path_or_url);
+}
+
+}  // namespace mqkv
+
+namespace mqkv::io {
+
+Result<std::unique_ptr<OutputFile>> CreateOutput(const std::string& path_or_url, bool fsync) {
+  if (IsUrl(path_or_url)) return CreateS3Upload(path_or_url, RemoteOptions{});
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> f, AtomicFile::Create(path_or_url, fsync));
+  return std::unique_ptr<OutputFile>(std::move(f));
+}
+
+}  // namespace mqkv::io
