@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Remote-read benchmark (issue 16): requests and bytes that mqinfo, one layer and a 10% token
+# range fetch from a >= 256 MiB snapshot on SeaweedFS (S3 API on loopback), and whole-object
+# throughput through the library against a plain curl GET of the same object, alternating runs.
+# Writes bench/results/remote.md. Usage: bench/remote/run.sh [MiB, default 256]
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+. scripts/lib/common.sh
+. tests/remote/servers.sh
+bash scripts/setup-store.sh
+MIB=${1:-256}
+B=${MQKV_BUILD_DIR:-build}
+T=$(mktemp -d)
+trap 'mqkv_servers_stop; rm -rf "$T"' EXIT
+mqkv_store_start "$T"
+OUT=bench/results/remote.md
+"$B/bench/mqkv_remote" make "$T/big.mqkv" --mib "$MIB"
+"$B/bench/mqkv_remote" make "$T/small-blocks.mqkv" --mib "$MIB" --block-tokens 256
+SIZE=$(stat -c %s "$T/big.mqkv")
+t0=$(date +%s.%N)
+"$B/tools/mqconvert" -q "$T/big.mqkv" s3://mqkv/big.mqkv
+t1=$(date +%s.%N)
+"$B/tools/mqconvert" -q "$T/small-blocks.mqkv" s3://mqkv/small-blocks.mqkv
+upload=$(echo "$SIZE $t0 $t1" | awk '{printf "%.0f MB/s (%.2f s, re-encoding included)", $1/1e6/($3-$2), $3-$2}')
+{
+  echo "# Remote reads: SeaweedFS on loopback"
+  echo
+  echo "Command: \`bench/remote/run.sh $MIB\` ($(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"
+  echo "SeaweedFS $(\"$MQKV_VENV/bin/weed\" version 2>/dev/null | head -1 | awk '{print $3}'), libcurl $(curl --version | head -1 | awk '{print $2}'))."
+  echo "Snapshot: mqkv_remote make --mib $MIB: 30 layers x K,V, 8 KV heads x 128 dims, f16, $SIZE bytes."
+  echo "Upload through \`mqconvert IN s3://...\` (multipart, 8 MiB parts): $upload."
+  echo
+  echo "## One block per tensor (60 blocks)"
+  echo
+  "$B/bench/mqkv_remote" measure s3://mqkv/big.mqkv
+  echo
+  echo "## 256-token blocks"
+  echo
+  "$B/bench/mqkv_remote" measure s3://mqkv/small-blocks.mqkv
+  echo
+  echo "## mqinfo --stats"
+  echo
+  echo '```'
+  "$B/tools/mqinfo" --stats s3://mqkv/big.mqkv 2>&1 >/dev/null
+  "$B/tools/mqinfo" --stats s3://mqkv/small-blocks.mqkv 2>&1 >/dev/null
+  echo '```'
+  echo
+  echo "## Whole-object throughput, library vs curl (alternating, 3 runs each)"
+  echo
+  echo "| run | curl GET -> /dev/null | library: verify + decode every block to f16 | ratio |"
+  echo "|---|---|---|---|"
+  for i in 1 2 3; do
+    c=$(mqkv_s3_curl -o /dev/null -w '%{speed_download}' "$AWS_ENDPOINT_URL/mqkv/big.mqkv" | awk '{printf "%.0f", $1/1e6}')
+    l=$("$B/bench/mqkv_remote" measure s3://mqkv/big.mqkv | sed -n 's/.* = \([0-9]*\) MB\/s.*/\1/p')
+    echo "| $i | $c MB/s | $l MB/s | $(awk -v a="$l" -v b="$c" 'BEGIN{printf "%.0f%%", 100*a/b}') |"
+  done
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"
