@@ -239,6 +239,24 @@ TEST(Remote, WholeFileReadsOfOtherFormatsAndSequentialReadAhead) {
   EXPECT_LT((*s)->io_stats().bytes_fetched, bytes.size() + bytes.size() / 4);
 }
 
+// mqinfo's accounting reads every block header; headers of large blocks are disjoint ranges,
+// fetched in parallel over several connections, and the accounting equals the local file's.
+TEST(Remote, HeaderWalkOfLargeBlocksIsParallelAndExact) {
+  const auto bytes = MakeSnapshot(0, "f32");  // 60 blocks of 128 KiB: headers more than 64 KiB apart
+  HttpObjectServer server(bytes);
+  auto s = Snapshot::Open(server.Url(), Fast());
+  ASSERT_TRUE(s.ok());
+  auto remote = AccountSnapshot(**s);
+  ASSERT_TRUE(remote.ok()) << remote.status().ToString();
+  auto local_snap = Snapshot::OpenBytes(bytes.data(), bytes.size(), "local");
+  auto local = AccountSnapshot(**local_snap);
+  ASSERT_TRUE(local.ok());
+  ASSERT_EQ(remote->tensors.size(), local->tensors.size());
+  for (size_t i = 0; i < local->tensors.size(); ++i) EXPECT_EQ(remote->tensors[i].block_bytes, local->tensors[i].block_bytes);
+  EXPECT_EQ((*s)->io_stats().requests, 1u + 60u);  // open, one per block header (the file header rides with block 0's)
+  EXPECT_LT((*s)->io_stats().bytes_fetched, 65536u + 64u + 60u * 128u + 1u);
+}
+
 TEST(Remote, UrlsResolveAndWritesNeedS3) {
   ::setenv("AWS_REGION", "eu-west-3", 1);
   auto u = io::ResolveUrl("s3://my-bucket/dir/a b.mqkv");

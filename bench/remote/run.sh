@@ -21,13 +21,14 @@ SIZE=$(stat -c %s "$T/big.mqkv")
 t0=$(date +%s.%N)
 "$B/tools/mqconvert" -q "$T/big.mqkv" s3://mqkv/big.mqkv
 t1=$(date +%s.%N)
-"$B/tools/mqconvert" -q "$T/small-blocks.mqkv" s3://mqkv/small-blocks.mqkv
+"$B/tools/mqconvert" -q "$T/small-blocks.mqkv" s3://mqkv/small-blocks.mqkv --max-block-tokens 256
 upload=$(echo "$SIZE $t0 $t1" | awk '{printf "%.0f MB/s (%.2f s, re-encoding included)", $1/1e6/($3-$2), $3-$2}')
 {
   echo "# Remote reads: SeaweedFS on loopback"
   echo
   echo "Command: \`bench/remote/run.sh $MIB\` ($(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"
-  echo "SeaweedFS $(\"$MQKV_VENV/bin/weed\" version 2>/dev/null | head -1 | awk '{print $3}'), libcurl $(curl --version | head -1 | awk '{print $2}'))."
+  echo "SeaweedFS $("$MQKV_VENV/bin/weed" version 2>/dev/null | head -1 | awk '{print $3}'), libcurl $(curl --version | head -1 | awk '{print $2}'));"
+  echo "the store, the client and curl share the machine's cores (loopback)."
   echo "Snapshot: mqkv_remote make --mib $MIB: 30 layers x K,V, 8 KV heads x 128 dims, f16, $SIZE bytes."
   echo "Upload through \`mqconvert IN s3://...\` (multipart, 8 MiB parts): $upload."
   echo

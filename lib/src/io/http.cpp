@@ -229,6 +229,7 @@ Result<HttpResponse> HttpClient::Attempt(const HttpRequest& req, bool* retry) {
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(h, CURLOPT_USERAGENT, "mqkv");
+  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);  // fewer body callbacks on large ranges
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_slist* headers = nullptr;
   for (const std::string& x : req.headers) headers = curl_slist_append(headers, x.c_str());

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <list>
+#include <atomic>
 #include <mutex>
+#include <thread>
 
 namespace mqkv::io {
 namespace {
@@ -38,18 +40,36 @@ class RemoteSource final : public ByteSource {
   }
   IoStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
-    return http_->stats();
+    IoStats t = http_->stats();
+    for (const auto& c : pool_) {
+      const IoStats x = c->stats();
+      t.requests += x.requests, t.bytes_fetched += x.bytes_fetched, t.retries += x.retries;
+    }
+    return t;
   }
 
  private:
+  // Fetched bytes, not zero-filled first (a whole-object pass would fault every page twice).
+  struct Buffer {
+    explicit Buffer(uint64_t n) : p(new uint8_t[n]), n(n) {}
+    std::unique_ptr<uint8_t[]> p;
+    uint64_t n;
+    uint8_t* data() const { return p.get(); }
+    uint64_t size() const { return n; }
+  };
   struct Chunk {
     uint64_t offset;
-    std::shared_ptr<std::vector<uint8_t>> bytes;
+    std::shared_ptr<Buffer> bytes;
   };
   Status Fail(Status s) const { return std::move(s.WithFile(name())); }
   // A cached chunk holding [offset, offset + n), moved to the front (most recent); or null.
   const Chunk* Find(uint64_t offset, uint64_t n);
   Status Fetch(uint64_t offset, uint64_t n);  // one ranged GET into a new chunk (mu_ held)
+  // One ranged GET through `http` (no lock needed: touches neither the cache nor http_).
+  Result<Chunk> FetchWith(HttpClient& http, uint64_t offset, uint64_t n) const;
+  // Many runs at once, each through its own connection (up to kParallel).
+  Status FetchParallel(const std::vector<std::pair<uint64_t, uint64_t>>& runs);
+  static constexpr size_t kParallel = 8;
   void Insert(Chunk c);
 
   std::unique_ptr<HttpClient> http_;
@@ -58,6 +78,8 @@ class RemoteSource final : public ByteSource {
   std::string etag_;
   mutable std::mutex mu_;
   std::list<Chunk> chunks_;  // most recently used first
+  std::vector<std::unique_ptr<HttpClient>> pool_;  // extra connections for parallel prefetch
+  std::mutex pool_mu_;                             // one parallel prefetch at a time uses pool_
   uint64_t cached_bytes_ = 0;
 };
 
@@ -90,7 +112,8 @@ Status RemoteSource::Open() {
   req.text_limit = std::max<uint64_t>(opts_.open_suffix_bytes, 64);
   MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
   etag_ = r.etag;
-  auto bytes = std::make_shared<std::vector<uint8_t>>(r.text.begin(), r.text.end());
+  auto bytes = std::make_shared<Buffer>(r.text.size());
+  if (!r.text.empty()) std::memcpy(bytes->data(), r.text.data(), r.text.size());
   if (r.status == 206) {
     uint64_t a, b, total;
     if (!ParseContentRange(r.content_range, &a, &b, &total) || b + 1 != total || b - a + 1 != bytes->size())
@@ -112,14 +135,14 @@ Status RemoteSource::Open() {
   return http_->Unexpected("open", r);
 }
 
-Status RemoteSource::Fetch(uint64_t offset, uint64_t n) {
-  auto bytes = std::make_shared<std::vector<uint8_t>>(n);
+Result<RemoteSource::Chunk> RemoteSource::FetchWith(HttpClient& http, uint64_t offset, uint64_t n) const {
+  auto bytes = std::make_shared<Buffer>(n);
   HttpRequest req;
   req.headers.push_back("Range: bytes=" + std::to_string(offset) + "-" + std::to_string(offset + n - 1));
   if (!etag_.empty()) req.headers.push_back("If-Match: " + etag_);
   req.dst = bytes->data();
   req.dst_size = n;
-  MQKV_ASSIGN_OR_RETURN(HttpResponse r, http_->Send(req));
+  MQKV_ASSIGN_OR_RETURN(HttpResponse r, http.Send(req));
   if (r.status == 206) {
     uint64_t a, b, total;
     if (!ParseContentRange(r.content_range, &a, &b, &total) || a != offset || b != offset + n - 1 || total != size_)
@@ -127,11 +150,47 @@ Status RemoteSource::Fetch(uint64_t offset, uint64_t n) {
                           " has Content-Range \"" + r.content_range + "\" (object of " + std::to_string(size_) + " bytes)"));
   } else if (!(r.status == 200 && offset == 0 && n == size_)) {
     if (r.status == 200) return Fail(IoError("the server ignored a Range request (HTTP 200): ranged reads need Range support"));
-    return http_->Unexpected("GET bytes " + std::to_string(offset) + "-" + std::to_string(offset + n - 1), r);
+    return http.Unexpected("GET bytes " + std::to_string(offset) + "-" + std::to_string(offset + n - 1), r);
   }
   if (!etag_.empty() && !r.etag.empty() && r.etag != etag_)
     return Fail(IoError("the object changed since it was opened (ETag " + r.etag + ", opened as " + etag_ + ")"));
-  Insert({offset, std::move(bytes)});
+  return Chunk{offset, std::move(bytes)};
+}
+
+Status RemoteSource::Fetch(uint64_t offset, uint64_t n) {
+  MQKV_ASSIGN_OR_RETURN(Chunk c, FetchWith(*http_, offset, n));
+  Insert(std::move(c));
+  return Status::OK();
+}
+
+Status RemoteSource::FetchParallel(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
+  const size_t k = std::min(runs.size(), kParallel);
+  std::lock_guard<std::mutex> pool_lock(pool_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (pool_.size() < k) {
+      MQKV_ASSIGN_OR_RETURN(std::unique_ptr<HttpClient> c, HttpClient::Create(http_->url(), opts_));
+      pool_.push_back(std::move(c));
+    }
+  }
+  std::atomic<size_t> next{0};
+  std::vector<Status> errors(k);
+  std::vector<std::thread> threads;
+  for (size_t j = 0; j < k; ++j)
+    threads.emplace_back([&, j] {
+      for (size_t i; (i = next.fetch_add(1)) < runs.size();) {
+        Result<Chunk> c = FetchWith(*pool_[j], runs[i].first, runs[i].second);
+        if (!c.ok()) {
+          errors[j] = c.status();
+          next = runs.size();
+          return;
+        }
+        std::lock_guard<std::mutex> lock(mu_);
+        Insert(std::move(*c));
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  for (const Status& e : errors) MQKV_RETURN_IF_ERROR(e);
   return Status::OK();
 }
 
@@ -150,24 +209,33 @@ Result<ByteRange> RemoteSource::Read(uint64_t offset, uint64_t n) {
 }
 
 Status RemoteSource::Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t max_gap) {
-  std::lock_guard<std::mutex> lock(mu_);
   // Runs of missing ranges, merged when less than max_gap apart, each at most half the cache
   // budget so a run never evicts itself before it is read.
   const uint64_t max_run = std::max<uint64_t>(opts_.cache_bytes / 2, 1);
-  uint64_t run_begin = 0, run_end = 0;
-  bool open = false;
-  for (const auto& [off, len] : ranges) {
-    if (len == 0 || off > size_ || len > size_ - off) continue;
-    if (Find(off, len)) continue;
-    if (open && off >= run_end && off - run_end <= max_gap && off + len - run_begin <= max_run) {
-      run_end = off + len;
-      continue;
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // (offset, length)
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [off, len] : ranges) {
+      if (len == 0 || off > size_ || len > size_ - off) continue;
+      if (Find(off, len)) continue;
+      if (!runs.empty()) {
+        auto& [rb, rl] = runs.back();
+        if (off >= rb + rl && off - (rb + rl) <= max_gap && off + len - rb <= max_run) {
+          rl = off + len - rb;
+          continue;
+        }
+      }
+      runs.emplace_back(off, len);
     }
-    if (open) MQKV_RETURN_IF_ERROR(Fetch(run_begin, run_end - run_begin));
-    run_begin = off, run_end = off + len, open = true;
   }
-  if (open) MQKV_RETURN_IF_ERROR(Fetch(run_begin, run_end - run_begin));
-  return Status::OK();
+  if (runs.size() == 1) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return Fetch(runs[0].first, runs[0].second);
+  }
+  // Disjoint runs (e.g. a walk over the headers of large blocks) go out in parallel. Their total
+  // stays within the budget only if the caller asked for that much; chunks are kept alive by
+  // their owners either way.
+  return runs.empty() ? Status::OK() : FetchParallel(runs);
 }
 
 // S3 multipart upload: parts of kPartBytes; part 1 is held until Commit() (so WriteAt can patch
