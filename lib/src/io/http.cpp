@@ -255,10 +255,10 @@ Result<HttpResponse> HttpClient::Attempt(const HttpRequest& req, bool* retry) {
       headers = curl_slist_append(headers, ("x-amz-security-token: " + url_.session_token).c_str());
   }
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-  ++stats_.requests;
+  ++requests_;
   const CURLcode rc = curl_easy_perform(h);
   curl_slist_free_all(headers);
-  stats_.bytes_fetched += resp.received;
+  bytes_ += resp.received;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp.status);
   *retry = false;
   if (t.overflow) {
@@ -299,7 +299,7 @@ Result<HttpResponse> HttpClient::Send(const HttpRequest& req) {
       }
       return r;
     }
-    ++stats_.retries;
+    ++retries_;
     std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
     backoff *= 2;
   }

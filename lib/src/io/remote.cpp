@@ -6,7 +6,9 @@
 #include <cstring>
 #include <list>
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace mqkv::io {
@@ -25,6 +27,9 @@ bool ParseContentRange(const std::string& v, uint64_t* a, uint64_t* b, uint64_t*
 class RemoteSource final : public ByteSource {
  public:
   RemoteSource(std::unique_ptr<HttpClient> http, const RemoteOptions& opts) : http_(std::move(http)), opts_(opts) {}
+  ~RemoteSource() override {
+    if (bg_thread_.joinable()) bg_thread_.join();
+  }
 
   Status Open();
   const std::string& name() const override { return http_->url().name; }
@@ -41,7 +46,10 @@ class RemoteSource final : public ByteSource {
   IoStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
     IoStats t = http_->stats();
-    for (const auto& c : pool_) {
+    std::vector<const HttpClient*> others;
+    for (const auto& c : pool_) others.push_back(c.get());
+    if (bg_http_) others.push_back(bg_http_.get());
+    for (const HttpClient* c : others) {
       const IoStats x = c->stats();
       t.requests += x.requests, t.bytes_fetched += x.bytes_fetched, t.retries += x.retries;
     }
@@ -70,6 +78,24 @@ class RemoteSource final : public ByteSource {
   // Many runs at once, each through its own connection (up to kParallel).
   Status FetchParallel(const std::vector<std::pair<uint64_t, uint64_t>>& runs);
   static constexpr size_t kParallel = 8;
+  static constexpr uint64_t kReadAheadSlack = 4096;  // padding and small size differences
+  // Background read-ahead (mu_ held): after two fetches in a row that each start where the
+  // previous one ended, the next range of the same length (+4 KiB) is fetched on a connection of
+  // its own while the caller checks and decodes what it has; a fetch touching it waits for it.
+  void AfterForegroundFetch(uint64_t offset, uint64_t n);
+  void StartReadAhead(uint64_t offset, uint64_t n);
+  void AwaitReadAhead(std::unique_lock<std::mutex>& lock);
+  struct ReadAhead {
+    bool active = false, done = false;
+    uint64_t offset = 0, length = 0;
+    Status status;
+    std::optional<Chunk> chunk;
+  } bg_;
+  std::thread bg_thread_;
+  std::condition_variable bg_cv_;
+  std::unique_ptr<HttpClient> bg_http_;
+  uint64_t last_end_ = UINT64_MAX;
+  int sequential_ = 0;
   void Insert(Chunk c);
 
   std::unique_ptr<HttpClient> http_;
@@ -199,11 +225,16 @@ Result<ByteRange> RemoteSource::Read(uint64_t offset, uint64_t n) {
     return Fail(IoError("read of " + std::to_string(n) + " bytes at " + std::to_string(offset) + " past the end (" +
                         std::to_string(size_) + " bytes)"));
   if (n == 0) return ByteRange{nullptr, 0, nullptr};
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   const Chunk* c = Find(offset, n);
+  if (!c && bg_.active) {
+    AwaitReadAhead(lock);
+    c = Find(offset, n);
+  }
   if (!c) {
     MQKV_RETURN_IF_ERROR(Fetch(offset, n));
-    c = &chunks_.front();
+    AfterForegroundFetch(offset, n);
+    c = Find(offset, n);
   }
   return ByteRange{c->bytes->data() + (offset - c->offset), n, c->bytes};
 }
@@ -214,7 +245,10 @@ Status RemoteSource::Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& 
   const uint64_t max_run = std::max<uint64_t>(opts_.cache_bytes / 2, 1);
   std::vector<std::pair<uint64_t, uint64_t>> runs;  // (offset, length)
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    bool awaited = false;
+  again:
+    runs.clear();
     for (const auto& [off, len] : ranges) {
       if (len == 0 || off > size_ || len > size_ - off) continue;
       if (Find(off, len)) continue;
@@ -227,15 +261,68 @@ Status RemoteSource::Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& 
       }
       runs.emplace_back(off, len);
     }
-  }
-  if (runs.size() == 1) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return Fetch(runs[0].first, runs[0].second);
+    if (!runs.empty() && bg_.active && !awaited) {
+      const uint64_t bg_off = bg_.offset, bg_end = bg_.offset + bg_.length;
+      AwaitReadAhead(lock);
+      awaited = true;
+      // Served by the read-ahead: keep reading ahead, from where this request ends, as much again.
+      if (runs.front().first >= bg_off && runs.front().first < bg_end && !bg_.active) {
+        const uint64_t req_begin = ranges.front().first, req_end = ranges.back().first + ranges.back().second;
+        StartReadAhead(req_end, req_end - req_begin + kReadAheadSlack);
+      }
+      goto again;
+    }
+    if (runs.size() == 1) {
+      MQKV_RETURN_IF_ERROR(Fetch(runs[0].first, runs[0].second));
+      AfterForegroundFetch(runs[0].first, runs[0].second);
+      return Status::OK();
+    }
   }
   // Disjoint runs (e.g. a walk over the headers of large blocks) go out in parallel. Their total
   // stays within the budget only if the caller asked for that much; chunks are kept alive by
   // their owners either way.
   return runs.empty() ? Status::OK() : FetchParallel(runs);
+}
+
+void RemoteSource::AfterForegroundFetch(uint64_t offset, uint64_t n) {
+  // Blocks are 64-aligned: a run that starts within 64 bytes of the last one's end follows it.
+  sequential_ = (last_end_ != UINT64_MAX && offset >= last_end_ && offset - last_end_ < 64) ? sequential_ + 1 : 0;
+  last_end_ = offset + n;
+  if (sequential_ >= 2 && !bg_.active) StartReadAhead(offset + n, n + kReadAheadSlack);
+}
+
+void RemoteSource::StartReadAhead(uint64_t offset, uint64_t n) {
+  if (offset >= size_) return;
+  n = std::min({n, size_ - offset, std::max<uint64_t>(opts_.cache_bytes / 4, 1)});
+  if (Find(offset, n)) return;  // e.g. the tail, fetched at open
+  if (!bg_http_) {
+    auto c = HttpClient::Create(http_->url(), opts_);
+    if (!c.ok()) return;  // read-ahead is an optimisation: the foreground fetch still works
+    bg_http_ = std::move(*c);
+  }
+  if (bg_thread_.joinable()) bg_thread_.join();
+  bg_ = ReadAhead{};
+  bg_.active = true;
+  bg_.offset = offset;
+  bg_.length = n;
+  bg_thread_ = std::thread([this, offset, n] {
+    Result<Chunk> c = FetchWith(*bg_http_, offset, n);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (c.ok()) bg_.chunk = std::move(*c);
+    else bg_.status = c.status();
+    bg_.done = true;
+    bg_cv_.notify_all();
+  });
+}
+
+void RemoteSource::AwaitReadAhead(std::unique_lock<std::mutex>& lock) {
+  if (!bg_.active) return;
+  bg_cv_.wait(lock, [&] { return bg_.done; });
+  // A failed read-ahead is dropped: the foreground request retries and reports its own error.
+  if (bg_.chunk) Insert(std::move(*bg_.chunk));
+  bg_.active = false;
+  bg_.chunk.reset();
+  last_end_ = bg_.offset + bg_.length;
 }
 
 // S3 multipart upload: parts of kPartBytes; part 1 is held until Commit() (so WriteAt can patch

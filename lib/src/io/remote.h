@@ -3,6 +3,7 @@
 // the S3 multipart upload behind OutputFile. Credentials are never part of a message.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -54,7 +55,7 @@ class HttpClient {
   ~HttpClient();
   Result<HttpResponse> Send(const HttpRequest& req);
   const RemoteUrl& url() const { return url_; }
-  IoStats stats() const { return stats_; }
+  IoStats stats() const { return IoStats{requests_.load(), bytes_.load(), retries_.load()}; }
   // An error for an answer the caller did not expect, naming the object and the request.
   Status Unexpected(const std::string& what, const HttpResponse& r) const;
 
@@ -64,7 +65,8 @@ class HttpClient {
   RemoteUrl url_;
   RemoteOptions opts_;
   void* curl_ = nullptr;
-  IoStats stats_;
+  // Counters read by other threads while a transfer runs (IoStats while in flight).
+  std::atomic<uint64_t> requests_{0}, bytes_{0}, retries_{0};
 };
 
 Result<std::shared_ptr<ByteSource>> OpenRemoteSource(const std::string& url, const RemoteOptions& opts);
