@@ -78,9 +78,9 @@ class RemoteSource final : public ByteSource {
   // Many runs at once, each through its own connection (up to kParallel).
   Status FetchParallel(const std::vector<std::pair<uint64_t, uint64_t>>& runs);
   static constexpr size_t kParallel = 8;
-  static constexpr uint64_t kReadAheadSlack = 4096;  // padding and small size differences
+  static constexpr uint64_t kReadAheadSlack = 256;  // block padding (< 64) and small size differences
   // Background read-ahead (mu_ held): after two fetches in a row that each start where the
-  // previous one ended, the next range of the same length (+4 KiB) is fetched on a connection of
+  // previous one ended, the next range of the same length (+256 bytes) is fetched on a connection of
   // its own while the caller checks and decodes what it has; a fetch touching it waits for it.
   void AfterForegroundFetch(uint64_t offset, uint64_t n);
   void StartReadAhead(uint64_t offset, uint64_t n);
