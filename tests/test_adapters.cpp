@@ -183,7 +183,7 @@ TEST(Adapters, RoundTripEveryRawDtypeThroughEveryFormat) {
   }
 }
 
-TEST(Adapters, WritersPickTheStoredDtypeLosslessly) {
+TEST(Adapters, WritersStoreTheSourceDtypeOrTheAskedOne) {
   TempDir dir;
   // f16 source: stored as F16 (half the bytes of f32).
   KvSet f16 = MakeSet("f16", false);
@@ -191,9 +191,17 @@ TEST(Adapters, WritersPickTheStoredDtypeLosslessly) {
   std::vector<uint8_t> bytes = ReadFile(dir.Path("a.safetensors"));
   std::string text(bytes.begin(), bytes.end());
   EXPECT_NE(text.find("\"layers.0.k\":{\"dtype\":\"F16\""), std::string::npos);
-  // A value that is not an f16 forces F32 and the source dtype is kept in the metadata.
+  // A value that is not an f16 (a lossy decode) is rounded to the source dtype, to nearest even...
   f16.tensors[0].data[7] = 1.0f + 1.0f / 4096;
-  ASSERT_TRUE(WriteKvSet(f16, dir.Path("b.safetensors"), FileFormat::kSafetensors).ok());
+  ASSERT_TRUE(WriteKvSet(f16, dir.Path("r.safetensors"), FileFormat::kSafetensors).ok());
+  auto rounded = ReadKvSet(dir.Path("r.safetensors"), FileFormat::kSafetensors);
+  ASSERT_TRUE(rounded.ok());
+  EXPECT_EQ(rounded->tensors[0].data[7], 1.0f);
+  EXPECT_EQ(rounded->tensors[0].desc.source_dtype, "f16");
+  // ...unless f32 is asked for: then every bit is kept and the source dtype goes to the metadata.
+  WriteOptions as_f32;
+  as_f32.dtype = "f32";
+  ASSERT_TRUE(WriteKvSet(f16, dir.Path("b.safetensors"), FileFormat::kSafetensors, as_f32).ok());
   bytes = ReadFile(dir.Path("b.safetensors"));
   text.assign(bytes.begin(), bytes.end());
   EXPECT_NE(text.find("\"layers.0.k\":{\"dtype\":\"F32\""), std::string::npos);
@@ -201,6 +209,25 @@ TEST(Adapters, WritersPickTheStoredDtypeLosslessly) {
   ASSERT_TRUE(got.ok());
   EXPECT_TRUE(BitsEqual(got->tensors[0].data, f16.tensors[0].data));
   EXPECT_EQ(got->tensors[0].desc.source_dtype, "f16");
+  // Asked-for types: f16 of an f32 source, bf16 only where the format has it, never an overflow.
+  KvSet f32 = MakeSet("f32", false);
+  WriteOptions o;
+  o.dtype = "f16";
+  ASSERT_TRUE(WriteKvSet(f32, dir.Path("c.npy"), FileFormat::kNpy, o).ok());
+  auto c = ReadKvSet(dir.Path("c.npy"), FileFormat::kNpy);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->tensors[0].desc.source_dtype, "f16");
+  EXPECT_EQ(c->tensors[0].data[3], f16_to_f32(f32_to_f16(f32.tensors[0].data[3])));
+  o.dtype = "bf16";
+  EXPECT_EQ(WriteKvSet(f32, dir.Path("d.npz"), FileFormat::kNpz, o).code(), StatusCode::kUnsupported);
+  ASSERT_TRUE(WriteKvSet(f32, dir.Path("d.safetensors"), FileFormat::kSafetensors, o).ok());
+  o.dtype = "f8";
+  EXPECT_EQ(WriteKvSet(f32, dir.Path("e.safetensors"), FileFormat::kSafetensors, o).code(), StatusCode::kInvalidArgument);
+  f32.tensors[1].data[0] = 70000.0f;
+  o.dtype = "f16";
+  Status big = WriteKvSet(f32, dir.Path("f.safetensors"), FileFormat::kSafetensors, o);
+  EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(big.message().find("beyond f16's range"), std::string::npos) << big.ToString();
   // A quantized source dtype survives the round trip too.
   KvSet q = MakeSet("f32", false);
   q.tensors[1].desc.source_dtype = "q8_0";

@@ -101,6 +101,9 @@ int main(int argc, char** argv) {
   uint32_t head_dim_k = 0, head_dim_v = 0;
   app.add_option("--head-dim-k", head_dim_k, "llama.cpp input: elements per K head (the state does not say; default: spec/LLAMA.md's rule)");
   app.add_option("--head-dim-v", head_dim_v, "llama.cpp input: elements per V head (default: --head-dim-k, else the rule)");
+  std::string dtype;
+  app.add_option("--dtype", dtype, "safetensors/npy/npz output: element type f16, bf16 (safetensors) or f32 (default: the source dtype the file records, f16 for an f16 cache)")
+      ->check(CLI::IsMember({"f16", "bf16", "f32"}));
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.footer(kFooter);
   return tool::Run(app, argc, argv, [&]() -> int {
@@ -119,7 +122,11 @@ int main(int argc, char** argv) {
                                               FileFormatName(out_fmt)));
     if (!IsLlama(out_fmt) && (!llama_k.empty() || !llama_v.empty()))
       return tool::Fail(kProg, InvalidArgument(std::string("--llama-type-k/-v apply to llama.cpp output, not ") + FileFormatName(out_fmt)));
+    if (!dtype.empty() && (to_mqkv || IsLlama(out_fmt)))
+      return tool::Fail(kProg, InvalidArgument(std::string("--dtype applies to safetensors, npy and npz output, not ") + FileFormatName(out_fmt) +
+                                              (to_mqkv ? " (use --codec)" : " (use --llama-type-k/-v)")));
     WriteOptions wopts;
+    wopts.dtype = dtype;
     std::optional<CodecSpec> kspec, vspec;
     for (auto [text, dst] : {std::pair{k_codec.empty() ? codec : k_codec, &kspec}, std::pair{v_codec.empty() ? codec : v_codec, &vspec}}) {
       if (text.empty()) continue;

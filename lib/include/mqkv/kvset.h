@@ -51,6 +51,9 @@ struct WriteOptions {
   // llama.cpp targets: cache element type names ("f32", "f16", "bf16", "q8_0", "q4_0");
   // empty = the type recorded from the source (llama.cache_type_k / _v metadata), else f16.
   std::string llama_type_k, llama_type_v;
+  // safetensors / npy / npz: element type of K/V/Q arrays, "f16", "bf16" (safetensors) or "f32";
+  // empty = each tensor's source dtype when it is f16 or bf16, else f32 (spec/INTEROP.md 1.1).
+  std::string dtype;
   bool llama_v_trans_set = false;  // override the V layout recorded from the source
   bool llama_v_trans = false;
 };

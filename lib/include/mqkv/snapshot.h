@@ -76,7 +76,7 @@ struct OpenOptions {
   // access instead, so reading one layer touches only that layer's bytes.
   bool verify_all_blocks = false;
   // For s3:// and http(s):// paths: the block cache budget, timeouts and retries (mqkv/io.h).
-  RemoteOptions remote;
+  RemoteOptions remote = {};
 };
 
 // A block's verified payload: zero-copy into the mapping (or into a fetched range of a remote

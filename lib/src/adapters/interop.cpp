@@ -1,6 +1,7 @@
 #include "interop.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -124,7 +125,6 @@ Result<uint32_t> U32(const std::string& key, const std::string& v) {
 std::string FloatText(float f) { return text::GeneralFloat(f, 9); }  // "%.9g", locale-independent
 
 bool ExactF16(const std::vector<float>& v) { return exact_in_f16(v.data(), v.size()); }
-bool ExactBF16(const std::vector<float>& v) { return exact_in_bf16(v.data(), v.size()); }
 
 const char* LeafName(Kind k) { return k == Kind::kK ? "k" : k == Kind::kV ? "v" : "q"; }
 
@@ -450,7 +450,26 @@ StringMap ModelToMap(const ModelInfo& m) {
   return o;
 }
 
-Result<WritePlan> Plan(const KvSet& set, bool allow_bf16) {
+Result<ElemType> OutputType(const KvTensor& t, bool allow_bf16, std::string_view dtype) {
+  const std::string want = dtype.empty() ? t.desc.source_dtype : std::string(dtype);
+  if (!dtype.empty() && dtype != "f16" && dtype != "bf16" && dtype != "f32")
+    return InvalidArgument("output dtype \"" + std::string(dtype) + "\" (f16, bf16 or f32)");
+  ElemType type = ElemType::kF32;
+  if (want == "f16") type = ElemType::kF16;
+  else if (want == "bf16" && allow_bf16) type = ElemType::kBF16;
+  else if (want == "bf16" && !dtype.empty()) return Unsupported("npy and npz have no bfloat16 type (write safetensors, or --dtype f16/f32)");
+  // Exact values (every lossless round trip) change no bit; others round to nearest even, but
+  // never overflow to infinity behind the caller's back.
+  const float max = type == ElemType::kF16 ? 65504.0f : 3.3895314e38f;
+  if (type == ElemType::kF16 && !ExactF16(t.data))
+    for (float x : t.data)
+      if (std::isfinite(x) && std::fabs(x) > max)
+        return InvalidArgument("layer " + std::to_string(t.desc.layer) + " " + KindName(t.desc.kind) + " holds " + std::to_string(x) +
+                               ", beyond f16's range (65504): write --dtype f32");
+  return type;
+}
+
+Result<WritePlan> Plan(const KvSet& set, bool allow_bf16, std::string_view dtype) {
   WritePlan plan;
   plan.metadata = ModelToMap(set.model);
   const ModelInfo& m = set.model;
@@ -475,9 +494,7 @@ Result<WritePlan> Plan(const KvSet& set, bool allow_bf16) {
     if (t.data.size() != n)
       return InvalidArgument("tensor " + name + " holds " + std::to_string(t.data.size()) + " values for shape [" + std::to_string(t.desc.n_tokens) +
                              ", " + std::to_string(t.desc.n_heads) + ", " + std::to_string(t.desc.head_dim) + "]");
-    ElemType type = ElemType::kF32;
-    if (t.desc.source_dtype == "f16" && ExactF16(t.data)) type = ElemType::kF16;
-    else if (t.desc.source_dtype == "bf16" && allow_bf16 && ExactBF16(t.data)) type = ElemType::kBF16;
+    MQKV_ASSIGN_OR_RETURN(const ElemType type, OutputType(t, allow_bf16, dtype));
     plan.arrays.push_back(ArrayOut{name, type, {t.desc.n_tokens, t.desc.n_heads, t.desc.head_dim}, t.data.data(), nullptr, n});
     if (t.desc.source_dtype != ElemName(type)) plan.metadata.emplace_back(std::string(kSourceDtypePrefix) + name, t.desc.source_dtype);
     if (t.desc.kind == Kind::kQ) {

@@ -57,10 +57,12 @@ struct WritePlan {
   StringMap metadata;  // "mqkv.*" model fields, "mqkv.source_dtype.<name>", "meta.<key>"
 };
 
-// Lays a KvSet out as named arrays. Each K/V/Q tensor is written as f16 (bf16 when
-// allow_bf16) when its source_dtype says so and every value is exactly representable,
-// else as f32: writing never loses a bit.
-Result<WritePlan> Plan(const KvSet& set, bool allow_bf16);
+// Lays a KvSet out as named arrays, each K/V/Q tensor as OutputType says.
+Result<WritePlan> Plan(const KvSet& set, bool allow_bf16, std::string_view dtype = {});
+// The element type a tensor is written as (spec/INTEROP.md section 1.1): `dtype` ("f16", "bf16",
+// "f32") when given, else the source dtype when it is f16 (or bf16 and allow_bf16), else f32.
+// Rounding to f16/bf16 is to nearest even; a finite value beyond the type's range is an error.
+Result<ElemType> OutputType(const KvTensor& t, bool allow_bf16, std::string_view dtype);
 
 // Values of the ModelInfo string map.
 StringMap ModelToMap(const ModelInfo& m);

@@ -287,7 +287,6 @@ Status WriteNpy(const KvSet& set, const std::string& path, FileFormat, const Wri
   if (kv.empty()) return InvalidArgument("the set has no K/V tensors to write as npy");
   const uint32_t layers = kv.rbegin()->first.first + 1;
   const KvTensor* first = kv.begin()->second;
-  bool f16 = true;
   for (uint32_t l = 0; l < layers; ++l)
     for (int k = 0; k < 2; ++k) {
       auto it = kv.find({l, k});
@@ -299,11 +298,15 @@ Status WriteNpy(const KvSet& set, const std::string& path, FileFormat, const Wri
         return InvalidArgument("a .npy file needs equal K/V shapes in every layer; layer " + std::to_string(l) + " " + KindName(d.kind) +
                                " is [" + std::to_string(d.n_tokens) + ", " + std::to_string(d.n_heads) + ", " + std::to_string(d.head_dim) +
                                "] (write npz or safetensors)");
-      if (d.source_dtype != "f16") f16 = false;
     }
-  // f16 only when every value is exactly an f16 (npy has no bf16: bf16 sources are written f4).
-  for (auto it = kv.begin(); f16 && it != kv.end(); ++it) f16 = exact_in_f16(it->second->data.data(), it->second->data.size());
-  const ElemType type = f16 ? ElemType::kF16 : ElemType::kF32;
+  // One element type for the whole array: --dtype, else f16 when every tensor's source dtype is
+  // f16 (npy has no bf16: bf16 sources are written f4), else f4 (spec/INTEROP.md section 1.1).
+  ElemType type = ElemType::kF32;
+  for (const auto& [key, t] : kv) {
+    MQKV_ASSIGN_OR_RETURN(const ElemType ti, interop::OutputType(*t, /*allow_bf16=*/false, opts.dtype));
+    if (key == kv.begin()->first) type = ti;
+    else if (ti != type) type = ElemType::kF32;
+  }
   const std::vector<uint64_t> shape = {layers, 2, first->desc.n_tokens, first->desc.n_heads, first->desc.head_dim};
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::OutputFile> out, io::CreateOutput(path, opts.writer.fsync));
   const std::string header = NpyHeader(NpyDescr(type), shape);
@@ -398,7 +401,7 @@ Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
 }
 
 Status WriteNpz(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
-  MQKV_ASSIGN_OR_RETURN(interop::WritePlan plan, interop::Plan(set, /*allow_bf16=*/false));
+  MQKV_ASSIGN_OR_RETURN(interop::WritePlan plan, interop::Plan(set, /*allow_bf16=*/false, opts.dtype));
   // Metadata as a [n, 2] '<U{width}' array: numpy reads it without pickle.
   uint64_t width = 1;
   std::vector<std::vector<uint32_t>> cells;

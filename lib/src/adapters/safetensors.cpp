@@ -137,7 +137,7 @@ Result<KvSet> Read(const std::string& path, FileFormat) {
 }
 
 Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
-  MQKV_ASSIGN_OR_RETURN(interop::WritePlan plan, interop::Plan(set, /*allow_bf16=*/true));
+  MQKV_ASSIGN_OR_RETURN(interop::WritePlan plan, interop::Plan(set, /*allow_bf16=*/true, opts.dtype));
   std::string h = "{\"__metadata__\":{";
   for (size_t i = 0; i < plan.metadata.size(); ++i) {
     const auto& [k, v] = plan.metadata[i];
