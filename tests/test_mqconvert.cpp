@@ -221,3 +221,39 @@ TEST_F(MqconvertTest, HeadDimForLlamaInput) {
   EXPECT_EQ(r.code, 2) << "--head-dim-k applies to llama.cpp input only";
   EXPECT_NE(r.err.find("--head-dim-k"), std::string::npos) << r.err;
 }
+
+namespace {
+
+// --threads changes who encodes and decodes, never the bytes (issue 20).
+TEST_F(MqconvertTest, ThreadCountsGiveIdenticalBytes) {
+  const KvSet set = MakeSet("f16", 96);
+  const std::string src = dir.Path("src.safetensors");
+  ASSERT_TRUE(WriteKvSet(set, src, FileFormat::kSafetensors).ok());
+  std::vector<uint8_t> first;
+  for (const char* t : {"1", "2", "3", "8", "0"}) {
+    const std::string out = dir.Path(std::string("t") + t + ".mqkv");
+    RunResult r = Exec(dir, src + " " + out + " --codec affine:bits=3,group=16,sinks=4 --max-block-tokens 32 --threads " + t);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto bytes = mqkv::testing::ReadFile(out);
+    if (first.empty()) first = bytes;
+    EXPECT_EQ(bytes, first) << "--threads " << t;
+    // and back: the decoded interchange file is the same for every thread count too
+    const std::string back = dir.Path(std::string("b") + t + ".safetensors");
+    r = Exec(dir, out + " " + back + " --threads " + t);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(mqkv::testing::ReadFile(back), mqkv::testing::ReadFile(dir.Path("b1.safetensors"))) << "--threads " << t;
+  }
+  // A lossy f16 snapshot comes back as f16 by default (the source dtype), f32 on --dtype f32.
+  auto back = ReadFile(dir.Path("b1.safetensors"));
+  EXPECT_NE(std::string(back.begin(), back.end()).find("\"dtype\":\"F16\""), std::string::npos);
+  RunResult r = Exec(dir, dir.Path("t1.mqkv") + " " + dir.Path("f32.safetensors") + " --dtype f32");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto f32 = ReadFile(dir.Path("f32.safetensors"));
+  EXPECT_NE(std::string(f32.begin(), f32.end()).find("\"dtype\":\"F32\""), std::string::npos);
+  EXPECT_GT(f32.size(), back.size() * 3 / 2);
+  r = Exec(dir, src + " " + dir.Path("x.mqkv") + " --dtype f16");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--dtype applies to safetensors, npy and npz output, not mqkv"), std::string::npos) << r.err;
+}
+
+}  // namespace

@@ -101,6 +101,9 @@ int main(int argc, char** argv) {
   uint32_t head_dim_k = 0, head_dim_v = 0;
   app.add_option("--head-dim-k", head_dim_k, "llama.cpp input: elements per K head (the state does not say; default: spec/LLAMA.md's rule)");
   app.add_option("--head-dim-v", head_dim_v, "llama.cpp input: elements per V head (default: --head-dim-k, else the rule)");
+  unsigned threads = 0;
+  app.add_option("--threads", threads, "threads for decoding an mqkv input and encoding an mqkv output (0: all cores); the output is the same for every count")
+      ->capture_default_str();
   std::string dtype;
   app.add_option("--dtype", dtype, "safetensors/npy/npz output: element type f16, bf16 (safetensors) or f32 (default: the source dtype the file records, f16 for an f16 cache)")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}));
@@ -127,6 +130,7 @@ int main(int argc, char** argv) {
                                               (to_mqkv ? " (use --codec)" : " (use --llama-type-k/-v)")));
     WriteOptions wopts;
     wopts.dtype = dtype;
+    wopts.threads = threads;
     std::optional<CodecSpec> kspec, vspec;
     for (auto [text, dst] : {std::pair{k_codec.empty() ? codec : k_codec, &kspec}, std::pair{v_codec.empty() ? codec : v_codec, &vspec}}) {
       if (text.empty()) continue;
@@ -135,6 +139,7 @@ int main(int argc, char** argv) {
       *dst = *s;
     }
     ReadOptions ropts;
+    ropts.threads = threads;
     if (!tokens.empty()) {
       auto r = ParseRange(tokens);
       if (!r.ok()) return tool::Fail(kProg, r.status());

@@ -42,12 +42,14 @@ Result<FileFormat> DetectFileFormat(const std::string& path);
 
 struct ReadOptions {
   std::optional<std::pair<uint32_t, uint32_t>> tokens;  // keep rows [first, second) only
+  unsigned threads = 1;  // mqkv input: tensors decoded on this many threads (0: all cores)
 };
 
 struct WriteOptions {
   CodecSpec k_codec;  // mqkv only
   CodecSpec v_codec;
   WriterOptions writer;
+  unsigned threads = 1;  // mqkv output: tensors encoded on this many threads (0: all cores); same bytes
   // llama.cpp targets: cache element type names ("f32", "f16", "bf16", "q8_0", "q4_0");
   // empty = the type recorded from the source (llama.cache_type_k / _v metadata), else f16.
   std::string llama_type_k, llama_type_v;
@@ -61,7 +63,7 @@ struct WriteOptions {
 Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOptions& opts = {});
 // Every tensor of an open snapshot decoded to fp32, with its model (what ReadKvSet does for mqkv
 // files, without opening the file again).
-Result<KvSet> DecodeSnapshot(const Snapshot& snapshot);
+Result<KvSet> DecodeSnapshot(const Snapshot& snapshot, unsigned threads = 1);
 Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts = {});
 
 // Keep rows [begin, end) of every K/V tensor (tokens, positions and seq ids too). Q rows are

@@ -174,6 +174,14 @@ class Writer {
   void SetModel(ModelInfo model);
   // Encodes rows ([n_tokens][n_heads][head_dim] fp32) with `spec` and streams the blocks.
   Status AddTensor(const TensorDesc& desc, const float* rows, const CodecSpec& spec);
+  // Encodes several tensors on up to `threads` threads (0: all cores) and writes them in the
+  // given order: the file's bytes are the same for every thread count.
+  struct TensorInput {
+    const TensorDesc* desc;
+    const float* rows;
+    CodecSpec spec;
+  };
+  Status AddTensors(const std::vector<TensorInput>& tensors, unsigned threads);
   // Appends already-encoded blocks as one tensor (transcoding without decoding).
   // Each block's header token_begin is rewritten to its place in the new tensor.
   Status AddEncodedTensor(const TensorDesc& desc, const std::string& codec,

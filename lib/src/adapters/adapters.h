@@ -23,6 +23,8 @@ const Adapter& LlamaAdapter(FileFormat f);
 
 // mqkv.cpp: rows [begin, end) of an mqkv file, decoding only the blocks that hold them
 // (ReadKvSet's path for ReadOptions.tokens); the result is what SliceTokens would give.
+// Every tensor of an mqkv file decoded to fp32 on up to `threads` threads (0: all cores).
+Result<KvSet> ReadMqkv(const std::string& path, unsigned threads);
 Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end);
 
 // kvset.cpp: InvalidArgument when begin > end, OutOfRange when end > n_tokens.

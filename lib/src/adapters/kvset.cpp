@@ -95,6 +95,7 @@ Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOp
   const auto& a = AdapterFor(format);
   // mqkv with a token range decodes only the blocks holding those rows.
   auto r = format == FileFormat::kMqkv && opts.tokens ? adapters::ReadMqkvRows(path, opts.tokens->first, opts.tokens->second)
+            : format == FileFormat::kMqkv            ? adapters::ReadMqkv(path, opts.threads)
                                                       : a.read(path, format);
   if (!r.ok()) {
     Status s = r.status();

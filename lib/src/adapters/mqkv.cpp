@@ -1,5 +1,7 @@
 // mqkv <-> KvSet: decode every tensor to fp32, or encode with the K/V codec specs.
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "../format/container.h"
 #include "adapters.h"
@@ -9,12 +11,14 @@ namespace {
 
 bool Sniff(const uint8_t* h, size_t n) { return n >= 8 && std::memcmp(h, format::kFileMagic, 8) == 0; }
 
-Result<KvSet> Read(const std::string& path, FileFormat) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
-  return DecodeSnapshot(*s);
-}
+Result<KvSet> Read(const std::string& path, FileFormat) { return ReadMqkv(path, 1); }
 
 }  // namespace
+
+Result<KvSet> ReadMqkv(const std::string& path, unsigned threads) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
+  return DecodeSnapshot(*s, threads);
+}
 
 Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end) {
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
@@ -44,13 +48,15 @@ namespace {
 Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Writer> w, Writer::Create(path, opts.writer));
   w->SetModel(set.model);
+  std::vector<Writer::TensorInput> in;
   for (const KvTensor& t : set.tensors) {
     // Queries are reference data for fidelity measurement: always stored losslessly (f32).
     const CodecSpec spec = t.desc.kind == Kind::kK ? opts.k_codec
                            : t.desc.kind == Kind::kV ? opts.v_codec
                                                      : CodecSpec::Parse("f32").value();
-    MQKV_RETURN_IF_ERROR(w->AddTensor(t.desc, t.data.data(), spec));
+    in.push_back({&t.desc, t.data.data(), spec});
   }
+  MQKV_RETURN_IF_ERROR(w->AddTensors(in, opts.threads));
   return w->Finish();
 }
 
@@ -65,16 +71,29 @@ const Adapter& MqkvAdapter() {
 
 namespace mqkv {
 
-Result<KvSet> DecodeSnapshot(const Snapshot& s) {
+Result<KvSet> DecodeSnapshot(const Snapshot& s, unsigned threads) {
   KvSet set;
   set.model = s.model();
-  for (size_t i = 0; i < s.tensors().size(); ++i) {
-    const TensorInfo& t = s.tensors()[i];
-    KvTensor kt;
-    kt.desc = t;
-    MQKV_ASSIGN_OR_RETURN(kt.data, s.DecodeF32(i, 0, t.n_tokens));
-    set.tensors.push_back(std::move(kt));
-  }
+  const size_t n = s.tensors().size();
+  set.tensors.resize(n);
+  std::vector<Status> errors(n);
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) {
+      const TensorInfo& t = s.tensors()[i];
+      set.tensors[i].desc = t;
+      auto r = s.DecodeF32(i, 0, t.n_tokens);
+      if (r.ok()) set.tensors[i].data = std::move(*r);
+      else errors[i] = r.status();
+    }
+  };
+  // The Snapshot is safe to decode from several threads; each tensor is one task.
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (unsigned k = 1; k < std::min<size_t>(threads, n); ++k) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  for (const Status& e : errors) MQKV_RETURN_IF_ERROR(e);
   return set;
 }
 

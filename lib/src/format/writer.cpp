@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "container.h"
 #include "io/io.h"
@@ -30,6 +34,12 @@ struct Writer::Impl {
   }
   using Parts = std::array<std::vector<uint8_t>, kNumParts>;
   Status WriteBlock(uint32_t tensor, uint32_t token_begin, BlockHeader h, const Parts& parts);
+  struct RowBlockRef {
+    uint32_t begin;
+    const EncodedBlock* block;
+  };
+  // Appends one tensor's encoded blocks and its index entry (file order).
+  Status AddBlocks(const TensorDesc& desc, const CodecSpec& spec, const std::vector<RowBlockRef>& blocks);
 };
 
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -199,21 +209,21 @@ Status CheckDesc(const TensorDesc& d, const std::vector<TensorInfo>& existing) {
 }
 }  // namespace
 
-Status Writer::AddTensor(const TensorDesc& desc, const float* rows, const CodecSpec& spec) {
-  Impl& w = *impl_;
-  if (!w.sticky.ok()) return w.sticky;
-  if (w.finished) return InvalidArgument("writer already finished");
-  MQKV_RETURN_IF_ERROR(CheckDesc(desc, w.footer.tensors));
-  TensorInfo ti;
-  static_cast<TensorDesc&>(ti) = desc;
-  ti.codec = spec.ToString();
-  ti.first_block = static_cast<uint32_t>(w.footer.blocks.size());
-  const uint32_t tensor = static_cast<uint32_t>(w.footer.tensors.size());
+namespace {
+
+// A tensor's blocks as AddTensor lays them out, each with its first row: pure (no writer state),
+// so tensors can be encoded on several threads and written in order (identical bytes).
+struct RowBlock {
+  uint32_t begin;
+  EncodedBlock block;
+};
+
+Result<std::vector<RowBlock>> EncodeTensor(const TensorDesc& desc, const float* rows, const CodecSpec& spec, uint32_t max_block_tokens) {
   // Rows per block: the caller's limit, else as many as keep an f32 payload under ~3.5 GiB.
   const uint64_t row_values = uint64_t(desc.n_heads) * desc.head_dim;
   uint64_t limit = (7ull << 29) / (row_values * 4);
   if (limit == 0) limit = 1;
-  if (w.opts.max_block_tokens) limit = std::min<uint64_t>(limit, w.opts.max_block_tokens);
+  if (max_block_tokens) limit = std::min<uint64_t>(limit, max_block_tokens);
   // Sink rows stay in the first block and residual rows in the last, so splitting never
   // quantizes a row the spec keeps in fp16: only the quantized middle is cut every `limit` rows
   // (the first and last block may exceed the limit by the sink / residual rows).
@@ -222,23 +232,112 @@ Status Writer::AddTensor(const TensorDesc& desc, const float* rows, const CodecS
   std::vector<uint32_t> starts;
   if (n_total > 0) starts.push_back(0);
   for (uint64_t b = uint64_t(sinks) + limit; b < n_total - residual; b += limit) starts.push_back(static_cast<uint32_t>(b));
+  std::vector<RowBlock> out(starts.size());
   for (size_t i = 0; i < starts.size(); ++i) {
     const uint32_t begin = starts[i];
     const uint32_t n = (i + 1 < starts.size() ? starts[i + 1] : n_total) - begin;
     CodecSpec cs = spec;
     cs.sinks = i == 0 ? sinks : 0;
     cs.residual = i + 1 == starts.size() ? residual : 0;
-    EncodedBlock eb;
     BlockShape shape{n, desc.n_heads, desc.head_dim};
-    if (Status s = EncodeBlock(cs, rows + begin * row_values, shape, &eb); !s.ok())
+    out[i].begin = begin;
+    if (Status s = EncodeBlock(cs, rows + begin * row_values, shape, &out[i].block); !s.ok())
       return s.Prepend("encoding layer " + std::to_string(desc.layer) + " " + KindName(desc.kind));
-    eb.header.layer = desc.layer;
-    eb.header.kind = static_cast<uint8_t>(desc.kind);
-    MQKV_RETURN_IF_ERROR(w.WriteBlock(tensor, begin, eb.header, eb.parts));
+    out[i].block.header.layer = desc.layer;
+    out[i].block.header.kind = static_cast<uint8_t>(desc.kind);
   }
-  ti.n_blocks = static_cast<uint32_t>(w.footer.blocks.size()) - ti.first_block;
-  w.footer.tensors.push_back(std::move(ti));
+  return out;
+}
+
+}  // namespace
+
+Status Writer::Impl::AddBlocks(const TensorDesc& desc, const CodecSpec& spec, const std::vector<RowBlockRef>& blocks) {
+  TensorInfo ti;
+  static_cast<TensorDesc&>(ti) = desc;
+  ti.codec = spec.ToString();
+  ti.first_block = static_cast<uint32_t>(footer.blocks.size());
+  const uint32_t tensor = static_cast<uint32_t>(footer.tensors.size());
+  for (const RowBlockRef& rb : blocks) MQKV_RETURN_IF_ERROR(WriteBlock(tensor, rb.begin, rb.block->header, rb.block->parts));
+  ti.n_blocks = static_cast<uint32_t>(footer.blocks.size()) - ti.first_block;
+  footer.tensors.push_back(std::move(ti));
   return Status::OK();
+}
+
+Status Writer::AddTensor(const TensorDesc& desc, const float* rows, const CodecSpec& spec) {
+  return AddTensors({TensorInput{&desc, rows, spec}}, 1);
+}
+
+Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned threads) {
+  Impl& w = *impl_;
+  if (!w.sticky.ok()) return w.sticky;
+  if (w.finished) return InvalidArgument("writer already finished");
+  std::vector<TensorInfo> seen = w.footer.tensors;
+  for (const TensorInput& t : tensors) {
+    MQKV_RETURN_IF_ERROR(CheckDesc(*t.desc, seen));
+    TensorInfo ti;
+    static_cast<TensorDesc&>(ti) = *t.desc;
+    seen.push_back(std::move(ti));
+  }
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = static_cast<unsigned>(std::min<size_t>(threads, tensors.size()));
+  auto write = [&](size_t i, const std::vector<RowBlock>& blocks) {
+    std::vector<Impl::RowBlockRef> refs;
+    for (const RowBlock& rb : blocks) refs.push_back({rb.begin, &rb.block});
+    return w.AddBlocks(*tensors[i].desc, tensors[i].spec, refs);
+  };
+  if (threads <= 1) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      MQKV_ASSIGN_OR_RETURN(std::vector<RowBlock> blocks, EncodeTensor(*tensors[i].desc, tensors[i].rows, tensors[i].spec, w.opts.max_block_tokens));
+      MQKV_RETURN_IF_ERROR(write(i, blocks));
+    }
+    return Status::OK();
+  }
+  // Workers encode tensors in index order of claim; this thread writes them in file order. At
+  // most 2 x threads encoded tensors wait, so memory stays bounded by the largest tensors.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<Result<std::vector<RowBlock>>>> done(tensors.size());
+  size_t next = 0, written = 0;
+  bool stop = false;
+  const size_t window = 2 * size_t(threads);
+  std::vector<std::thread> pool;
+  for (unsigned k = 0; k < threads; ++k)
+    pool.emplace_back([&] {
+      for (;;) {
+        size_t i;
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [&] { return stop || next >= tensors.size() || next < written + window; });
+          if (stop || next >= tensors.size()) return;
+          i = next++;
+        }
+        auto r = EncodeTensor(*tensors[i].desc, tensors[i].rows, tensors[i].spec, w.opts.max_block_tokens);
+        std::lock_guard<std::mutex> lock(mu);
+        done[i] = std::move(r);
+        cv.notify_all();
+      }
+    });
+  Status status;
+  for (size_t i = 0; i < tensors.size() && status.ok(); ++i) {
+    std::optional<Result<std::vector<RowBlock>>> r;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return done[i].has_value(); });
+      r = std::move(done[i]);
+      done[i].reset();
+    }
+    status = r->ok() ? write(i, **r) : r->status();
+    std::lock_guard<std::mutex> lock(mu);
+    written = i + 1;
+    cv.notify_all();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stop = true;
+    cv.notify_all();
+  }
+  for (std::thread& t : pool) t.join();
+  return status;
 }
 
 Status Writer::AddEncodedTensor(const TensorDesc& desc, const std::string& codec, const std::vector<EncodedBlock>& blocks) {
