@@ -11,6 +11,9 @@ namespace mqkv {
 struct WriterTestHooks {
   // ORs `extra` into the file's required_features (tests of readers facing unknown features).
   static void SetRequiredFeatures(Writer& w, uint64_t extra);
+  // Leaves a hole of `bytes` (a multiple of 64) before the next block: on a local file a sparse
+  // one (lseek), so tests reach block offsets past 4 GiB without writing 4 GiB.
+  static Status SkipBytes(Writer& w, uint64_t bytes);
 };
 
 }  // namespace mqkv

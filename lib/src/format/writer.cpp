@@ -66,6 +66,10 @@ void Writer::SetModel(ModelInfo model) {
   impl_->footer.model = std::move(model);
 }
 void WriterTestHooks::SetRequiredFeatures(Writer& w, uint64_t extra) { w.impl_->extra_features = extra; }
+Status WriterTestHooks::SkipBytes(Writer& w, uint64_t bytes) {
+  if (bytes % kBlockAlign != 0) return InvalidArgument("SkipBytes: not a multiple of 64");
+  return w.impl_->file->Skip(bytes);
+}
 
 namespace {
 

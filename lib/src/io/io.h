@@ -42,6 +42,8 @@ class OutputFile {
   virtual ~OutputFile() = default;
   virtual Status Write(const void* data, uint64_t n) = 0;
   Status WriteZeros(uint64_t n);
+  // n zero bytes that a local file leaves as a hole (sparse); others write them.
+  virtual Status Skip(uint64_t n) { return WriteZeros(n); }
   // Overwrites n bytes at `offset` of what was already written (offset + n <= position()), e.g.
   // a file header field known only at the end. Outputs that stream (S3) allow it only within
   // the first 5 MiB, which they hold back until Commit().
@@ -66,6 +68,7 @@ class AtomicFile : public OutputFile {
   ~AtomicFile() override;  // removes the temporary file unless committed
   Status Write(const void* data, uint64_t n) override;
   Status WriteAt(uint64_t offset, const void* data, uint64_t n) override;
+  Status Skip(uint64_t n) override;
   Status Commit() override;
   const std::string& temp_path() const { return tmp_; }
 
