@@ -255,6 +255,15 @@ TEST(Writer, BlocksPastFourGiBOnASparseFile) {
   const std::string path = dir.Path("sparse.mqkv");
   const uint64_t hole = (4ull << 30) + 64 * 1000;
   std::vector<float> a = mqkv::testing::RandomRows(64 * 2 * 32, 1), b = mqkv::testing::RandomRows(64 * 2 * 32, 2);
+  auto desc = [](Kind kind) {
+    TensorDesc d;
+    d.n_heads = 2;
+    d.head_dim = 32;
+    d.n_tokens = 64;
+    d.kind = kind;
+    return d;
+  };
+  const auto v_spec = *CodecSpec::Parse("affine:bits=3,group=32,sinks=4");
   for (float& x : a) x = round_to_f16(x);
   {
     WriterOptions wo;
@@ -262,16 +271,10 @@ TEST(Writer, BlocksPastFourGiBOnASparseFile) {
     wo.max_block_tokens = 16;
     auto w = Writer::Create(path, wo);
     ASSERT_TRUE(w.ok());
-    TensorDesc d;
-    d.n_heads = 2;
-    d.head_dim = 32;
-    d.n_tokens = 64;
-    d.kind = Kind::kK;
-    ASSERT_TRUE((*w)->AddTensor(d, a.data(), *CodecSpec::Parse("f16")).ok());
+    ASSERT_TRUE((*w)->AddTensor(desc(Kind::kK), a.data(), *CodecSpec::Parse("f16")).ok());
     Status st = WriterTestHooks::SkipBytes(**w, hole);
     if (!st.ok()) GTEST_SKIP() << "no sparse files here: " << st.ToString();
-    d.kind = Kind::kV;
-    ASSERT_TRUE((*w)->AddTensor(d, b.data(), *CodecSpec::Parse("affine:bits=3,group=32,sinks=4")).ok());
+    ASSERT_TRUE((*w)->AddTensor(desc(Kind::kV), b.data(), v_spec).ok());
     ASSERT_TRUE((*w)->Finish().ok());
   }
   EXPECT_GT(fs::file_size(path), 4ull << 30);
@@ -286,12 +289,7 @@ TEST(Writer, BlocksPastFourGiBOnASparseFile) {
   // V decodes the same as the same codec on an ordinary file
   auto direct = Writer::Create(dir.Path("plain.mqkv"));
   ASSERT_TRUE(direct.ok());
-  TensorDesc d;
-  d.n_heads = 2;
-  d.head_dim = 32;
-  d.n_tokens = 64;
-  d.kind = Kind::kV;
-  ASSERT_TRUE((*direct)->AddTensor(d, b.data(), *CodecSpec::Parse("affine:bits=3,group=32,sinks=4")).ok());
+  ASSERT_TRUE((*direct)->AddTensor(desc(Kind::kV), b.data(), v_spec).ok());
   ASSERT_TRUE((*direct)->Finish().ok());
   auto plain = Snapshot::Open(dir.Path("plain.mqkv"));
   ASSERT_TRUE(plain.ok());

@@ -31,13 +31,7 @@ Exit codes:
   6  internal error)";
 
 Result<FileFormat> OutputFormat(const std::string& path) {
-  const auto dot = path.find_last_of('.');
-  const auto slash = path.find_last_of('/');
-  const std::string ext = dot == std::string::npos || (slash != std::string::npos && dot < slash) ? "" : path.substr(dot + 1);
-  if (ext == "mqkv") return FileFormat::kMqkv;
-  if (ext == "safetensors") return FileFormat::kSafetensors;
-  if (ext == "npy") return FileFormat::kNpy;
-  if (ext == "npz") return FileFormat::kNpz;
+  if (auto f = FileFormatFromExtension(path)) return *f;
   Status s = InvalidArgument("cannot tell the output format from the extension; pass --to");
   return s.WithFile(path);
 }

@@ -37,7 +37,9 @@ enum class FileFormat : uint8_t {
 };
 const char* FileFormatName(FileFormat f);  // "mqkv", "safetensors", "npy", "npz", "llama-session", ...
 Result<FileFormat> ParseFileFormat(std::string_view name);
-// By magic bytes first, then by extension.
+// .mqkv, .safetensors, .npy, .npz (the formats an extension names); nullopt for any other.
+std::optional<FileFormat> FileFormatFromExtension(const std::string& path);
+// By magic bytes first, then by extension (a URL: by extension first, which costs no request).
 Result<FileFormat> DetectFileFormat(const std::string& path);
 
 struct ReadOptions {

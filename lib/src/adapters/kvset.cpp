@@ -52,9 +52,7 @@ Result<FileFormat> ParseFileFormat(std::string_view name) {
                          "\" (mqkv, safetensors, npy, npz, llama-session, llama-seq, llama-state, llama-seq-state)");
 }
 
-namespace {
-
-std::optional<FileFormat> FormatFromExtension(const std::string& path) {
+std::optional<FileFormat> FileFormatFromExtension(const std::string& path) {
   const auto slash = path.find_last_of('/');
   const auto dot = path.find_last_of('.');
   const std::string ext = dot == std::string::npos || (slash != std::string::npos && dot < slash) ? "" : path.substr(dot + 1);
@@ -65,14 +63,12 @@ std::optional<FileFormat> FormatFromExtension(const std::string& path) {
   return std::nullopt;
 }
 
-}  // namespace
-
 Result<FileFormat> DetectFileFormat(const std::string& path) {
   uint8_t head[64] = {};
   size_t n = 0;
   if (IsUrl(path)) {
     // A remote object: its extension when it names a format (no request), else its first bytes.
-    if (auto f = FormatFromExtension(path)) return *f;
+    if (auto f = FileFormatFromExtension(path)) return *f;
     MQKV_ASSIGN_OR_RETURN(std::shared_ptr<ByteSource> src, OpenSource(path));
     n = static_cast<size_t>(std::min<uint64_t>(sizeof head, src->size()));
     MQKV_ASSIGN_OR_RETURN(ByteRange r, src->Read(0, n));
@@ -85,7 +81,7 @@ Result<FileFormat> DetectFileFormat(const std::string& path) {
     const auto& a = AdapterFor(fmt);
     if (n && a.sniff && a.sniff(head, n)) return fmt;
   }
-  if (auto f = FormatFromExtension(path)) return *f;
+  if (auto f = FileFormatFromExtension(path)) return *f;
   Status s = InvalidArgument("cannot tell the format from the file's first bytes or its extension; pass --from/--to");
   s.WithFile(path);
   return s;
