@@ -82,13 +82,11 @@ void Report(const char* what, const Snapshot& s, double secs) {
               (unsigned long long)io.bytes_fetched, 100.0 * double(io.bytes_fetched) / double(s.file_bytes()), secs * 1e3);
 }
 
-Result<std::unique_ptr<Snapshot>> Fresh(const std::string& url) { return Snapshot::Open(url); }
-
 int Measure(const std::string& url, uint32_t layer, double fraction) {
   std::printf("| access | requests | bytes fetched | of the object | wall |\n|---|---|---|---|---|\n");
   {
     auto t0 = Clock::now();
-    auto s = Fresh(url);
+    auto s = Snapshot::Open(url);
     if (!s.ok()) return Die(s.status());
     Report("open (tail + footer)", **s, Seconds(t0));
     auto acc = AccountSnapshot(**s);  // what mqinfo --no-verify reads: every block header
@@ -97,7 +95,7 @@ int Measure(const std::string& url, uint32_t layer, double fraction) {
   }
   {
     auto t0 = Clock::now();
-    auto s = Fresh(url);
+    auto s = Snapshot::Open(url);
     if (!s.ok()) return Die(s.status());
     for (Kind k : {Kind::kK, Kind::kV}) {
       auto t = (*s)->FindTensor(layer, k);
@@ -111,7 +109,7 @@ int Measure(const std::string& url, uint32_t layer, double fraction) {
   }
   {
     auto t0 = Clock::now();
-    auto s = Fresh(url);
+    auto s = Snapshot::Open(url);
     if (!s.ok()) return Die(s.status());
     const uint32_t n = (*s)->tensors()[0].n_tokens, a = uint32_t(n * 0.45), b = a + uint32_t(n * fraction);
     for (size_t t = 0; t < (*s)->tensors().size(); ++t) {
@@ -124,7 +122,7 @@ int Measure(const std::string& url, uint32_t layer, double fraction) {
   }
   {
     auto t0 = Clock::now();
-    auto s = Fresh(url);
+    auto s = Snapshot::Open(url);
     if (!s.ok()) return Die(s.status());
     uint64_t out_bytes = 0;
     std::vector<uint16_t> buf;

@@ -1,10 +1,9 @@
 // mqkv <-> KvSet: decode every tensor to fp32, or encode with the K/V codec specs.
-#include <atomic>
 #include <cstring>
-#include <thread>
 
 #include "../format/container.h"
 #include "adapters.h"
+#include "util/parallel.h"
 
 namespace mqkv::adapters {
 namespace {
@@ -74,26 +73,14 @@ namespace mqkv {
 Result<KvSet> DecodeSnapshot(const Snapshot& s, unsigned threads) {
   KvSet set;
   set.model = s.model();
-  const size_t n = s.tensors().size();
-  set.tensors.resize(n);
-  std::vector<Status> errors(n);
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < n;) {
-      const TensorInfo& t = s.tensors()[i];
-      set.tensors[i].desc = t;
-      auto r = s.DecodeF32(i, 0, t.n_tokens);
-      if (r.ok()) set.tensors[i].data = std::move(*r);
-      else errors[i] = r.status();
-    }
-  };
+  set.tensors.resize(s.tensors().size());
   // The Snapshot is safe to decode from several threads; each tensor is one task.
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (unsigned k = 1; k < std::min<size_t>(threads, n); ++k) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  for (const Status& e : errors) MQKV_RETURN_IF_ERROR(e);
+  MQKV_RETURN_IF_ERROR(util::ParallelFor(set.tensors.size(), threads, [&](size_t i, unsigned) -> Status {
+    const TensorInfo& t = s.tensors()[i];
+    set.tensors[i].desc = t;
+    MQKV_ASSIGN_OR_RETURN(set.tensors[i].data, s.DecodeF32(i, 0, t.n_tokens));
+    return Status::OK();
+  }));
   return set;
 }
 

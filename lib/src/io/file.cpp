@@ -88,12 +88,7 @@ class MappedSource final : public ByteSource {
   uint64_t size() const override { return size_; }
   const uint8_t* data() const override { return data_; }
   Result<ByteRange> Read(uint64_t offset, uint64_t n) override {
-    if (offset > size_ || n > size_ - offset) {
-      Status s = IoError("read of " + std::to_string(n) + " bytes at " + std::to_string(offset) + " past the end (" +
-                         std::to_string(size_) + " bytes)");
-      s.WithFile(name_);
-      return s;
-    }
+    MQKV_RETURN_IF_ERROR(CheckReadRange(name_, offset, n, size_));
     return ByteRange{data_ + offset, n, nullptr};
   }
 
@@ -105,6 +100,14 @@ class MappedSource final : public ByteSource {
 };
 
 }  // namespace
+
+Status CheckReadRange(const std::string& name, uint64_t offset, uint64_t n, uint64_t size) {
+  if (offset <= size && n <= size - offset) return Status::OK();
+  Status s = IoError("read of " + std::to_string(n) + " bytes at " + std::to_string(offset) + " past the end (" +
+                     std::to_string(size) + " bytes)");
+  s.WithFile(name);
+  return s;
+}
 
 Result<std::shared_ptr<ByteSource>> OpenLocalSource(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -28,6 +28,10 @@ class WholeFile {
   uint64_t size_ = 0;
 };
 
+// OK when [offset, offset + n) lies inside a source of `size` bytes, else the IoError every
+// ByteSource gives for a read past its end.
+Status CheckReadRange(const std::string& name, uint64_t offset, uint64_t n, uint64_t size);
+
 // The local ByteSource: a read-only mapping of a regular file.
 Result<std::shared_ptr<ByteSource>> OpenLocalSource(const std::string& path);
 

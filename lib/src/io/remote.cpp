@@ -3,13 +3,15 @@
 #include "remote.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <list>
-#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <thread>
+
+#include "util/parallel.h"
 
 namespace mqkv::io {
 namespace {
@@ -39,9 +41,7 @@ class RemoteSource final : public ByteSource {
   Status Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t max_gap) override;
   bool Holds(uint64_t offset, uint64_t n) const override {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const Chunk& c : chunks_)
-      if (offset >= c.offset && offset + n <= c.offset + c.bytes->size()) return true;
-    return false;
+    return Locate(offset, n) != chunks_.end();
   }
   IoStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -70,8 +70,13 @@ class RemoteSource final : public ByteSource {
     std::shared_ptr<Buffer> bytes;
   };
   Status Fail(Status s) const { return std::move(s.WithFile(name())); }
-  // A cached chunk holding [offset, offset + n), moved to the front (most recent); or null.
+  // The cached chunk holding [offset, offset + n), or end() (mu_ held).
+  std::list<Chunk>::const_iterator Locate(uint64_t offset, uint64_t n) const;
+  // The same chunk, moved to the front (most recent); or null.
   const Chunk* Find(uint64_t offset, uint64_t n);
+  // Missing ranges as runs (mu_ held): merged when less than max_gap apart, each at most half
+  // the cache budget so a run never evicts itself before it is read.
+  std::vector<std::pair<uint64_t, uint64_t>> MissingRuns(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t max_gap);
   Status Fetch(uint64_t offset, uint64_t n);  // one ranged GET into a new chunk (mu_ held)
   // One ranged GET through `http` (no lock needed: touches neither the cache nor http_).
   Result<Chunk> FetchWith(HttpClient& http, uint64_t offset, uint64_t n) const;
@@ -109,14 +114,16 @@ class RemoteSource final : public ByteSource {
   uint64_t cached_bytes_ = 0;
 };
 
+std::list<RemoteSource::Chunk>::const_iterator RemoteSource::Locate(uint64_t offset, uint64_t n) const {
+  return std::find_if(chunks_.begin(), chunks_.end(),
+                      [&](const Chunk& c) { return offset >= c.offset && offset + n <= c.offset + c.bytes->size(); });
+}
+
 const RemoteSource::Chunk* RemoteSource::Find(uint64_t offset, uint64_t n) {
-  for (auto it = chunks_.begin(); it != chunks_.end(); ++it) {
-    if (offset >= it->offset && offset + n <= it->offset + it->bytes->size()) {
-      chunks_.splice(chunks_.begin(), chunks_, it);
-      return &chunks_.front();
-    }
-  }
-  return nullptr;
+  const auto it = Locate(offset, n);
+  if (it == chunks_.end()) return nullptr;
+  chunks_.splice(chunks_.begin(), chunks_, it);
+  return &chunks_.front();
 }
 
 void RemoteSource::Insert(Chunk c) {
@@ -199,31 +206,17 @@ Status RemoteSource::FetchParallel(const std::vector<std::pair<uint64_t, uint64_
       pool_.push_back(std::move(c));
     }
   }
-  std::atomic<size_t> next{0};
-  std::vector<Status> errors(k);
-  std::vector<std::thread> threads;
-  for (size_t j = 0; j < k; ++j)
-    threads.emplace_back([&, j] {
-      for (size_t i; (i = next.fetch_add(1)) < runs.size();) {
-        Result<Chunk> c = FetchWith(*pool_[j], runs[i].first, runs[i].second);
-        if (!c.ok()) {
-          errors[j] = c.status();
-          next = runs.size();
-          return;
-        }
-        std::lock_guard<std::mutex> lock(mu_);
-        Insert(std::move(*c));
-      }
-    });
-  for (std::thread& t : threads) t.join();
-  for (const Status& e : errors) MQKV_RETURN_IF_ERROR(e);
-  return Status::OK();
+  // Worker w uses connection pool_[w] (k workers, k connections).
+  return util::ParallelFor(runs.size(), unsigned(k), [&](size_t i, unsigned w) -> Status {
+    MQKV_ASSIGN_OR_RETURN(Chunk c, FetchWith(*pool_[w], runs[i].first, runs[i].second));
+    std::lock_guard<std::mutex> lock(mu_);
+    Insert(std::move(c));
+    return Status::OK();
+  });
 }
 
 Result<ByteRange> RemoteSource::Read(uint64_t offset, uint64_t n) {
-  if (offset > size_ || n > size_ - offset)
-    return Fail(IoError("read of " + std::to_string(n) + " bytes at " + std::to_string(offset) + " past the end (" +
-                        std::to_string(size_) + " bytes)"));
+  MQKV_RETURN_IF_ERROR(CheckReadRange(name(), offset, n, size_));
   if (n == 0) return ByteRange{nullptr, 0, nullptr};
   std::unique_lock<std::mutex> lock(mu_);
   const Chunk* c = Find(offset, n);
@@ -239,38 +232,40 @@ Result<ByteRange> RemoteSource::Read(uint64_t offset, uint64_t n) {
   return ByteRange{c->bytes->data() + (offset - c->offset), n, c->bytes};
 }
 
-Status RemoteSource::Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t max_gap) {
-  // Runs of missing ranges, merged when less than max_gap apart, each at most half the cache
-  // budget so a run never evicts itself before it is read.
+std::vector<std::pair<uint64_t, uint64_t>> RemoteSource::MissingRuns(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                                                                   uint64_t max_gap) {
   const uint64_t max_run = std::max<uint64_t>(opts_.cache_bytes / 2, 1);
   std::vector<std::pair<uint64_t, uint64_t>> runs;  // (offset, length)
+  for (const auto& [off, len] : ranges) {
+    if (len == 0 || off > size_ || len > size_ - off || Find(off, len)) continue;
+    if (!runs.empty()) {
+      auto& [rb, rl] = runs.back();
+      if (off >= rb + rl && off - (rb + rl) <= max_gap && off + len - rb <= max_run) {
+        rl = off + len - rb;
+        continue;
+      }
+    }
+    runs.emplace_back(off, len);
+  }
+  return runs;
+}
+
+Status RemoteSource::Prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t max_gap) {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    bool awaited = false;
-  again:
-    runs.clear();
-    for (const auto& [off, len] : ranges) {
-      if (len == 0 || off > size_ || len > size_ - off) continue;
-      if (Find(off, len)) continue;
-      if (!runs.empty()) {
-        auto& [rb, rl] = runs.back();
-        if (off >= rb + rl && off - (rb + rl) <= max_gap && off + len - rb <= max_run) {
-          rl = off + len - rb;
-          continue;
-        }
-      }
-      runs.emplace_back(off, len);
-    }
-    if (!runs.empty() && bg_.active && !awaited) {
+    runs = MissingRuns(ranges, max_gap);
+    if (!runs.empty() && bg_.active) {
+      // Wait for the read-ahead, which may hold these ranges, and look again.
       const uint64_t bg_off = bg_.offset, bg_end = bg_.offset + bg_.length;
+      const bool served = runs.front().first >= bg_off && runs.front().first < bg_end;
       AwaitReadAhead(lock);
-      awaited = true;
       // Served by the read-ahead: keep reading ahead, from where this request ends, as much again.
-      if (runs.front().first >= bg_off && runs.front().first < bg_end && !bg_.active) {
+      if (served) {
         const uint64_t req_begin = ranges.front().first, req_end = ranges.back().first + ranges.back().second;
         StartReadAhead(req_end, req_end - req_begin + kReadAheadSlack);
       }
-      goto again;
+      runs = MissingRuns(ranges, max_gap);
     }
     if (runs.size() == 1) {
       MQKV_RETURN_IF_ERROR(Fetch(runs[0].first, runs[0].second));
