@@ -1,5 +1,5 @@
 // mqconvert: convert a KV snapshot between mqkv, safetensors, npy/npz and llama.cpp state
-// files, choosing codecs when writing mqkv. Thin over ReadKvSet / WriteKvSet.
+// files, choosing codecs when writing mqkv. Thin over Convert (mqkv/kvset.h).
 #include <cstdio>
 #include <optional>
 
@@ -30,12 +30,6 @@ Exit codes:
   5  I/O: cannot open, read, write or rename
   6  internal error)";
 
-Result<FileFormat> OutputFormat(const std::string& path) {
-  if (auto f = FileFormatFromExtension(path)) return *f;
-  Status s = InvalidArgument("cannot tell the output format from the extension; pass --to");
-  return s.WithFile(path);
-}
-
 Result<std::pair<uint32_t, uint32_t>> ParseRange(const std::string& text) {
   const auto colon = text.find(':');
   auto num = [](const std::string& s, uint32_t* out) {
@@ -54,23 +48,6 @@ Result<std::pair<uint32_t, uint32_t>> ParseRange(const std::string& text) {
     return InvalidArgument("--tokens \"" + text + "\": expected FIRST:END with FIRST <= END (rows FIRST..END-1)");
   return std::make_pair(a, b);
 }
-
-// The smallest raw codec that reproduces every tensor of `kind` bit for bit: the source's
-// f16/bf16 when all of them say so and every value fits, else f32.
-CodecSpec LosslessCodec(const KvSet& set, Kind kind) {
-  bool f16 = true, bf16 = true, any = false;
-  for (const KvTensor& t : set.tensors) {
-    if (t.desc.kind != kind) continue;
-    any = true;
-    f16 = f16 && t.desc.source_dtype == "f16";
-    bf16 = bf16 && t.desc.source_dtype == "bf16";
-    f16 = f16 && exact_in_f16(t.data.data(), t.data.size());
-    bf16 = bf16 && exact_in_bf16(t.data.data(), t.data.size());
-  }
-  return CodecSpec::Parse(any && f16 ? "f16" : any && bf16 ? "bf16" : "f32").value();
-}
-
-bool IsLlama(FileFormat f) { return f != FileFormat::kMqkv && f != FileFormat::kSafetensors && f != FileFormat::kNpy && f != FileFormat::kNpz; }
 
 }  // namespace
 
@@ -104,77 +81,24 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.footer(kFooter);
   return tool::Run(app, argc, argv, [&]() -> int {
-    FileFormat in_fmt, out_fmt;
-    {
-      auto f = from.empty() ? DetectFileFormat(in) : ParseFileFormat(from);
-      if (!f.ok()) return tool::Fail(kProg, f.status());
-      in_fmt = *f;
-      auto g = to.empty() ? OutputFormat(out) : ParseFileFormat(to);
-      if (!g.ok()) return tool::Fail(kProg, g.status());
-      out_fmt = *g;
-    }
-    const bool to_mqkv = out_fmt == FileFormat::kMqkv;
-    if (!to_mqkv && (!codec.empty() || !k_codec.empty() || !v_codec.empty() || zstd || max_block_tokens))
-      return tool::Fail(kProg, InvalidArgument(std::string("--codec, --k-codec, --v-codec, --zstd and --max-block-tokens apply to mqkv output, not ") +
-                                              FileFormatName(out_fmt)));
-    if (!IsLlama(out_fmt) && (!llama_k.empty() || !llama_v.empty()))
-      return tool::Fail(kProg, InvalidArgument(std::string("--llama-type-k/-v apply to llama.cpp output, not ") + FileFormatName(out_fmt)));
-    if (!dtype.empty() && (to_mqkv || IsLlama(out_fmt)))
-      return tool::Fail(kProg, InvalidArgument(std::string("--dtype applies to safetensors, npy and npz output, not ") + FileFormatName(out_fmt) +
-                                              (to_mqkv ? " (use --codec)" : " (use --llama-type-k/-v)")));
-    WriteOptions wopts;
-    wopts.dtype = dtype;
-    wopts.threads = threads;
-    std::optional<CodecSpec> kspec, vspec;
-    for (auto [text, dst] : {std::pair{k_codec.empty() ? codec : k_codec, &kspec}, std::pair{v_codec.empty() ? codec : v_codec, &vspec}}) {
-      if (text.empty()) continue;
-      auto s = CodecSpec::Parse(text);
-      if (!s.ok()) return tool::Fail(kProg, Status(s.status()).Prepend("codec \"" + text + "\""));
-      *dst = *s;
-    }
-    ReadOptions ropts;
-    ropts.threads = threads;
+    ConvertOptions o;
+    o.from = from, o.to = to, o.codec = codec, o.k_codec = k_codec, o.v_codec = v_codec;
+    o.zstd = zstd, o.max_block_tokens = max_block_tokens, o.llama_type_k = llama_k, o.llama_type_v = llama_v;
+    o.head_dim_k = head_dim_k, o.head_dim_v = head_dim_v, o.dtype = dtype, o.threads = threads;
     if (!tokens.empty()) {
       auto r = ParseRange(tokens);
       if (!r.ok()) return tool::Fail(kProg, r.status());
-      ropts.tokens = *r;
+      o.tokens = *r;
     }
-
-    tool::Progress progress(kProg, 2);
+    tool::Progress progress(kProg, 1);
     progress.Update(0);
-    const bool llama_in = in_fmt != FileFormat::kMqkv && in_fmt != FileFormat::kSafetensors && in_fmt != FileFormat::kNpy &&
-                          in_fmt != FileFormat::kNpz;
-    if ((head_dim_k || head_dim_v) && !llama_in)
-      return tool::Fail(kProg, InvalidArgument(std::string("--head-dim-k/-v apply to llama.cpp input, not ") + FileFormatName(in_fmt)));
-    Result<KvSet> set = Status(StatusCode::kInternal, "unread");
-    if (llama_in && (head_dim_k || head_dim_v)) {
-      set = ReadLlamaKvSet(in, in_fmt, LlamaReadOptions{head_dim_k, head_dim_v ? head_dim_v : head_dim_k});
-      if (set.ok() && ropts.tokens) {
-        Status st = SliceTokens(&*set, ropts.tokens->first, ropts.tokens->second);
-        if (!st.ok()) set = st.WithFile(in);
-      }
-    } else {
-      set = ReadKvSet(in, in_fmt, ropts);
-    }
-    if (!set.ok()) return tool::Fail(kProg, Status(set.status()).WithFile(in));
+    auto sum = Convert(in, out, o);
+    if (!sum.ok()) return tool::Fail(kProg, sum.status());
     progress.Update(1);
-
-    wopts.k_codec = kspec ? *kspec : LosslessCodec(*set, Kind::kK);
-    wopts.v_codec = vspec ? *vspec : LosslessCodec(*set, Kind::kV);
-    wopts.writer.zstd_level = zstd;
-    wopts.writer.max_block_tokens = max_block_tokens;
-    wopts.llama_type_k = llama_k;
-    wopts.llama_type_v = llama_v;
-    if (Status s = WriteKvSet(*set, out, out_fmt, wopts); !s.ok()) return tool::Fail(kProg, s);
-    progress.Update(2);
-
     if (!quiet) {
-      uint32_t layers = 0, rows = 0;
-      for (const KvTensor& t : set->tensors)
-        if (t.desc.kind != Kind::kQ) layers = std::max(layers, t.desc.layer + 1), rows = t.desc.n_tokens;
-      std::string codecs = to_mqkv ? ", K " + wopts.k_codec.ToString() + ", V " + wopts.v_codec.ToString() : "";
-      std::printf("%s (%s) -> %s (%s): %zu tensors, %u layers, %u tokens%s\n", tool::Printable(in).c_str(), FileFormatName(in_fmt),
-                  tool::Printable(out).c_str(), FileFormatName(out_fmt), set->tensors.size(), layers, rows, codecs.c_str());
+      std::string codecs = sum->to == FileFormat::kMqkv ? ", K " + sum->k_codec + ", V " + sum->v_codec : "";
+      std::printf("%s (%s) -> %s (%s): %zu tensors, %u layers, %u tokens%s\n", tool::Printable(in).c_str(), FileFormatName(sum->from),
+                  tool::Printable(out).c_str(), FileFormatName(sum->to), sum->tensors, sum->layers, sum->tokens, codecs.c_str());
     }
     return tool::kExitOk;
   });

@@ -74,12 +74,7 @@ std::string Printable(std::string_view s) {
   return o;
 }
 
-std::string JsonNumber(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
-}
+std::string JsonNumber(double v) { return json::Number(v); }
 
 Progress::Progress(std::string label, uint64_t total) : label_(std::move(label)), total_(total), tty_(isatty(2)) {}
 Progress::~Progress() {

@@ -68,6 +68,33 @@ Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOp
 Result<KvSet> DecodeSnapshot(const Snapshot& snapshot, unsigned threads = 1);
 Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts = {});
 
+// The smallest raw codec that reproduces every `kind` tensor of `set` bit for bit: the source's
+// f16/bf16 when every such tensor records it and every value fits, else f32.
+CodecSpec LosslessCodec(const KvSet& set, Kind kind);
+
+// One conversion, as mqconvert runs it (its options, same names without the dashes).
+struct ConvertOptions {
+  std::string from, to;                 // format names (ParseFileFormat); empty: detect / the output's extension
+  std::string codec, k_codec, v_codec;  // mqkv output: spec strings; empty: LosslessCodec
+  std::optional<std::pair<uint32_t, uint32_t>> tokens;  // keep rows [first, second)
+  int zstd = 0;                         // mqkv output: 0 or 1..22
+  uint32_t max_block_tokens = 0;        // mqkv output
+  std::string llama_type_k, llama_type_v;  // llama.cpp output (WriteOptions)
+  uint32_t head_dim_k = 0, head_dim_v = 0;  // llama.cpp input (LlamaReadOptions; v defaults to k)
+  std::string dtype;                    // safetensors / npy / npz output (WriteOptions.dtype)
+  unsigned threads = 0;                 // 0: all cores; the output is the same for every count
+  bool fsync = true;
+};
+struct ConvertSummary {
+  FileFormat from = FileFormat::kMqkv, to = FileFormat::kMqkv;
+  size_t tensors = 0;
+  uint32_t layers = 0, tokens = 0;
+  std::string k_codec, v_codec;  // mqkv output: the canonical specs written
+};
+// Reads `in` (a path or URL) and writes `out` atomically. An option that does not apply to the
+// formats is an InvalidArgument error, as in mqconvert.
+Result<ConvertSummary> Convert(const std::string& in, const std::string& out, const ConvertOptions& opts = {});
+
 // Keep rows [begin, end) of every K/V tensor (tokens, positions and seq ids too). Q rows are
 // kept when their position lies in the range.
 Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "mqkv/kvset.h"
 #include "mqkv/status.h"
@@ -23,6 +24,14 @@ struct LlamaReadOptions {
 
 // Reads a llama.cpp state (format: kLlamaSession, kLlamaSeq, kLlamaState or kLlamaSeqState).
 Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const LlamaReadOptions& opts);
+
+// The same for a state held in memory: what llama_state_seq_get_data (kLlamaSeqState) or
+// llama_state_get_data (kLlamaState) filled, or a file's bytes. `name` stands for a path in errors.
+Result<KvSet> ParseLlamaState(const uint8_t* data, size_t size, FileFormat format, const LlamaReadOptions& opts,
+                              const std::string& name);
+// The bytes WriteKvSet would write for a llama.cpp format, in memory: what
+// llama_state_seq_set_data / llama_state_set_data take (the element types from opts.llama_type_k/_v).
+Result<std::vector<uint8_t>> SerializeLlamaState(const KvSet& set, FileFormat format, const WriteOptions& opts = {});
 
 // The state/session format versions this build reads and writes (the pinned llama.cpp).
 inline constexpr uint32_t kLlamaSessionVersion = 10;

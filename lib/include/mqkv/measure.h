@@ -90,6 +90,14 @@ struct SnapshotAccounting {
 // Reads only the index and block headers (no payload bytes, no checksums).
 Result<SnapshotAccounting> AccountSnapshot(const Snapshot& snapshot);
 
+// What a tensor really costs and what comes back (the measured replacement for fake
+// quantization): `rows` ([n_tokens][n_heads][head_dim] fp32) written with `spec` as a one-tensor
+// snapshot in memory by the real writer, read back and decoded into dst (n_tokens x n_heads x
+// head_dim elements of `out`). The accounting is that tensor's: stored_bytes is every byte it
+// owns in a file (block headers, payload, alignment), not counting the file's header and index.
+Result<TensorAccounting> Quantize(const TensorDesc& desc, const float* rows, const CodecSpec& spec, DType out, void* dst,
+                                  const WriterOptions& opts = {});
+
 // ---------------------------------------------------------------------------------------------
 // Fidelity
 
@@ -205,5 +213,11 @@ struct VerifyReport {
 // fidelity_error when a checksum mismatches). Problems found are in the report; only a malformed
 // file or a failing comparison setup is an error.
 Result<VerifyReport> VerifySnapshot(const Snapshot& snapshot, const VerifyOptions& opts = {});
+
+// The report as `mqverify --json` prints it (spec/MEASURE.md, "JSON report"), one object and a
+// newline: `path` names the file, `opts` the reference and query positions it was made with,
+// `reference_format` the reference's format name ("" without a reference).
+std::string VerifyReportJson(const VerifyReport& report, const std::string& path, const VerifyOptions& opts,
+                             const std::string& reference_format);
 
 }  // namespace mqkv

@@ -167,6 +167,10 @@ struct WriterOptions {
 class Writer {
  public:
   static Result<std::unique_ptr<Writer>> Create(const std::string& path, const WriterOptions& opts = {});
+  // The same file built in memory: Finish() moves its bytes into *out (Snapshot::OpenBytes reads
+  // them); an unfinished writer leaves *out as it was. `name` stands for a path in errors.
+  static Result<std::unique_ptr<Writer>> CreateInMemory(std::vector<uint8_t>* out, const std::string& name = "<memory>",
+                                                        const WriterOptions& opts = {});
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -191,6 +195,7 @@ class Writer {
 
  private:
   struct Impl;
+  static Result<std::unique_ptr<Writer>> Start(std::unique_ptr<Impl> impl);
   friend struct WriterTestHooks;  // lib/src/format/test_hooks.h: tests only, not API
   explicit Writer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

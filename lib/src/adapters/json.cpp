@@ -1,5 +1,6 @@
 #include "json.h"
 
+#include <cmath>
 #include <cstdio>
 
 namespace mqkv::json {
@@ -261,6 +262,13 @@ bool ValidUtf8(std::string_view s) {
     i += n + 1;
   }
   return true;
+}
+
+std::string Number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
 }
 
 std::string Quote(std::string_view s) {

@@ -44,5 +44,7 @@ Result<Value> Parse(std::string_view text);
 bool ValidUtf8(std::string_view s);
 // A JSON string literal for valid UTF-8 `s` (quotes, backslash and control characters escaped).
 std::string Quote(std::string_view s);
+// A JSON number with 9 significant digits (%.9g); null for NaN and infinities.
+std::string Number(double v);
 
 }  // namespace mqkv::json

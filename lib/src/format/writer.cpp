@@ -27,6 +27,13 @@ struct Writer::Impl {
   bool finished = false;
   Status sticky;  // first write error: the file is unusable after it
 
+  static Result<std::unique_ptr<Impl>> Make(const WriterOptions& opts) {
+    if (opts.zstd_level < 0 || opts.zstd_level > ZSTD_maxCLevel())
+      return InvalidArgument("zstd level " + std::to_string(opts.zstd_level) + " outside 0.." + std::to_string(ZSTD_maxCLevel()));
+    auto impl = std::make_unique<Impl>();
+    impl->opts = opts;
+    return impl;
+  }
   Status Fail(Status s) {
     s.WithFile(file->path());
     if (sticky.ok()) sticky = s;
@@ -45,12 +52,7 @@ struct Writer::Impl {
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Writer::~Writer() = default;  // an uncommitted OutputFile leaves nothing behind
 
-Result<std::unique_ptr<Writer>> Writer::Create(const std::string& path, const WriterOptions& opts) {
-  if (opts.zstd_level < 0 || opts.zstd_level > ZSTD_maxCLevel())
-    return InvalidArgument("zstd level " + std::to_string(opts.zstd_level) + " outside 0.." + std::to_string(ZSTD_maxCLevel()));
-  auto impl = std::make_unique<Impl>();
-  impl->opts = opts;
-  MQKV_ASSIGN_OR_RETURN(impl->file, io::CreateOutput(path, opts.fsync));
+Result<std::unique_ptr<Writer>> Writer::Start(std::unique_ptr<Impl> impl) {
   format::FileHeader fh{};
   std::memcpy(fh.magic, format::kFileMagic, 8);
   fh.version_major = kFormatMajor;
@@ -58,6 +60,19 @@ Result<std::unique_ptr<Writer>> Writer::Create(const std::string& path, const Wr
   fh.header_bytes = format::kFileHeaderBytes;
   MQKV_RETURN_IF_ERROR(impl->file->Write(&fh, sizeof fh));
   return std::unique_ptr<Writer>(new Writer(std::move(impl)));
+}
+
+Result<std::unique_ptr<Writer>> Writer::Create(const std::string& path, const WriterOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, Impl::Make(opts));
+  MQKV_ASSIGN_OR_RETURN(impl->file, io::CreateOutput(path, opts.fsync));
+  return Start(std::move(impl));
+}
+
+Result<std::unique_ptr<Writer>> Writer::CreateInMemory(std::vector<uint8_t>* out, const std::string& name, const WriterOptions& opts) {
+  if (out == nullptr) return InvalidArgument("Writer::CreateInMemory: no output vector");
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, Impl::Make(opts));
+  impl->file = std::make_unique<io::MemoryOutput>(out, name);
+  return Start(std::move(impl));
 }
 
 const std::string& Writer::path() const { return impl_->file->path(); }

@@ -291,4 +291,24 @@ Status AtomicFile::Commit() {
   return Status::OK();
 }
 
+Status MemoryOutput::Write(const void* data, uint64_t n) {
+  if (n > buf_.max_size() - buf_.size()) return IoError("snapshot too large for memory").WithFile(path_);
+  const auto* p = static_cast<const uint8_t*>(data);
+  buf_.insert(buf_.end(), p, p + n);
+  pos_ += n;
+  return Status::OK();
+}
+
+Status MemoryOutput::WriteAt(uint64_t offset, const void* data, uint64_t n) {
+  if (offset > buf_.size() || n > buf_.size() - offset) return Internal("WriteAt past the end of the output").WithFile(path_);
+  std::memcpy(buf_.data() + offset, data, n);
+  return Status::OK();
+}
+
+Status MemoryOutput::Commit() {
+  *dst_ = std::move(buf_);
+  buf_.clear();
+  return Status::OK();
+}
+
 }  // namespace mqkv::io

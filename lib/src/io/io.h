@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mqkv/io.h"
 #include "mqkv/status.h"
@@ -63,6 +64,20 @@ class OutputFile {
 
 // A local path or an s3:// URL (http(s):// outputs are refused: plain HTTP has no atomic upload).
 Result<std::unique_ptr<OutputFile>> CreateOutput(const std::string& path_or_url, bool fsync);
+
+// Collects the bytes in memory and moves them into *dst on Commit() (an uncommitted output
+// leaves *dst as it was). `name` stands for a path in error messages.
+class MemoryOutput : public OutputFile {
+ public:
+  MemoryOutput(std::vector<uint8_t>* dst, std::string name) : dst_(dst) { path_ = std::move(name); }
+  Status Write(const void* data, uint64_t n) override;
+  Status WriteAt(uint64_t offset, const void* data, uint64_t n) override;
+  Status Commit() override;
+
+ private:
+  std::vector<uint8_t>* dst_;
+  std::vector<uint8_t> buf_;
+};
 
 // Writes to "<dir>/.<name>.tmp-XXXXXX" (holding an exclusive flock on it while alive) and renames
 // onto the target on Commit(), then removes stale temporary files of the same target.

@@ -725,4 +725,24 @@ Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const L
   return r;
 }
 
+Result<KvSet> ParseLlamaState(const uint8_t* data, size_t size, FileFormat format, const LlamaReadOptions& opts,
+                              const std::string& name) {
+  if (format != FileFormat::kLlamaSession && format != FileFormat::kLlamaSeq && format != FileFormat::kLlamaState &&
+      format != FileFormat::kLlamaSeqState)
+    return InvalidArgument(std::string("ParseLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
+  auto r = adapters::ParseStateBytes(data, size, format, opts);
+  if (!r.ok()) {
+    Status s = r.status();
+    return s.WithFile(name);
+  }
+  return r;
+}
+
+Result<std::vector<uint8_t>> SerializeLlamaState(const KvSet& set, FileFormat format, const WriteOptions& opts) {
+  if (format != FileFormat::kLlamaSession && format != FileFormat::kLlamaSeq && format != FileFormat::kLlamaState &&
+      format != FileFormat::kLlamaSeqState)
+    return InvalidArgument(std::string("SerializeLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
+  return adapters::SerializeState(set, format, opts);
+}
+
 }  // namespace mqkv
