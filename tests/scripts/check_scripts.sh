@@ -26,7 +26,7 @@ done < <(git ls-files '*.sh' '*.py' '.ci/*' | xargs grep -n -E '(\$\(|`)[^)`]*se
 out=$(bash scripts/setup-deps.sh 2>/dev/null | wc -c)
 [ "$out" = 0 ] || err "scripts/setup-deps.sh wrote $out bytes to stdout"
 
-for s in scripts/build.sh scripts/fuzz.sh tests/e2e/run.sh tests/remote/run.sh; do
+for s in scripts/build.sh scripts/fuzz.sh tests/e2e/run.sh tests/remote/run.sh python/tests/run.sh; do
   grep -q "$s" scripts/test.sh || err "scripts/test.sh no longer runs $s (update this check)"
   [ -f "$s" ] || err "$s (a stage of scripts/test.sh) is missing"
 done

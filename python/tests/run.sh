@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The Python package's tests (a stage of scripts/test.sh):
+#   1. pytest python/tests against the build tree's package (<build>/python, built by scripts/test.sh
+#      with MQKV_BUILD_PYTHON=ON), the llama.cpp tests included (setup-engine.sh first);
+#   2. `pip wheel .` (scikit-build-core, no build isolation: the venv's pinned build tools), the
+#      wheel installed into a throwaway venv, and pytest again against the installed package (the
+#      llama.cpp tests skip there: that venv has no llama-cpp-python; step 1 ran them).
+#   BUILD_DIR   the build with the extension and the tools (default: build)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+. "$ROOT/scripts/lib/common.sh"
+bash "$ROOT/scripts/setup-python.sh"
+[ "${MQKV_SKIP_ENGINE:-0}" = 1 ] || bash "$ROOT/scripts/setup-engine.sh"
+[ -d "$BUILD_DIR/python/mqkv" ] || { echo "python/tests/run.sh: $BUILD_DIR/python/mqkv is missing (configure with -DMQKV_BUILD_PYTHON=ON)" >&2; exit 1; }
+cd "$ROOT"
+echo "-- pytest (build tree: $BUILD_DIR/python)"
+MQKV_BUILD_DIR="$BUILD_DIR" PYTHONPATH="$BUILD_DIR/python" "$MQKV_PY" -m pytest -q -p no:cacheprovider python/tests
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+echo "-- pip wheel . (scikit-build-core)"
+t0=$SECONDS
+"$MQKV_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >&2
+echo "   built $(cd "$WORK/dist" && ls) in $((SECONDS - t0)) s"
+"$MQKV_PY" -m venv "$WORK/venv"   # a clean venv: the wheel and what it declares (numpy), plus pytest
+"$WORK/venv/bin/python" -m pip install --quiet "$WORK/dist"/mqkv-*.whl "pytest==$(cd "$ROOT" && sed -n 's/^PYTEST_VERSION=//p' scripts/setup-python.sh)" >&2
+echo "-- pytest (installed wheel)"
+(cd "$WORK" && MQKV_BUILD_DIR="$BUILD_DIR" "$WORK/venv/bin/python" -c 'import mqkv, sys; assert "/venv/" in mqkv.__file__, mqkv.__file__' \
+  && MQKV_BUILD_DIR="$BUILD_DIR" "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/python/tests")

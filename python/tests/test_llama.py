@@ -1,0 +1,106 @@
+"""llama.cpp in memory (mqkv.llama): save a sequence, restore it into a fresh context, continue.
+Needs the engine venv (scripts/setup-engine.sh: pinned llama-cpp-python and the SmolLM2 GGUF)."""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+import mqkv
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+if os.environ.get("MQKV_SKIP_ENGINE") == "1":
+    pytest.skip("MQKV_SKIP_ENGINE=1: llama.cpp tests skipped", allow_module_level=True)
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (scripts/setup-engine.sh)")
+sys.path.insert(0, str(ROOT / "python"))
+import mqkv_engine as eng  # noqa: E402
+import mqkv.llama  # noqa: E402
+
+TEXT = ROOT / "data" / "texts" / "pride-and-prejudice-ch1.txt"
+
+
+@pytest.fixture(scope="module")
+def run():
+    model = eng.default_model()
+    if not os.path.exists(model):
+        pytest.fail(f"{model} is missing: run scripts/setup-engine.sh")
+    llm = eng.load(model, n_ctx=512)
+    toks = llm.tokenize(TEXT.read_text(encoding="utf-8").encode(), add_bos=True)[:240]
+    prefix, cont = toks[:200], toks[200:]
+    eng.evaluate(llm, prefix)
+    ref = eng.evaluate(llm, cont)  # continuing in the same context: the reference logits
+    return model, prefix, cont, ref
+
+
+def fresh(model):
+    return eng.load(model, n_ctx=512)
+
+
+def kl(ref, got):
+    def logp(x):
+        x = x.astype(np.float64)
+        x = x - x.max(axis=1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    a, b = logp(ref), logp(got)
+    return float(np.mean(np.sum(np.exp(a) * (a - b), axis=1)))
+
+
+def test_lossless_round_trip_is_bit_identical(run, tmp_path):
+    model, prefix, cont, ref = run
+    src = fresh(model)
+    eng.evaluate(src, prefix)
+    path = tmp_path / "p.mqkv"
+    mqkv.llama.save(src, str(path))
+    with mqkv.open(path) as s:
+        m = s.model
+        assert m.architecture == "llama" and m.n_head_kv == 3 and m.head_dim_k == 64 and m.k_rope == "post"
+        assert m.tokens.tolist() == prefix and s.tensors[0].codec == "f16"
+    dst = fresh(model)
+    assert mqkv.llama.load(dst, str(path)) == prefix
+    assert np.array_equal(eng.evaluate(dst, cont), ref)
+
+
+def test_lossy_round_trip_is_close(run, tmp_path):
+    model, prefix, cont, ref = run
+    src = fresh(model)
+    eng.evaluate(src, prefix)
+    path = tmp_path / "p3.mqkv"
+    mqkv.llama.save(src, str(path), codec="affine_seven_level_3bit_g64_meta4")
+    dst = fresh(model)
+    mqkv.llama.load(dst, str(path))
+    got = eng.evaluate(dst, cont)
+    d = kl(ref, got)
+    assert 0 < d < 0.5, d
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.6  # 0.70 measured (40 tokens)
+
+
+def test_saved_bytes_match_the_engine_file_path(run, tmp_path, tool):
+    """In memory and through llama.cpp's own sequence file + mqconvert give the same snapshot K/V."""
+    model, prefix, _, _ = run
+    src = fresh(model)
+    eng.evaluate(src, prefix)
+    mem = tmp_path / "mem.mqkv"
+    mqkv.llama.save(src, str(mem))
+    seq = tmp_path / "seq.bin"
+    eng.save_seq(src, str(seq), prefix)
+    viafile = tmp_path / "file.mqkv"
+    tool("mqconvert", "-q", seq, viafile, "--head-dim-k", "64")
+    with mqkv.open(mem) as a, mqkv.open(viafile) as b:
+        assert len(a.tensors) == len(b.tensors)
+        for t in a.tensors:
+            assert np.array_equal(a.decode(t.layer, t.kind), b.decode(t.layer, t.kind))
+
+
+def test_refuses_a_state_of_another_shape(run, tmp_path, rows):
+    model, _, _, _ = run
+    p = tmp_path / "wrong.mqkv"
+    m = mqkv.Model()
+    m.tokens = list(range(16))
+    with mqkv.Writer(p, model=m) as w:
+        w.add(0, "k", rows(t=16, h=1, d=8))
+        w.add(0, "v", rows(t=16, h=1, d=8))
+    with pytest.raises(mqkv.Error):
+        mqkv.llama.load(fresh(model), str(p))
