@@ -304,3 +304,33 @@ TEST(Writer, BlocksPastFourGiBOnASparseFile) {
 }
 
 }  // namespace
+
+// A snapshot built in memory is byte for byte the file Writer::Create writes; an unfinished one
+// leaves the caller's vector as it was.
+TEST(Writer, InMemoryBytesEqualTheFileAndUnfinishedLeavesTheVector) {
+  TempDir dir;
+  const std::string path = dir.Path("snap.mqkv");
+  const auto rows = Rows(3);
+  TensorDesc d{.layer = 0, .kind = Kind::kK, .n_heads = kHeads, .head_dim = kDim, .n_tokens = kTokens, .positions = {}, .source_dtype = ""};
+  const CodecSpec spec = CodecSpec::Parse("affine:bits=3,group=8,meta=4").value();
+  auto write = [&](Result<std::unique_ptr<Writer>> w) {
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->AddTensor(d, rows.data(), spec).ok());
+    ASSERT_TRUE((*w)->Finish().ok());
+  };
+  write(Writer::Create(path, {.zstd_level = 3, .fsync = false}));
+  std::vector<uint8_t> mem;
+  write(Writer::CreateInMemory(&mem, "<memory>", {.zstd_level = 3}));
+  EXPECT_EQ(mem, ReadFile(path));
+  auto s = Snapshot::OpenBytes(mem.data(), mem.size(), "<memory>", {.verify_all_blocks = true});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+
+  std::vector<uint8_t> keep = {1, 2, 3};
+  {
+    auto w = Writer::CreateInMemory(&keep);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->AddTensor(d, rows.data(), spec).ok());
+  }  // destroyed without Finish
+  EXPECT_EQ(keep, (std::vector<uint8_t>{1, 2, 3}));
+  EXPECT_EQ(Writer::CreateInMemory(nullptr).status().code(), StatusCode::kInvalidArgument);
+}

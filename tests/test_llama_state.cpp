@@ -541,4 +541,32 @@ TEST(LlamaState, WritingNeedsWhatTheFormatNeeds) {
 }
 
 }  // namespace
+
+// The in-memory entry points (what mqkv.llama uses with llama_state_seq_get/set_data) read and
+// write the same bytes as the file adapters; a file format that is not a llama.cpp state is refused.
+TEST(LlamaState, InMemoryParseAndSerializeMatchTheFileAdapters) {
+  TempDir d;
+  Spec s;
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5};
+  const std::vector<uint8_t> bytes = SeqFile(s, toks);
+  WriteFile(d.Path("slot.bin"), bytes);
+  auto fromfile = ReadKvSet(d.Path("slot.bin"), FileFormat::kLlamaSeq);
+  ASSERT_TRUE(fromfile.ok()) << fromfile.status().ToString();
+  auto mem = ParseLlamaState(bytes.data(), bytes.size(), FileFormat::kLlamaSeq, {}, "<memory>");
+  ASSERT_TRUE(mem.ok()) << mem.status().ToString();
+  ASSERT_EQ(mem->tensors.size(), fromfile->tensors.size());
+  EXPECT_EQ(mem->model, fromfile->model);
+  for (size_t i = 0; i < mem->tensors.size(); ++i) EXPECT_EQ(mem->tensors[i].data, fromfile->tensors[i].data);
+  auto out = SerializeLlamaState(*mem, FileFormat::kLlamaSeq);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(*out, bytes);
+
+  std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + bytes.size() / 2);
+  auto bad = ParseLlamaState(cut.data(), cut.size(), FileFormat::kLlamaSeq, {}, "<llama sequence 0>");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().file(), "<llama sequence 0>");
+  EXPECT_EQ(ParseLlamaState(bytes.data(), bytes.size(), FileFormat::kMqkv, {}, "x").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SerializeLlamaState(*mem, FileFormat::kSafetensors).status().code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace mqkv

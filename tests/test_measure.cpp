@@ -425,3 +425,39 @@ TEST(Verify, ReportOnAnOpenSnapshot) {
   bad.backends = {Backend::kAuto};
   EXPECT_FALSE(VerifySnapshot(*s, bad).ok());
 }
+
+// Quantize is the real writer and reader: its bytes are the tensor's bytes in a file written with
+// the same codec, and its output is that file's decode.
+TEST(Quantize, CostAndValuesAreTheFileTensors) {
+  TempDir dir;
+  const uint32_t n = 100;
+  const std::vector<float> rows = mqkv::testing::RandomRows(uint64_t(n) * kHeads * kDim, 7);
+  TensorDesc d;
+  d.kind = Kind::kV;
+  d.n_heads = kHeads;
+  d.head_dim = kDim;
+  d.n_tokens = n;
+  const CodecSpec spec = CodecSpec::Parse("affine:bits=2,group=8,meta=8,sinks=2").value();
+  std::vector<uint16_t> q(rows.size());
+  auto acc = Quantize(d, rows.data(), spec, DType::kF16, q.data());
+  ASSERT_TRUE(acc.ok()) << acc.status().ToString();
+
+  const std::string path = dir.Path("one.mqkv");
+  {
+    auto w = Writer::Create(path, {.fsync = false});
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->AddTensor(d, rows.data(), spec).ok());
+    ASSERT_TRUE((*w)->Finish().ok());
+  }
+  auto s = Snapshot::Open(path);
+  ASSERT_TRUE(s.ok());
+  auto a = AccountSnapshot(**s);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(acc->stored_bytes, a->tensors[0].stored_bytes);
+  EXPECT_EQ(acc->codec, spec.ToString());
+  EXPECT_DOUBLE_EQ(acc->modeled_bits, a->tensors[0].modeled_bits);
+  std::vector<uint16_t> f(rows.size());
+  ASSERT_TRUE((*s)->Decode(0, 0, n, DType::kF16, f.data()).ok());
+  EXPECT_EQ(q, f);
+  EXPECT_FALSE(Quantize(d, rows.data(), CodecSpec::Parse("affine:bits=3,group=24").value(), DType::kF32, q.data()).ok());
+}
