@@ -7,10 +7,9 @@
 
 Output by --to (default from the extension):
   llama-seq / llama-session   the engine's own state file (llama_state_seq_save_file / _save_file)
-  anything mqconvert writes   the state file converted by the built mqconvert: first to
-                              safetensors, annotated here with the model's facts from the GGUF
-                              (layers, heads, head dims, rope type/base) and the captured queries,
-                              then to the requested format/codec.
+  anything mqconvert writes   the sequence's state taken in memory (mqkv.llama.kvset: the
+                              model's facts from the GGUF, the captured queries as Q tensors) and
+                              written by the mqkv package in the requested format/codec.
 Queries: --queries N captures the post-RoPE attention queries (Qcur) of N evenly spaced token
 positions (always including the last) through llama.cpp's cb_eval and stores them as Q tensors.
 """
@@ -20,10 +19,20 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 import mqkv_engine as eng  # noqa: E402
+
+try:
+    import mqkv.llama  # an installed package (pip install .)
+except ImportError:  # else the build tree's (scripts/build.sh -DMQKV_BUILD_PYTHON=ON)
+    sys.path.insert(0, os.environ.get("MQKV_PYTHONPATH", os.path.join(HERE, "..", "build", "python")))
+    try:
+        import mqkv.llama
+    except ImportError as e:
+        raise SystemExit(f"mqdump: the mqkv package is not importable ({e}): pip install . or build with "
+                         "-DMQKV_BUILD_PYTHON=ON (scripts/test.sh does), or set MQKV_PYTHONPATH")
 
 
 def main() -> int:
@@ -40,7 +49,6 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=0, help="capture queries at N positions")
     ap.add_argument("--positions", default="", help="capture queries at these fractions of the prefix instead "
                     "(e.g. 0.25,0.5,0.75,1: p = clamp(floor(f*n + 0.5) - 1, 0, n - 1), the rule of spec/MEASURE.md)")
-    ap.add_argument("--mqconvert", default=os.environ.get("MQCONVERT", "build/tools/mqconvert"))
     args = ap.parse_args()
 
     to = args.to
@@ -76,16 +84,11 @@ def main() -> int:
     if to == "llama-seq":
         eng.save_seq(llm, args.out, tokens)
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        seq = os.path.join(tmp, "state.bin")
-        st = os.path.join(tmp, "facts.safetensors")
-        eng.save_seq(llm, seq, tokens)
-        eng.run([args.mqconvert, "-q", seq, st, "--from", "llama-seq", "--to", "safetensors"])
-        eng.annotate_safetensors(st, facts, capture)
-        cmd = [args.mqconvert, "-q", st, args.out, "--from", "safetensors", "--to", to]
-        if to == "mqkv":
-            cmd += ["--codec", args.codec] + (["--zstd", str(args.zstd)] if args.zstd else [])
-        eng.run(cmd)
+    # Everything else: the engine's sequence state, in memory, through the mqkv package (no files
+    # in between, no subprocess); the model's facts from the GGUF; the captured queries as Q tensors.
+    kv = mqkv.llama.kvset(llm, tokens=tokens, queries=capture)
+    kv.write(args.out, to, args.codec if to == "mqkv" else "", args.codec if to == "mqkv" else "",
+             args.zstd if to == "mqkv" else 0)
     nq = sum(len(v) for v in capture.rows.values()) if capture else 0
     print(f"mqdump: {len(tokens)} tokens, {facts.n_layer} layers x {facts.n_head_kv} KV heads x {facts.head_dim_k}"
           f" ({facts.architecture}), {nq} query rows -> {args.out} ({to})", file=sys.stderr)
