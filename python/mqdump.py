@@ -76,7 +76,7 @@ def main() -> int:
     llm = eng.load(args.model, n_ctx=max(512, len(tokens) + 16), flash_attn=not args.no_flash_attn,
                    cache_type=args.cache_type, capture=capture)
     eng.evaluate(llm, tokens)
-    facts = eng.model_facts(llm)
+    facts = mqkv.llama.model_facts(llm)
 
     if to == "llama-session":
         eng.save_session(llm, args.out, tokens)

@@ -10,7 +10,6 @@ import json
 import os
 import struct
 import subprocess
-from dataclasses import dataclass, field
 
 import numpy as np
 import llama_cpp
@@ -89,34 +88,21 @@ class QueryCapture:
 
 
 # --- the engine -------------------------------------------------------------------------------
-@dataclass
-class ModelFacts:
-    architecture: str
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    head_dim_k: int
-    head_dim_v: int
-    rope_type: str
-    rope_base: float
-    extra: dict = field(default_factory=dict)
+def _mqkv_llama():
+    """The package's llama.cpp module: an installed mqkv, else the build tree's (build/python)."""
+    try:
+        import mqkv.llama as ml
+    except ImportError:
+        import sys
+        sys.path.insert(0, os.environ.get("MQKV_PYTHONPATH", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                          "..", "build", "python")))
+        import mqkv.llama as ml
+    return ml
 
 
-def model_facts(llm: llama_cpp.Llama) -> ModelFacts:
-    md = llm.metadata
-    arch = md.get("general.architecture", "")
-    g = lambda k, d=None: md.get(f"{arch}.{k}", d)
-    n_embd = int(g("embedding_length"))
-    n_head = int(g("attention.head_count"))
-    n_head_kv = int(g("attention.head_count_kv", n_head))
-    hd_k = int(g("attention.key_length", n_embd // n_head))
-    hd_v = int(g("attention.value_length", n_embd // n_head))
-    # llama.cpp's rope type for the architecture: "llama" family uses the normal (interleaved
-    # pairs) rotation; NEOX-style models rotate halves.
-    rope = {0: "norm", 2: "neox"}.get(llc.llama_model_rope_type(llm.model), "other")
-    return ModelFacts(arch, int(g("block_count")), n_head, n_head_kv, hd_k, hd_v, rope,
-                      float(g("rope.freq_base", 10000.0)),
-                      {"general.name": md.get("general.name", ""), "n_embd": str(n_embd)})
+def model_facts(llm: llama_cpp.Llama):
+    """The model's attention facts from its GGUF metadata (one home: mqkv.llama.model_facts)."""
+    return _mqkv_llama().model_facts(llm)
 
 
 def load(model_path: str, *, n_ctx: int = 2048, flash_attn: bool = True, cache_type: str = "f16",
@@ -185,7 +171,7 @@ def run(cmd: list[str]) -> str:
     return p.stdout
 
 
-def annotate_safetensors(path: str, facts: ModelFacts, queries: QueryCapture | None) -> None:
+def annotate_safetensors(path: str, facts, queries: QueryCapture | None) -> None:
     """Rewrites an mqkv-convention safetensors file (spec/INTEROP.md) in place with the model's
     true head split and facts, and appends the captured queries as layers.N.q / q_positions."""
     with open(path, "rb") as f:

@@ -145,8 +145,8 @@ def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
     t0 = time.time()
     ref_mq = w("ref.mqkv")
     subprocess.run([sys.executable, os.path.join(ROOT, "python", "mqdump.py"), "--model", args.model, "--text", text_path,
-                    "--tokens", str(args.prefix), "--out", ref_mq, "--codec", "f16", "--positions", "0.25,0.5,0.75,1",
-                    "--mqconvert", conv], check=True)
+                    "--tokens", str(args.prefix), "--out", ref_mq, "--codec", "f16", "--positions", "0.25,0.5,0.75,1"],
+                   check=True)
     n_ctx = args.prefix + args.cont + 16
     base = eng.load(args.model, n_ctx=n_ctx, flash_attn=True)
     tokens = base.tokenize(open(text_path, encoding="utf-8").read().encode(), add_bos=True)

@@ -12,14 +12,17 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-frontier}"
 MATPLOTLIB_VERSION=3.9.2
 . "$ROOT/scripts/lib/common.sh"   # MQKV_PY: the fixed cache layout
 "$ROOT/scripts/setup-engine.sh"
+"$ROOT/scripts/setup-python.sh"   # mqdump and the engine helpers use the mqkv package
 PY="$MQKV_PY"
 if ! "$PY" -c "import matplotlib" 2>/dev/null; then
   "$PY" -m pip install -q >&2 "matplotlib==$MATPLOTLIB_VERSION"
 fi
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF -DMQKV_BUILD_TESTS=OFF >/dev/null
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF -DMQKV_BUILD_TESTS=OFF \
+    -DMQKV_BUILD_PYTHON=ON "-DPython_EXECUTABLE=$PY" >/dev/null
 fi
-cmake --build "$BUILD_DIR" -j2 --target mqconvert mqinfo mqverify >/dev/null
+cmake --build "$BUILD_DIR" -j2 --target mqconvert mqinfo mqverify _mqkv >/dev/null
+export MQKV_PYTHONPATH="$BUILD_DIR/python"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 cd "$ROOT"
