@@ -569,4 +569,35 @@ TEST(LlamaState, InMemoryParseAndSerializeMatchTheFileAdapters) {
   EXPECT_EQ(SerializeLlamaState(*mem, FileFormat::kSafetensors).status().code(), StatusCode::kInvalidArgument);
 }
 
+
+// Restoring straight from a snapshot (f16 decoded into the state) gives the bytes of decoding the
+// snapshot to fp32 first, for a lossy and a raw codec, both V layouts.
+TEST(LlamaState, FromSnapshotEqualsFromItsDecodedKvSet) {
+  TempDir d;
+  Spec s;
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5};
+  WriteFile(d.Path("slot.bin"), SeqFile(s, toks));
+  auto set = ReadKvSet(d.Path("slot.bin"), FileFormat::kLlamaSeq);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  for (const char* codec : {"f16", "affine:bits=3,group=32", "f32"}) {
+    WriteOptions wo;
+    wo.k_codec = wo.v_codec = CodecSpec::Parse(codec).value();
+    wo.writer.fsync = false;
+    ASSERT_TRUE(WriteKvSet(*set, d.Path("s.mqkv"), FileFormat::kMqkv, wo).ok());
+    auto snap = Snapshot::Open(d.Path("s.mqkv"));
+    ASSERT_TRUE(snap.ok());
+    auto decoded = DecodeSnapshot(**snap);
+    ASSERT_TRUE(decoded.ok());
+    for (bool v_trans : {false, true}) {
+      WriteOptions o;
+      o.llama_v_trans_set = true;
+      o.llama_v_trans = v_trans;
+      auto direct = SerializeLlamaState(**snap, FileFormat::kLlamaSeq, o);
+      auto viaf32 = SerializeLlamaState(*decoded, FileFormat::kLlamaSeq, o);
+      ASSERT_TRUE(direct.ok() && viaf32.ok()) << codec << ": " << direct.status().ToString() << viaf32.status().ToString();
+      EXPECT_EQ(*direct, *viaf32) << codec << " v_trans " << v_trans;
+    }
+  }
+}
+
 }  // namespace mqkv

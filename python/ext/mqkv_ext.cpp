@@ -608,6 +608,32 @@ NB_MODULE(_mqkv, m) {
       },
       "array"_a, "codec"_a, "dtype"_a, "kind"_a);
 
+  m.def(
+      "llama_state_from_snapshot",
+      [](const std::string& path, const std::string& format, const std::string& llama_type_k, const std::string& llama_type_v) {
+        mqkv::WriteOptions o;
+        o.llama_type_k = llama_type_k;
+        o.llama_type_v = llama_type_v;
+        const mqkv::FileFormat f = Format(format);
+        auto* bytes = new std::vector<uint8_t>();
+        std::vector<int32_t> tokens;
+        try {
+          nb::gil_scoped_release unlock;
+          auto snap = Take(mqkv::Snapshot::Open(path));
+          *bytes = Take(mqkv::SerializeLlamaState(*snap, f, o));
+          tokens = snap->model().tokens;
+        } catch (...) {
+          delete bytes;
+          throw;
+        }
+        // The state as a uint8 array that owns the bytes (no copy into a Python bytes object).
+        nb::capsule owner(bytes, [](void* q) noexcept { delete static_cast<std::vector<uint8_t>*>(q); });
+        const size_t n = bytes->size();
+        Array a(bytes->data(), 1, &n, owner, nullptr, nb::dtype<uint8_t>());
+        return nb::make_tuple(a, IntArray(tokens));
+      },
+      "path"_a, "format"_a = "llama-seq-state", "llama_type_k"_a = "", "llama_type_v"_a = "");
+
   m.def("parse_codec", [](const std::string& text) { return ParseSpec(text).ToString(); }, "text"_a);
   m.def("codec_fields", [](const std::string& text) {
     const mqkv::CodecSpec s = ParseSpec(text);

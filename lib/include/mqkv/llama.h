@@ -32,6 +32,10 @@ Result<KvSet> ParseLlamaState(const uint8_t* data, size_t size, FileFormat forma
 // The bytes WriteKvSet would write for a llama.cpp format, in memory: what
 // llama_state_seq_set_data / llama_state_set_data take (the element types from opts.llama_type_k/_v).
 Result<std::vector<uint8_t>> SerializeLlamaState(const KvSet& set, FileFormat format, const WriteOptions& opts = {});
+// The same bytes straight from a snapshot, without an fp32 copy of it: layers written as f16 (no
+// rotation; row-major) are decoded to f16 directly into the state, others through fp32 as above.
+// This is the restore path (mqkv.llama.load): it reads only the K/V blocks.
+Result<std::vector<uint8_t>> SerializeLlamaState(const Snapshot& snapshot, FileFormat format, const WriteOptions& opts = {});
 
 // The state/session format versions this build reads and writes (the pinned llama.cpp).
 inline constexpr uint32_t kLlamaSessionVersion = 10;

@@ -122,26 +122,26 @@ def save(llm: Any, path: str, *, codec: str | None = None, k_codec: str | None =
              threads, fsync)
 
 
-def restore_bytes(path: str, *, llama_type_k: str = "", llama_type_v: str = "", threads: int = 0) -> tuple[bytes, list[int]]:
-    """A snapshot (any format convert() reads) as llama_state_seq_set_data's bytes, and its tokens.
-    The cache element types default to the ones the snapshot recorded from llama.cpp, else f16."""
-    kv = _ext.KvSet.read(str(path), "", None, threads)
-    return kv.to_llama_state("llama-seq-state", llama_type_k, llama_type_v), [int(t) for t in kv.model.tokens]
+def restore_bytes(path: str, *, llama_type_k: str = "", llama_type_v: str = "") -> tuple[np.ndarray, list[int]]:
+    """An mqkv snapshot as llama_state_seq_set_data's bytes (a uint8 array) and its tokens. Rows the
+    state holds as f16 are decoded to f16 straight into it (no fp32 copy of the snapshot). The cache
+    element types default to the ones the snapshot recorded from llama.cpp, else f16."""
+    blob, toks = _ext.llama_state_from_snapshot(str(path), "llama-seq-state", llama_type_k, llama_type_v)
+    return blob, [int(t) for t in toks]
 
 
-def load(llm: Any, path: str, *, seq_id: int = 0, llama_type_k: str = "", llama_type_v: str = "",
-         threads: int = 0) -> list[int]:
+def load(llm: Any, path: str, *, seq_id: int = 0, llama_type_k: str = "", llama_type_v: str = "") -> list[int]:
     """Replaces sequence `seq_id` of the context with the snapshot's cache and returns its tokens.
     For seq_id 0 the Llama's own token bookkeeping is set too, so llm.eval(next_tokens) continues
     from the restored prefix. The context must be the same model with room for the tokens."""
     llc = _llc()
-    blob, toks = restore_bytes(path, llama_type_k=llama_type_k, llama_type_v=llama_type_v, threads=threads)
+    blob, toks = restore_bytes(path, llama_type_k=llama_type_k, llama_type_v=llama_type_v)
     if len(toks) > llm.n_ctx():
         raise InvalidArgument(f"{path}: {len(toks)} tokens do not fit the context's {llm.n_ctx()}")
     mem = llc.llama_get_memory(llm.ctx)
     llc.llama_memory_seq_rm(mem, seq_id, -1, -1)
-    buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
-    if llc.llama_state_seq_set_data(llm.ctx, buf, len(blob), seq_id) == 0:
+    ptr = blob.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+    if llc.llama_state_seq_set_data(llm.ctx, ptr, blob.size, seq_id) == 0:
         raise InvalidArgument(f"{path}: llama.cpp refused the restored state (another model or context size?)")
     if seq_id == 0:
         llm.reset()

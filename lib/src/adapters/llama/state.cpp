@@ -12,6 +12,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -580,10 +581,18 @@ Status WriteHeader(Out& o, FileFormat format, const ModelInfo& mi) {
   return Status::OK();
 }
 
+// Where a layer's rows come from when the KvSet holds only descriptions (a snapshot being restored):
+// f16 writes the rows as f16 straight into the state (returns false when it cannot), rows decodes
+// them to fp32 for the generic path.
+struct RowSource {
+  std::function<Result<bool>(const KvTensor& t, uint8_t* dst)> f16;
+  std::function<Status(const KvTensor& t, std::vector<float>* rows)> rows;
+};
+
 // One layer's K or V rows in the target cache type, llama.cpp's rotation applied, row-major or
 // transposed (v_trans).
 Status WriteLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cells, bool v_trans, const ModelInfo& mi,
-                  const WriteOptions& opts, std::vector<float>& tmp) {
+                  const WriteOptions& opts, std::vector<float>& tmp, const RowSource* source) {
   const uint32_t width = t.desc.n_heads * t.desc.head_dim;
   MQKV_ASSIGN_OR_RETURN(const GgmlType* ty,
                         TargetType(is_k ? opts.llama_type_k : opts.llama_type_v, mi,
@@ -592,13 +601,27 @@ Status WriteLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cel
   if (width % ty->block_elems != 0)
     return InvalidArgument("layer " + std::to_string(l) + " " + KindName(t.desc.kind) + " row of " + std::to_string(width) +
                            " elements is not a multiple of the " + ty->name + " block (" + std::to_string(ty->block_elems) + ")");
-  if (t.data.size() != uint64_t(cells) * width) return InvalidArgument("tensor data size does not match its shape");
   const uint64_t row_bytes = uint64_t(width) / ty->block_elems * ty->block_bytes;
-  o.Put<int32_t>(ty->id);
-  const float* src = t.data.data();
   const uint32_t rot = RotSize(*ty, t.desc.head_dim, is_k);
+  o.Put<int32_t>(ty->id);
+  if (source && ty->id == 1 /* f16 */ && !rot && (is_k || !v_trans)) {
+    o.Put<uint64_t>(row_bytes);
+    const size_t at = o.b.size();
+    o.b.resize(at + row_bytes * cells);
+    MQKV_ASSIGN_OR_RETURN(bool done, source->f16(t, o.b.data() + at));
+    if (done) return Status::OK();
+    o.b.resize(at - sizeof(uint64_t));  // back to the type id: the generic path below
+  }
+  const float* src = t.data.data();
+  if (source) {
+    MQKV_RETURN_IF_ERROR(source->rows(t, &tmp));
+    src = tmp.data();
+    if (tmp.size() != uint64_t(cells) * width) return Internal("decoded rows do not match the tensor's shape");
+  } else if (t.data.size() != uint64_t(cells) * width) {
+    return InvalidArgument("tensor data size does not match its shape");
+  }
   if (rot) {
-    tmp = t.data;
+    if (src != tmp.data()) tmp = t.data;
     RotateRows(tmp, rot);
     src = tmp.data();
   }
@@ -623,7 +646,8 @@ Status WriteLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cel
   return Status::OK();
 }
 
-Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format, const WriteOptions& opts) {
+Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format, const WriteOptions& opts,
+                                            const RowSource* source = nullptr) {
   const ModelInfo& mi = set.model;
   std::vector<const KvTensor*> ks, vs;
   uint32_t cells = 0;
@@ -661,7 +685,7 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
   for (int kv = 0; kv < 2; ++kv) {
     const bool is_k = kv == 0;
     for (uint32_t l = 0; l < n_layer; ++l) {
-      MQKV_RETURN_IF_ERROR(WriteLayer(o, *(is_k ? ks[l] : vs[l]), is_k, l, cells, v_trans, mi, opts, tmp));
+      MQKV_RETURN_IF_ERROR(WriteLayer(o, *(is_k ? ks[l] : vs[l]), is_k, l, cells, v_trans, mi, opts, tmp, source));
     }
   }
   return std::move(o.b);
@@ -743,6 +767,40 @@ Result<std::vector<uint8_t>> SerializeLlamaState(const KvSet& set, FileFormat fo
       format != FileFormat::kLlamaSeqState)
     return InvalidArgument(std::string("SerializeLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
   return adapters::SerializeState(set, format, opts);
+}
+
+Result<std::vector<uint8_t>> SerializeLlamaState(const Snapshot& snap, FileFormat format, const WriteOptions& opts) {
+  if (format != FileFormat::kLlamaSession && format != FileFormat::kLlamaSeq && format != FileFormat::kLlamaState &&
+      format != FileFormat::kLlamaSeqState)
+    return InvalidArgument(std::string("SerializeLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
+  // The K/V tensors as descriptions only; their rows come from the snapshot while the state is written.
+  KvSet shell;
+  shell.model = snap.model();
+  std::vector<size_t> index;  // shell tensor -> snapshot tensor
+  for (size_t i = 0; i < snap.tensors().size(); ++i) {
+    const TensorInfo& t = snap.tensors()[i];
+    if (t.kind == Kind::kQ) continue;
+    KvTensor k;
+    k.desc = t;
+    shell.tensors.push_back(std::move(k));
+    index.push_back(i);
+  }
+  auto which = [&](const KvTensor& t) { return index[size_t(&t - shell.tensors.data())]; };
+  adapters::RowSource source;
+  source.f16 = [&](const KvTensor& t, uint8_t* dst) -> Result<bool> {
+    MQKV_RETURN_IF_ERROR(snap.Decode(which(t), 0, t.desc.n_tokens, DType::kF16, dst));
+    return true;
+  };
+  source.rows = [&](const KvTensor& t, std::vector<float>* rows) -> Status {
+    MQKV_ASSIGN_OR_RETURN(*rows, snap.DecodeF32(which(t), 0, t.desc.n_tokens));
+    return Status::OK();
+  };
+  auto r = adapters::SerializeState(shell, format, opts, &source);
+  if (!r.ok()) {
+    Status s = r.status();
+    return s.WithFile(snap.path());
+  }
+  return r;
 }
 
 }  // namespace mqkv
