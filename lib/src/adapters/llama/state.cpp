@@ -670,6 +670,12 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
   else if (const std::string* s = GetMeta(mi, "llama.v_trans")) v_trans = *s == "1";
 
   Out o;
+  // One allocation for the whole state (an upper bound: every row as f32): growing a buffer of
+  // tens of MiB by doubling costs more than decoding into it.
+  uint64_t bound = 64 + uint64_t(cells) * 16 + mi.tokens.size() * 4;
+  for (const auto* layers : {&ks, &vs})
+    for (const KvTensor* t : *layers) bound += 32 + uint64_t(cells) * t->desc.n_heads * t->desc.head_dim * 4;
+  o.b.reserve(bound);
   MQKV_RETURN_IF_ERROR(WriteHeader(o, format, mi));
   o.Put<uint32_t>(1);  // n_stream
   o.Put<uint32_t>(cells);
