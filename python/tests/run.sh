@@ -21,7 +21,8 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 echo "-- pip wheel . (scikit-build-core)"
 t0=$SECONDS
-"$MQKV_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >&2
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+  "$MQKV_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >&2
 echo "   built $(cd "$WORK/dist" && ls) in $((SECONDS - t0)) s"
 "$MQKV_PY" -m venv "$WORK/venv"   # a clean venv: the wheel and what it declares (numpy), plus pytest
 "$WORK/venv/bin/python" -m pip install --quiet "$WORK/dist"/mqkv-*.whl "pytest==$(cd "$ROOT" && sed -n 's/^PYTEST_VERSION=//p' scripts/setup-python.sh)" >&2
