@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 NANOBIND_VERSION=3.1.0
 SCIKIT_BUILD_CORE_VERSION=1.1.2
-PYTEST_VERSION=9.2.0
+PYTEST_VERSION=$MQKV_PYTEST_VERSION   # scripts/lib/common.sh
 NUMPY_VERSION=2.4.6   # the engine's pin (scripts/setup-engine.sh)
 STAMP="$MQKV_VENV/.mqkv-python-nanobind-$NANOBIND_VERSION-skbuild-$SCIKIT_BUILD_CORE_VERSION-pytest-$PYTEST_VERSION"
 

@@ -25,7 +25,7 @@ CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
   "$MQKV_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >&2
 echo "   built $(cd "$WORK/dist" && ls) in $((SECONDS - t0)) s"
 "$MQKV_PY" -m venv "$WORK/venv"   # a clean venv: the wheel and what it declares (numpy), plus pytest
-"$WORK/venv/bin/python" -m pip install --quiet "$WORK/dist"/mqkv-*.whl "pytest==$(cd "$ROOT" && sed -n 's/^PYTEST_VERSION=//p' scripts/setup-python.sh)" >&2
+"$WORK/venv/bin/python" -m pip install --quiet "$WORK/dist"/mqkv-*.whl "pytest==$MQKV_PYTEST_VERSION" >&2
 echo "-- pytest (installed wheel)"
 (cd "$WORK" && MQKV_BUILD_DIR="$BUILD_DIR" "$WORK/venv/bin/python" -c 'import mqkv, sys; assert "/venv/" in mqkv.__file__, mqkv.__file__' \
   && MQKV_BUILD_DIR="$BUILD_DIR" "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/python/tests")

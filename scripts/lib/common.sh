@@ -15,6 +15,7 @@ MQKV_CACHE="${MQKV_CACHE:-$HOME/.cache/mqkv}"
 MQKV_VENV="$MQKV_CACHE/venv"
 MQKV_PY="$MQKV_VENV/bin/python"
 MQKV_MODEL="$MQKV_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+MQKV_PYTEST_VERSION=9.2.0   # scripts/setup-python.sh installs it; python/tests/run.sh uses it in a clean venv
 
 # mqkv_apt_install PKG...: installs the Debian packages that are missing (as root, or through sudo).
 # apt's output goes to stderr; a failure names the packages.
