@@ -22,6 +22,9 @@ struct LlamaReadOptions {
   uint32_t head_dim_v = 0;
 };
 
+// True for the four llama.cpp state framings (kLlamaSession, kLlamaSeq, kLlamaState, kLlamaSeqState).
+bool IsLlamaFormat(FileFormat f);
+
 // Reads a llama.cpp state (format: kLlamaSession, kLlamaSeq, kLlamaState or kLlamaSeqState).
 Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const LlamaReadOptions& opts);
 

@@ -10,10 +10,6 @@
 namespace mqkv {
 namespace {
 
-bool IsLlama(FileFormat f) {
-  return f != FileFormat::kMqkv && f != FileFormat::kSafetensors && f != FileFormat::kNpy && f != FileFormat::kNpz;
-}
-
 Result<FileFormat> OutputFormat(const std::string& path) {
   if (auto f = FileFormatFromExtension(path)) return *f;
   Status s = InvalidArgument("cannot tell the output format from the extension; pass --to");
@@ -49,12 +45,12 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   if (!to_mqkv && (!o.codec.empty() || !o.k_codec.empty() || !o.v_codec.empty() || o.zstd || o.max_block_tokens))
     return InvalidArgument(std::string("--codec, --k-codec, --v-codec, --zstd and --max-block-tokens apply to mqkv output, not ") +
                            FileFormatName(sum.to));
-  if (!IsLlama(sum.to) && (!o.llama_type_k.empty() || !o.llama_type_v.empty()))
+  if (!IsLlamaFormat(sum.to) && (!o.llama_type_k.empty() || !o.llama_type_v.empty()))
     return InvalidArgument(std::string("--llama-type-k/-v apply to llama.cpp output, not ") + FileFormatName(sum.to));
-  if (!o.dtype.empty() && (to_mqkv || IsLlama(sum.to)))
+  if (!o.dtype.empty() && (to_mqkv || IsLlamaFormat(sum.to)))
     return InvalidArgument(std::string("--dtype applies to safetensors, npy and npz output, not ") + FileFormatName(sum.to) +
                            (to_mqkv ? " (use --codec)" : " (use --llama-type-k/-v)"));
-  if ((o.head_dim_k || o.head_dim_v) && !IsLlama(sum.from))
+  if ((o.head_dim_k || o.head_dim_v) && !IsLlamaFormat(sum.from))
     return InvalidArgument(std::string("--head-dim-k/-v apply to llama.cpp input, not ") + FileFormatName(sum.from));
   if (o.zstd < 0 || o.zstd > 22) return InvalidArgument("--zstd " + std::to_string(o.zstd) + ": expected 0..22");
   std::optional<CodecSpec> kspec, vspec;
@@ -70,7 +66,7 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   ropts.tokens = o.tokens;
 
   Result<KvSet> set = Status(StatusCode::kInternal, "unread");
-  if (IsLlama(sum.from) && (o.head_dim_k || o.head_dim_v)) {
+  if (IsLlamaFormat(sum.from) && (o.head_dim_k || o.head_dim_v)) {
     set = ReadLlamaKvSet(in, sum.from, LlamaReadOptions{o.head_dim_k, o.head_dim_v ? o.head_dim_v : o.head_dim_k});
     if (set.ok() && ropts.tokens) {
       Status st = SliceTokens(&*set, ropts.tokens->first, ropts.tokens->second);

@@ -755,10 +755,14 @@ Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const L
   return r;
 }
 
+bool IsLlamaFormat(FileFormat f) {
+  return f == FileFormat::kLlamaSession || f == FileFormat::kLlamaSeq || f == FileFormat::kLlamaState ||
+         f == FileFormat::kLlamaSeqState;
+}
+
 Result<KvSet> ParseLlamaState(const uint8_t* data, size_t size, FileFormat format, const LlamaReadOptions& opts,
                               const std::string& name) {
-  if (format != FileFormat::kLlamaSession && format != FileFormat::kLlamaSeq && format != FileFormat::kLlamaState &&
-      format != FileFormat::kLlamaSeqState)
+  if (!IsLlamaFormat(format))
     return InvalidArgument(std::string("ParseLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
   auto r = adapters::ParseStateBytes(data, size, format, opts);
   if (!r.ok()) {
@@ -769,15 +773,13 @@ Result<KvSet> ParseLlamaState(const uint8_t* data, size_t size, FileFormat forma
 }
 
 Result<std::vector<uint8_t>> SerializeLlamaState(const KvSet& set, FileFormat format, const WriteOptions& opts) {
-  if (format != FileFormat::kLlamaSession && format != FileFormat::kLlamaSeq && format != FileFormat::kLlamaState &&
-      format != FileFormat::kLlamaSeqState)
+  if (!IsLlamaFormat(format))
     return InvalidArgument(std::string("SerializeLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
   return adapters::SerializeState(set, format, opts);
 }
 
 Result<std::vector<uint8_t>> SerializeLlamaState(const Snapshot& snap, FileFormat format, const WriteOptions& opts) {
-  if (format != FileFormat::kLlamaSession && format != FileFormat::kLlamaSeq && format != FileFormat::kLlamaState &&
-      format != FileFormat::kLlamaSeqState)
+  if (!IsLlamaFormat(format))
     return InvalidArgument(std::string("SerializeLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
   // The K/V tensors as descriptions only; their rows come from the snapshot while the state is written.
   KvSet shell;
