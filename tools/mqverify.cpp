@@ -43,21 +43,6 @@ std::string Fmt(const char* f, double v) {
   return b;
 }
 
-// --backend: "all" (every available one besides scalar) or one name.
-Result<std::vector<Backend>> ParseBackends(const std::string& text) {
-  std::vector<Backend> backends;
-  if (text == "all") {
-    for (Backend b : {Backend::kSimd, Backend::kCuda})
-      if (BackendAvailable(b)) backends.push_back(b);
-    return backends;
-  }
-  auto b = ParseBackend(text);
-  if (!b.ok() || *b == Backend::kAuto) return InvalidArgument("--backend \"" + text + "\": expected all, scalar, simd or cuda");
-  if (!BackendAvailable(*b)) return InvalidArgument(std::string("--backend ") + BackendName(*b) + ": not available in this build or on this machine");
-  backends.push_back(*b);
-  return backends;
-}
-
 // What both printers read: the report and how it was asked for.
 struct Printed {
   const std::string& path;
@@ -149,7 +134,7 @@ int main(int argc, char** argv) {
   return tool::Run(app, argc, argv, [&]() -> int {
     auto positions = ParsePositions(positions_text);
     if (!positions.ok()) return tool::Fail(kProg, positions.status());
-    auto backends = ParseBackends(backend_text);
+    auto backends = ParseBackendList(backend_text);
     if (!backends.ok()) return tool::Fail(kProg, backends.status());
     if (!ref_format.empty() && ref_path.empty()) return tool::Fail(kProg, InvalidArgument("--from needs --reference"));
 

@@ -544,17 +544,7 @@ NB_MODULE(_mqkv, m) {
       "verify_json",
       [](const std::string& path, const std::string& reference, const std::string& reference_format, std::vector<double> positions,
          const std::string& backends) {
-        std::vector<mqkv::Backend> bs;
-        if (backends == "all") {
-          for (mqkv::Backend b : {mqkv::Backend::kSimd, mqkv::Backend::kCuda})
-            if (mqkv::BackendAvailable(b)) bs.push_back(b);
-        } else {
-          const mqkv::Backend b = Take(mqkv::ParseBackend(backends));
-          if (b == mqkv::Backend::kAuto) Raise(mqkv::InvalidArgument("backends \"auto\": expected all, scalar, simd or cuda"));
-          if (!mqkv::BackendAvailable(b))
-            Raise(mqkv::InvalidArgument(std::string("backend ") + mqkv::BackendName(b) + ": not available in this build or on this machine"));
-          bs.push_back(b);
-        }
+        const std::vector<mqkv::Backend> bs = Take(mqkv::ParseBackendList(backends));
         nb::gil_scoped_release unlock;
         auto snap = Take(mqkv::Snapshot::Open(path));
         std::optional<mqkv::KvSet> ref;

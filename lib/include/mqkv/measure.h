@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mqkv/codec.h"
@@ -186,6 +187,10 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& snapshot, con
 
 // ---------------------------------------------------------------------------------------------
 // The whole verification (what mqverify reports; spec/MEASURE.md)
+
+// What `mqverify --backend` takes: "all" (every available backend besides kScalar) or one name
+// (scalar, simd, cuda; refused when not available here). kAuto is refused.
+Result<std::vector<Backend>> ParseBackendList(std::string_view text);
 
 struct VerifyOptions {
   std::vector<Backend> backends;     // compared with kScalar (always included); kAuto is refused

@@ -4,6 +4,21 @@
 
 namespace mqkv {
 
+Result<std::vector<Backend>> ParseBackendList(std::string_view text) {
+  std::vector<Backend> backends;
+  if (text == "all") {
+    for (Backend b : {Backend::kSimd, Backend::kCuda})
+      if (BackendAvailable(b)) backends.push_back(b);
+    return backends;
+  }
+  auto b = ParseBackend(text);
+  if (!b.ok() || *b == Backend::kAuto)
+    return InvalidArgument("--backend \"" + std::string(text) + "\": expected all, scalar, simd or cuda");
+  if (!BackendAvailable(*b)) return InvalidArgument(std::string("--backend ") + BackendName(*b) + ": not available in this build or on this machine");
+  backends.push_back(*b);
+  return backends;
+}
+
 bool VerifyReport::accounting_ok() const {
   bool ok = accounting.total.explained();
   for (const TensorAccounting& t : accounting.tensors) ok = ok && (t.kind == Kind::kQ || t.explained());
