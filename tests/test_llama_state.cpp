@@ -600,4 +600,48 @@ TEST(LlamaState, FromSnapshotEqualsFromItsDecodedKvSet) {
   }
 }
 
+// The restore path's layers are written on several threads into a buffer of the exact size: the
+// bytes do not depend on the thread count or on what the buffer held before, for f16 and for a
+// quantized (rotated) target; a buffer of another size is refused, naming the snapshot.
+TEST(LlamaState, FromSnapshotIntoABufferIsTheSameOnEveryThreadCount) {
+  TempDir d;
+  Spec s;
+  s.cells = 7;
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5, 6, 7};
+  WriteFile(d.Path("slot.bin"), SeqFile(s, toks));
+  auto set = ReadKvSet(d.Path("slot.bin"), FileFormat::kLlamaSeq);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  WriteOptions wo;
+  wo.k_codec = wo.v_codec = CodecSpec::Parse("affine:bits=3,group=32").value();
+  wo.writer.fsync = false;
+  ASSERT_TRUE(WriteKvSet(*set, d.Path("s.mqkv"), FileFormat::kMqkv, wo).ok());
+  auto snap = Snapshot::Open(d.Path("s.mqkv"));
+  ASSERT_TRUE(snap.ok());
+  for (const char* type_k : {"", "q8_0"}) {
+    WriteOptions o;
+    o.llama_type_k = type_k;
+    o.threads = 1;
+    auto one = SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o);
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    auto size = LlamaStateSize(**snap, FileFormat::kLlamaSeqState, o);
+    ASSERT_TRUE(size.ok());
+    EXPECT_EQ(*size, one->size());
+    for (unsigned threads : {0u, 2u, 3u, 64u}) {
+      o.threads = threads;
+      for (uint8_t junk : {uint8_t(0x00), uint8_t(0xa5)}) {
+        std::vector<uint8_t> buf(*size, junk);
+        ASSERT_TRUE(SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o, buf.data(), buf.size()).ok());
+        EXPECT_EQ(buf, *one) << "type_k '" << type_k << "', " << threads << " threads";
+      }
+    }
+    std::vector<uint8_t> small(*size - 1);
+    Status bad = SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o, small.data(), small.size());
+    EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(bad.file(), d.Path("s.mqkv"));
+  }
+  std::vector<uint8_t> any(16);
+  EXPECT_EQ(SerializeLlamaState(**snap, FileFormat::kNpz, {}, any.data(), any.size()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(LlamaStateSize(**snap, FileFormat::kNpz).status().code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace mqkv

@@ -600,29 +600,39 @@ NB_MODULE(_mqkv, m) {
 
   m.def(
       "llama_state_from_snapshot",
-      [](const std::string& path, const std::string& format, const std::string& llama_type_k, const std::string& llama_type_v) {
+      [](const std::string& path, const std::string& format, const std::string& llama_type_k, const std::string& llama_type_v,
+         unsigned threads, nb::object buffer) {
         mqkv::WriteOptions o;
         o.llama_type_k = llama_type_k;
         o.llama_type_v = llama_type_v;
+        o.threads = threads;
         const mqkv::FileFormat f = Format(format);
-        auto* bytes = new std::vector<uint8_t>();
-        std::vector<int32_t> tokens;
-        try {
+        std::unique_ptr<mqkv::Snapshot> snap;
+        uint64_t size = 0;
+        {
           nb::gil_scoped_release unlock;
-          auto snap = Take(mqkv::Snapshot::Open(path));
-          *bytes = Take(mqkv::SerializeLlamaState(*snap, f, o));
-          tokens = snap->model().tokens;
-        } catch (...) {
-          delete bytes;
-          throw;
+          snap = Take(mqkv::Snapshot::Open(path));
+          size = Take(mqkv::LlamaStateSize(*snap, f, o));
         }
-        // The state as a uint8 array that owns the bytes (no copy into a Python bytes object).
-        nb::capsule owner(bytes, [](void* q) noexcept { delete static_cast<std::vector<uint8_t>*>(q); });
-        const size_t n = bytes->size();
-        Array a(bytes->data(), 1, &n, owner, nullptr, nb::dtype<uint8_t>());
-        return nb::make_tuple(a, IntArray(tokens));
+        // The state goes into `buffer` when it is a writable uint8 array large enough (a restore
+        // buffer kept across restores touches no fresh pages), else into a new numpy array
+        // (numpy's allocator asks for huge pages on a large one, which makes first touch cheap).
+        using Buf = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+        Buf arr;
+        if (buffer.is_none() || !nb::try_cast(buffer, arr, false) || arr.shape(0) < size) {
+          buffer = nb::module_::import_("numpy").attr("empty")(size, "dtype"_a = "uint8");
+          arr = nb::cast<Buf>(buffer);
+        }
+        std::vector<int32_t> tokens;
+        {
+          nb::gil_scoped_release unlock;
+          Check(mqkv::SerializeLlamaState(*snap, f, o, arr.data(), size));
+          tokens = snap->model().tokens;
+        }
+        return nb::make_tuple(buffer, size, IntArray(tokens));
       },
-      "path"_a, "format"_a = "llama-seq-state", "llama_type_k"_a = "", "llama_type_v"_a = "");
+      "path"_a, "format"_a = "llama-seq-state", "llama_type_k"_a = "", "llama_type_v"_a = "", "threads"_a = 0,
+      "buffer"_a = nb::none());
 
   m.def("parse_codec", [](const std::string& text) { return ParseSpec(text).ToString(); }, "text"_a);
   m.def("codec_fields", [](const std::string& text) {

@@ -63,6 +63,34 @@ def test_lossless_round_trip_is_bit_identical(run, tmp_path):
     assert np.array_equal(eng.evaluate(dst, cont), ref)
 
 
+def test_restore_through_a_kept_buffer(run, tmp_path):
+    """A StateBuffer is filled in place on every restore (no new array once it is large enough),
+    gives the same bytes as a fresh restore on any thread count, and the continuation stays
+    bit-identical; a buffer too small for the state is replaced by a larger one."""
+    model, prefix, cont, ref = run
+    src = fresh(model)
+    eng.evaluate(src, prefix)
+    path = tmp_path / "b.mqkv"
+    mqkv.llama.save(src, str(path))
+    small = tmp_path / "small.mqkv"
+    mqkv.llama.save(src, str(small), codec="affine_seven_level_3bit_g64_meta4")
+    fresh_bytes, toks = mqkv.llama.restore_bytes(str(path), threads=1)
+    assert toks == prefix
+    buf = mqkv.llama.StateBuffer()
+    buf.array = np.zeros(10, dtype=np.uint8)  # too small: replaced
+    got, _ = mqkv.llama.restore_bytes(str(path), buffer=buf)
+    assert buf.array.size == fresh_bytes.size and np.array_equal(got, fresh_bytes)
+    kept = buf.array
+    kept[:] = 0xA5  # every byte is written again
+    got, _ = mqkv.llama.restore_bytes(str(path), buffer=buf, threads=3)
+    assert buf.array is kept and np.shares_memory(got, kept) and np.array_equal(got, fresh_bytes)
+    dst = fresh(model)
+    assert mqkv.llama.load(dst, str(small), buffer=buf) == prefix  # a smaller state: a prefix of the same buffer
+    assert buf.array is kept
+    assert mqkv.llama.load(dst, str(path), buffer=buf) == prefix
+    assert np.array_equal(eng.evaluate(dst, cont), ref)
+
+
 def test_lossy_round_trip_is_close(run, tmp_path):
     model, prefix, cont, ref = run
     src = fresh(model)

@@ -38,7 +38,13 @@ Result<std::vector<uint8_t>> SerializeLlamaState(const KvSet& set, FileFormat fo
 // The same bytes straight from a snapshot, without an fp32 copy of it: layers written as f16 (no
 // rotation; row-major) are decoded to f16 directly into the state, others through fp32 as above.
 // This is the restore path (mqkv.llama.load): it reads only the K/V blocks.
+// Layers are filled on opts.threads threads (0: all cores); the bytes do not depend on the count.
 Result<std::vector<uint8_t>> SerializeLlamaState(const Snapshot& snapshot, FileFormat format, const WriteOptions& opts = {});
+// The same into a caller's buffer (e.g. one kept across restores, so no fresh pages are touched):
+// `size` must be LlamaStateSize's answer for the same arguments. Every byte of dst is written.
+Result<uint64_t> LlamaStateSize(const Snapshot& snapshot, FileFormat format, const WriteOptions& opts = {});
+Status SerializeLlamaState(const Snapshot& snapshot, FileFormat format, const WriteOptions& opts, uint8_t* dst,
+                           uint64_t size);
 
 // The state/session format versions this build reads and writes (the pinned llama.cpp).
 inline constexpr uint32_t kLlamaSessionVersion = 10;

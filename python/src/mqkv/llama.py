@@ -122,20 +122,39 @@ def save(llm: Any, path: str, *, codec: str | None = None, k_codec: str | None =
              threads, fsync)
 
 
-def restore_bytes(path: str, *, llama_type_k: str = "", llama_type_v: str = "") -> tuple[np.ndarray, list[int]]:
+class StateBuffer:
+    """A buffer kept across restores into a context (`load(..., buffer=b)`): the state is written
+    into the same pages every time instead of a fresh allocation, whose first-touch page faults
+    cost about as much as decoding a 3-bit snapshot. It grows to the largest state restored and
+    holds that memory until dropped (`array` is the backing uint8 array)."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray = np.empty(0, dtype=np.uint8)
+
+
+def restore_bytes(path: str, *, llama_type_k: str = "", llama_type_v: str = "", threads: int = 0,
+                  buffer: StateBuffer | None = None) -> tuple[np.ndarray, list[int]]:
     """An mqkv snapshot as llama_state_seq_set_data's bytes (a uint8 array) and its tokens. Rows the
-    state holds as f16 are decoded to f16 straight into it (no fp32 copy of the snapshot). The cache
-    element types default to the ones the snapshot recorded from llama.cpp, else f16."""
-    blob, toks = _ext.llama_state_from_snapshot(str(path), "llama-seq-state", llama_type_k, llama_type_v)
-    return blob, [int(t) for t in toks]
+    state holds as f16 are decoded to f16 straight into it (no fp32 copy of the snapshot), the
+    layers on `threads` threads (0: all cores). With a StateBuffer the bytes are a view of its
+    array, valid until the next restore into it. The cache element types default to the ones the
+    snapshot recorded from llama.cpp, else f16."""
+    arr, n, toks = _ext.llama_state_from_snapshot(str(path), "llama-seq-state", llama_type_k, llama_type_v, threads,
+                                                  buffer.array if buffer is not None else None)
+    if buffer is not None:
+        buffer.array = arr
+    return arr[:n], [int(t) for t in toks]
 
 
-def load(llm: Any, path: str, *, seq_id: int = 0, llama_type_k: str = "", llama_type_v: str = "") -> list[int]:
+def load(llm: Any, path: str, *, seq_id: int = 0, llama_type_k: str = "", llama_type_v: str = "", threads: int = 0,
+         buffer: StateBuffer | None = None) -> list[int]:
     """Replaces sequence `seq_id` of the context with the snapshot's cache and returns its tokens.
     For seq_id 0 the Llama's own token bookkeeping is set too, so llm.eval(next_tokens) continues
-    from the restored prefix. The context must be the same model with room for the tokens."""
+    from the restored prefix. The context must be the same model with room for the tokens.
+    threads: decode threads (0: all cores); buffer: a StateBuffer to reuse across restores."""
     llc = _llc()
-    blob, toks = restore_bytes(path, llama_type_k=llama_type_k, llama_type_v=llama_type_v)
+    blob, toks = restore_bytes(path, llama_type_k=llama_type_k, llama_type_v=llama_type_v, threads=threads,
+                               buffer=buffer)
     if len(toks) > llm.n_ctx():
         raise InvalidArgument(f"{path}: {len(toks)} tokens do not fit the context's {llm.n_ctx()}")
     mem = llc.llama_get_memory(llm.ctx)

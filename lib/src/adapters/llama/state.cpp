@@ -15,9 +15,11 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "io/io.h"
+#include "util/parallel.h"
 #include "../adapters.h"
 #include "ggml_types.h"
 #include "mqkv/llama.h"
@@ -583,16 +585,38 @@ Status WriteHeader(Out& o, FileFormat format, const ModelInfo& mi) {
 
 // Where a layer's rows come from when the KvSet holds only descriptions (a snapshot being restored):
 // f16 writes the rows as f16 straight into the state (returns false when it cannot), rows decodes
-// them to fp32 for the generic path.
+// them to fp32 for the generic path. Both are called from several threads at once.
 struct RowSource {
   std::function<Result<bool>(const KvTensor& t, uint8_t* dst)> f16;
   std::function<Status(const KvTensor& t, std::vector<float>* rows)> rows;
 };
 
-// One layer's K or V rows in the target cache type, llama.cpp's rotation applied, row-major or
-// transposed (v_trans).
-Status WriteLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cells, bool v_trans, const ModelInfo& mi,
-                  const WriteOptions& opts, std::vector<float>& tmp, const RowSource* source) {
+// One layer's K or V rows: their element type, llama.cpp's rotation, row-major or transposed
+// (v_trans), and where they go in the state (after `at` bytes of the state's fixed parts).
+struct LayerJob {
+  const KvTensor* t = nullptr;
+  bool is_k = false;
+  uint32_t layer = 0;
+  const GgmlType* ty = nullptr;
+  uint32_t rot = 0;
+  bool transposed = false;
+  size_t at = 0;       // offset into StatePlan::fixed where the rows are inserted
+  uint64_t bytes = 0;  // the rows' size in the state
+};
+
+// A state laid out before any row is written: the fixed parts (header, cells, per-layer type and
+// size fields) with the rows' places in them, so that the rows can be written in parallel into a
+// buffer of the exact size.
+struct StatePlan {
+  std::vector<uint8_t> fixed;
+  std::vector<LayerJob> jobs;
+  uint32_t cells = 0;
+  uint64_t size = 0;
+};
+
+// Writes the layer's type and size fields into o and plans its rows.
+Status PlanLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cells, bool v_trans, const ModelInfo& mi,
+                 const WriteOptions& opts, LayerJob* job) {
   const uint32_t width = t.desc.n_heads * t.desc.head_dim;
   MQKV_ASSIGN_OR_RETURN(const GgmlType* ty,
                         TargetType(is_k ? opts.llama_type_k : opts.llama_type_v, mi,
@@ -601,16 +625,35 @@ Status WriteLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cel
   if (width % ty->block_elems != 0)
     return InvalidArgument("layer " + std::to_string(l) + " " + KindName(t.desc.kind) + " row of " + std::to_string(width) +
                            " elements is not a multiple of the " + ty->name + " block (" + std::to_string(ty->block_elems) + ")");
-  const uint64_t row_bytes = uint64_t(width) / ty->block_elems * ty->block_bytes;
-  const uint32_t rot = RotSize(*ty, t.desc.head_dim, is_k);
+  job->t = &t;
+  job->is_k = is_k;
+  job->layer = l;
+  job->ty = ty;
+  job->rot = RotSize(*ty, t.desc.head_dim, is_k);
+  job->transposed = !is_k && v_trans;
   o.Put<int32_t>(ty->id);
-  if (source && ty->id == 1 /* f16 */ && !rot && (is_k || !v_trans)) {
+  if (!job->transposed) {
+    const uint64_t row_bytes = uint64_t(width) / ty->block_elems * ty->block_bytes;
     o.Put<uint64_t>(row_bytes);
-    const size_t at = o.b.size();
-    o.b.resize(at + row_bytes * cells);
-    MQKV_ASSIGN_OR_RETURN(bool done, source->f16(t, o.b.data() + at));
+    job->bytes = row_bytes * cells;
+  } else {
+    if (ty->quantized())
+      return InvalidArgument(std::string("a transposed V cache cannot be ") + ty->name + " (llama.cpp needs flash attention, i.e. v_trans 0, for a quantized V)");
+    o.Put<uint32_t>(ty->block_bytes);
+    o.Put<uint32_t>(width);
+    job->bytes = uint64_t(width) * cells * ty->block_bytes;
+  }
+  job->at = o.b.size();
+  return Status::OK();
+}
+
+// Writes one planned layer's rows to dst (job.bytes bytes). tmp is the calling thread's scratch.
+Status FillLayer(const LayerJob& job, uint32_t cells, const RowSource* source, std::vector<float>& tmp, uint8_t* dst) {
+  const KvTensor& t = *job.t;
+  const uint32_t width = t.desc.n_heads * t.desc.head_dim;
+  if (source && job.ty->id == 1 /* f16 */ && !job.rot && !job.transposed) {
+    MQKV_ASSIGN_OR_RETURN(bool done, source->f16(t, dst));
     if (done) return Status::OK();
-    o.b.resize(at - sizeof(uint64_t));  // back to the type id: the generic path below
   }
   const float* src = t.data.data();
   if (source) {
@@ -620,34 +663,24 @@ Status WriteLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cel
   } else if (t.data.size() != uint64_t(cells) * width) {
     return InvalidArgument("tensor data size does not match its shape");
   }
-  if (rot) {
+  if (job.rot) {
     if (src != tmp.data()) tmp = t.data;
-    RotateRows(tmp, rot);
+    RotateRows(tmp, job.rot);
     src = tmp.data();
   }
-  if (is_k || !v_trans) {
-    o.Put<uint64_t>(row_bytes);
-    const size_t at = o.b.size();
-    o.b.resize(at + row_bytes * cells);
-    ty->from_float(src, uint64_t(cells) * width, o.b.data() + at);
+  if (!job.transposed) {
+    job.ty->from_float(src, uint64_t(cells) * width, dst);
   } else {
-    if (ty->quantized())
-      return InvalidArgument(std::string("a transposed V cache cannot be ") + ty->name + " (llama.cpp needs flash attention, i.e. v_trans 0, for a quantized V)");
-    o.Put<uint32_t>(ty->block_bytes);
-    o.Put<uint32_t>(width);
     std::vector<float> col(cells);
     for (uint32_t j = 0; j < width; ++j) {
       for (uint32_t i = 0; i < cells; ++i) col[i] = src[uint64_t(i) * width + j];
-      const size_t at = o.b.size();
-      o.b.resize(at + uint64_t(cells) * ty->block_bytes);
-      ty->from_float(col.data(), cells, o.b.data() + at);
+      job.ty->from_float(col.data(), cells, dst + uint64_t(j) * cells * job.ty->block_bytes);
     }
   }
   return Status::OK();
 }
 
-Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format, const WriteOptions& opts,
-                                            const RowSource* source = nullptr) {
+Result<StatePlan> PlanState(const KvSet& set, FileFormat format, const WriteOptions& opts) {
   const ModelInfo& mi = set.model;
   std::vector<const KvTensor*> ks, vs;
   uint32_t cells = 0;
@@ -670,12 +703,7 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
   else if (const std::string* s = GetMeta(mi, "llama.v_trans")) v_trans = *s == "1";
 
   Out o;
-  // One allocation for the whole state (an upper bound: every row as f32): growing a buffer of
-  // tens of MiB by doubling costs more than decoding into it.
-  uint64_t bound = 64 + uint64_t(cells) * 16 + mi.tokens.size() * 4;
-  for (const auto* layers : {&ks, &vs})
-    for (const KvTensor* t : *layers) bound += 32 + uint64_t(cells) * t->desc.n_heads * t->desc.head_dim * 4;
-  o.b.reserve(bound);
+  o.b.reserve(64 + uint64_t(cells) * 16 + mi.tokens.size() * 4 + 32 * 2 * uint64_t(n_layer));
   MQKV_RETURN_IF_ERROR(WriteHeader(o, format, mi));
   o.Put<uint32_t>(1);  // n_stream
   o.Put<uint32_t>(cells);
@@ -687,14 +715,51 @@ Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format,
   o.Put<uint32_t>(v_trans ? 1 : 0);
   o.Put<uint32_t>(n_layer);
 
-  std::vector<float> tmp;
+  StatePlan plan;
+  plan.cells = cells;
+  plan.jobs.resize(2 * size_t(n_layer));
   for (int kv = 0; kv < 2; ++kv) {
     const bool is_k = kv == 0;
-    for (uint32_t l = 0; l < n_layer; ++l) {
-      MQKV_RETURN_IF_ERROR(WriteLayer(o, *(is_k ? ks[l] : vs[l]), is_k, l, cells, v_trans, mi, opts, tmp, source));
-    }
+    for (uint32_t l = 0; l < n_layer; ++l)
+      MQKV_RETURN_IF_ERROR(PlanLayer(o, *(is_k ? ks[l] : vs[l]), is_k, l, cells, v_trans, mi, opts,
+                                     &plan.jobs[size_t(kv) * n_layer + l]));
   }
-  return std::move(o.b);
+  plan.fixed = std::move(o.b);
+  plan.size = plan.fixed.size();
+  for (const LayerJob& j : plan.jobs) plan.size += j.bytes;
+  return plan;
+}
+
+// Writes the planned state into dst (plan.size bytes): the fixed parts in order, then the layers'
+// rows on opts.threads threads (each layer in its own place, so the bytes do not depend on the
+// thread count). Every byte of dst is written once: a fresh buffer needs no zero-fill.
+Status FillState(const StatePlan& plan, const WriteOptions& opts, const RowSource* source, uint8_t* dst) {
+  std::vector<uint64_t> offset(plan.jobs.size());
+  size_t from = 0;
+  uint64_t to = 0;
+  for (size_t i = 0; i < plan.jobs.size(); ++i) {
+    const size_t n = plan.jobs[i].at - from;
+    std::memcpy(dst + to, plan.fixed.data() + from, n);
+    from += n;
+    to += n;
+    offset[i] = to;
+    to += plan.jobs[i].bytes;
+  }
+  std::memcpy(dst + to, plan.fixed.data() + from, plan.fixed.size() - from);
+  unsigned threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = unsigned(std::min<size_t>(threads, plan.jobs.size()));
+  std::vector<std::vector<float>> tmp(std::max(1u, threads));
+  return util::ParallelFor(plan.jobs.size(), threads, [&](size_t i, unsigned w) -> Status {
+    return FillLayer(plan.jobs[i], plan.cells, source, tmp[w], dst + offset[i]);
+  });
+}
+
+Result<std::vector<uint8_t>> SerializeState(const KvSet& set, FileFormat format, const WriteOptions& opts,
+                                            const RowSource* source = nullptr) {
+  MQKV_ASSIGN_OR_RETURN(StatePlan plan, PlanState(set, format, opts));
+  std::vector<uint8_t> out(plan.size);
+  MQKV_RETURN_IF_ERROR(FillState(plan, opts, source, out.data()));
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -778,37 +843,74 @@ Result<std::vector<uint8_t>> SerializeLlamaState(const KvSet& set, FileFormat fo
   return adapters::SerializeState(set, format, opts);
 }
 
-Result<std::vector<uint8_t>> SerializeLlamaState(const Snapshot& snap, FileFormat format, const WriteOptions& opts) {
-  if (!IsLlamaFormat(format))
-    return InvalidArgument(std::string("SerializeLlamaState: ") + FileFormatName(format) + " is not a llama.cpp state format");
-  // The K/V tensors as descriptions only; their rows come from the snapshot while the state is written.
+namespace {
+
+// A snapshot's K/V tensors as descriptions only (a KvSet shell), and the row source that decodes
+// them from the snapshot while the state is written: f16 straight into the state.
+struct SnapshotRows {
   KvSet shell;
-  shell.model = snap.model();
   std::vector<size_t> index;  // shell tensor -> snapshot tensor
-  for (size_t i = 0; i < snap.tensors().size(); ++i) {
-    const TensorInfo& t = snap.tensors()[i];
-    if (t.kind == Kind::kQ) continue;
-    KvTensor k;
-    k.desc = t;
-    shell.tensors.push_back(std::move(k));
-    index.push_back(i);
-  }
-  auto which = [&](const KvTensor& t) { return index[size_t(&t - shell.tensors.data())]; };
   adapters::RowSource source;
-  source.f16 = [&](const KvTensor& t, uint8_t* dst) -> Result<bool> {
-    MQKV_RETURN_IF_ERROR(snap.Decode(which(t), 0, t.desc.n_tokens, DType::kF16, dst));
-    return true;
-  };
-  source.rows = [&](const KvTensor& t, std::vector<float>* rows) -> Status {
-    MQKV_ASSIGN_OR_RETURN(*rows, snap.DecodeF32(which(t), 0, t.desc.n_tokens));
-    return Status::OK();
-  };
-  auto r = adapters::SerializeState(shell, format, opts, &source);
-  if (!r.ok()) {
-    Status s = r.status();
+
+  explicit SnapshotRows(const Snapshot& snap) {
+    shell.model = snap.model();
+    for (size_t i = 0; i < snap.tensors().size(); ++i) {
+      const TensorInfo& t = snap.tensors()[i];
+      if (t.kind == Kind::kQ) continue;
+      KvTensor k;
+      k.desc = t;
+      shell.tensors.push_back(std::move(k));
+      index.push_back(i);
+    }
+    auto which = [this](const KvTensor& t) { return index[size_t(&t - shell.tensors.data())]; };
+    source.f16 = [&snap, which](const KvTensor& t, uint8_t* dst) -> Result<bool> {
+      MQKV_RETURN_IF_ERROR(snap.Decode(which(t), 0, t.desc.n_tokens, DType::kF16, dst));
+      return true;
+    };
+    source.rows = [&snap, which](const KvTensor& t, std::vector<float>* rows) -> Status {
+      MQKV_ASSIGN_OR_RETURN(*rows, snap.DecodeF32(which(t), 0, t.desc.n_tokens));
+      return Status::OK();
+    };
+  }
+  SnapshotRows(const SnapshotRows&) = delete;
+  SnapshotRows& operator=(const SnapshotRows&) = delete;
+};
+
+Status NotLlama(const char* fn, FileFormat format) {
+  return InvalidArgument(std::string(fn) + ": " + FileFormatName(format) + " is not a llama.cpp state format");
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> SerializeLlamaState(const Snapshot& snap, FileFormat format, const WriteOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(uint64_t size, LlamaStateSize(snap, format, opts));
+  std::vector<uint8_t> out(size);
+  MQKV_RETURN_IF_ERROR(SerializeLlamaState(snap, format, opts, out.data(), out.size()));
+  return out;
+}
+
+Result<uint64_t> LlamaStateSize(const Snapshot& snap, FileFormat format, const WriteOptions& opts) {
+  if (!IsLlamaFormat(format)) return NotLlama("LlamaStateSize", format);
+  SnapshotRows rows(snap);
+  auto plan = adapters::PlanState(rows.shell, format, opts);
+  if (!plan.ok()) {
+    Status s = plan.status();
     return s.WithFile(snap.path());
   }
-  return r;
+  return plan->size;
+}
+
+Status SerializeLlamaState(const Snapshot& snap, FileFormat format, const WriteOptions& opts, uint8_t* dst,
+                           uint64_t size) {
+  if (!IsLlamaFormat(format)) return NotLlama("SerializeLlamaState", format);
+  SnapshotRows rows(snap);
+  auto plan = adapters::PlanState(rows.shell, format, opts);
+  Status s = plan.ok() ? Status::OK() : plan.status();
+  if (s.ok() && plan->size != size)
+    s = InvalidArgument("the state needs " + std::to_string(plan->size) + " bytes, the buffer given holds " +
+                        std::to_string(size));
+  if (s.ok()) s = adapters::FillState(*plan, opts, &rows.source, dst);
+  return s.ok() ? s : s.WithFile(snap.path());
 }
 
 }  // namespace mqkv
