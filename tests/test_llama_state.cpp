@@ -600,6 +600,48 @@ TEST(LlamaState, FromSnapshotEqualsFromItsDecodedKvSet) {
   }
 }
 
+// A snapshot whose K is paired for the other RoPE convention (one saved from transformers: halves,
+// "neox") is re-paired on the way into a "norm" model: K's head dims permuted exactly as
+// spec/INTEROP.md says, V untouched; an unknown rope_type, or the same one, is written as stored.
+TEST(LlamaState, KIsRepairedForTheTargetsRopePairing) {
+  TempDir d;
+  Spec s;
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5};
+  WriteFile(d.Path("slot.bin"), SeqFile(s, toks));
+  auto set = ReadKvSet(d.Path("slot.bin"), FileFormat::kLlamaSeq);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  for (const char* stored : {"neox", "norm", "unknown"}) {
+    set->model.rope_type = stored;
+    WriteOptions wo;
+    wo.k_codec = wo.v_codec = CodecSpec::Parse("f32").value();
+    wo.writer.fsync = false;
+    ASSERT_TRUE(WriteKvSet(*set, d.Path("s.mqkv"), FileFormat::kMqkv, wo).ok());
+    auto snap = Snapshot::Open(d.Path("s.mqkv"));
+    ASSERT_TRUE(snap.ok());
+    WriteOptions o;
+    o.llama_type_k = o.llama_type_v = "f32";
+    o.llama_rope_type = "norm";
+    auto bytes = SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+    auto back = ParseLlamaState(bytes->data(), bytes->size(), FileFormat::kLlamaSeqState, {}, "<memory>");
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    ASSERT_EQ(back->tensors.size(), set->tensors.size());
+    for (size_t i = 0; i < set->tensors.size(); ++i) {
+      const KvTensor& a = set->tensors[i];
+      const KvTensor& b = back->tensors[i];
+      ASSERT_EQ(a.data.size(), b.data.size());
+      const uint32_t hd = a.desc.head_dim, h = hd / 2;
+      const bool repaired = a.desc.kind == Kind::kK && std::string(stored) == "neox";
+      for (size_t at = 0; at < a.data.size(); at += hd)
+        for (uint32_t j = 0; j < h; ++j)
+          for (uint32_t k = 0; k < 2; ++k) {
+            const float want = repaired ? a.data[at + k * h + j] : a.data[at + 2 * j + k];
+            ASSERT_EQ(b.data[at + 2 * j + k], want) << stored << " tensor " << i;
+          }
+    }
+  }
+}
+
 // The restore path's layers are written on several threads into a buffer of the exact size: the
 // bytes do not depend on the thread count or on what the buffer held before, for f16 and for a
 // quantized (rotated) target; a buffer of another size is refused, naming the snapshot.

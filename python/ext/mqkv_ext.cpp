@@ -601,11 +601,12 @@ NB_MODULE(_mqkv, m) {
   m.def(
       "llama_state_from_snapshot",
       [](const std::string& path, const std::string& format, const std::string& llama_type_k, const std::string& llama_type_v,
-         unsigned threads, nb::object buffer) {
+         unsigned threads, nb::object buffer, const std::string& rope_type) {
         mqkv::WriteOptions o;
         o.llama_type_k = llama_type_k;
         o.llama_type_v = llama_type_v;
         o.threads = threads;
+        o.llama_rope_type = rope_type;
         const mqkv::FileFormat f = Format(format);
         std::unique_ptr<mqkv::Snapshot> snap;
         uint64_t size = 0;
@@ -632,7 +633,7 @@ NB_MODULE(_mqkv, m) {
         return nb::make_tuple(buffer, size, IntArray(tokens));
       },
       "path"_a, "format"_a = "llama-seq-state", "llama_type_k"_a = "", "llama_type_v"_a = "", "threads"_a = 0,
-      "buffer"_a = nb::none());
+      "buffer"_a = nb::none(), "rope_type"_a = "");
 
   m.def("parse_codec", [](const std::string& text) { return ParseSpec(text).ToString(); }, "text"_a);
   m.def("codec_fields", [](const std::string& text) {

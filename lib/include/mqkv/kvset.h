@@ -59,6 +59,11 @@ struct WriteOptions {
   // empty = each tensor's source dtype when it is f16 or bf16, else f32 (spec/INTEROP.md 1.1).
   std::string dtype;
   bool llama_v_trans_set = false;  // override the V layout recorded from the source
+  // llama.cpp targets: how the target model pairs K's head dims under RoPE, "norm" (adjacent) or
+  // "neox" (halves); when the snapshot's rope_type is the other one, K's head dims are permuted
+  // on the way (spec/INTEROP.md "Cross-engine K layout"). Empty, or a snapshot whose rope_type
+  // is neither: written as stored.
+  std::string llama_rope_type;
   bool llama_v_trans = false;
 };
 

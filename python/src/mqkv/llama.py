@@ -122,6 +122,16 @@ def save(llm: Any, path: str, *, codec: str | None = None, k_codec: str | None =
              threads, fsync)
 
 
+# ggml type ids (ggml.h) of the cache types the state writer produces.
+_GGML_TYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 8: "q8_0", 30: "bf16"}
+
+
+def _context_type(llm: Any, which: str) -> str:
+    """The context's own K or V cache type (what llama_state_seq_set_data must be given), "" when unknown."""
+    t = getattr(getattr(llm, "context_params", None), which, None)
+    return _GGML_TYPE_NAMES.get(int(t), "") if t is not None else ""
+
+
 class StateBuffer:
     """A buffer kept across restores into a context (`load(..., buffer=b)`): the state is written
     into the same pages every time instead of a fresh allocation, whose first-touch page faults
@@ -133,14 +143,16 @@ class StateBuffer:
 
 
 def restore_bytes(path: str, *, llama_type_k: str = "", llama_type_v: str = "", threads: int = 0,
-                  buffer: StateBuffer | None = None) -> tuple[np.ndarray, list[int]]:
+                  buffer: StateBuffer | None = None, rope_type: str = "") -> tuple[np.ndarray, list[int]]:
     """An mqkv snapshot as llama_state_seq_set_data's bytes (a uint8 array) and its tokens. Rows the
     state holds as f16 are decoded to f16 straight into it (no fp32 copy of the snapshot), the
     layers on `threads` threads (0: all cores). With a StateBuffer the bytes are a view of its
     array, valid until the next restore into it. The cache element types default to the ones the
-    snapshot recorded from llama.cpp, else f16."""
+    snapshot recorded from llama.cpp, else f16. rope_type: the target model's K pairing ("norm" or
+    "neox"); a snapshot paired the other way (one saved from transformers, say) has K's head dims
+    re-paired (spec/INTEROP.md "Cross-engine K layout"); empty: as stored."""
     arr, n, toks = _ext.llama_state_from_snapshot(str(path), "llama-seq-state", llama_type_k, llama_type_v, threads,
-                                                  buffer.array if buffer is not None else None)
+                                                  buffer.array if buffer is not None else None, rope_type)
     if buffer is not None:
         buffer.array = arr
     return arr[:n], [int(t) for t in toks]
@@ -150,11 +162,16 @@ def load(llm: Any, path: str, *, seq_id: int = 0, llama_type_k: str = "", llama_
          buffer: StateBuffer | None = None) -> list[int]:
     """Replaces sequence `seq_id` of the context with the snapshot's cache and returns its tokens.
     For seq_id 0 the Llama's own token bookkeeping is set too, so llm.eval(next_tokens) continues
-    from the restored prefix. The context must be the same model with room for the tokens.
+    from the restored prefix. The context must be the same model with room for the tokens. The
+    cache element types default to the context's own (llama_type_k / _v override them); K saved
+    by another engine with the other RoPE pairing (transformers) is re-paired for this one.
     threads: decode threads (0: all cores); buffer: a StateBuffer to reuse across restores."""
     llc = _llc()
+    rope = {0: "norm", 2: "neox"}.get(llc.llama_model_rope_type(llm.model), "")
+    llama_type_k = llama_type_k or _context_type(llm, "type_k")
+    llama_type_v = llama_type_v or _context_type(llm, "type_v")
     blob, toks = restore_bytes(path, llama_type_k=llama_type_k, llama_type_v=llama_type_v, threads=threads,
-                               buffer=buffer)
+                               buffer=buffer, rope_type=rope)
     if len(toks) > llm.n_ctx():
         raise InvalidArgument(f"{path}: {len(toks)} tokens do not fit the context's {llm.n_ctx()}")
     mem = llc.llama_get_memory(llm.ctx)

@@ -600,6 +600,8 @@ struct LayerJob {
   const GgmlType* ty = nullptr;
   uint32_t rot = 0;
   bool transposed = false;
+  // K head dims re-paired for the target's RoPE (spec/INTEROP.md): 0 no, 1 neox -> norm, 2 norm -> neox.
+  int repair = 0;
   size_t at = 0;       // offset into StatePlan::fixed where the rows are inserted
   uint64_t bytes = 0;  // the rows' size in the state
 };
@@ -631,6 +633,12 @@ Status PlanLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cell
   job->ty = ty;
   job->rot = RotSize(*ty, t.desc.head_dim, is_k);
   job->transposed = !is_k && v_trans;
+  auto pairing = [](const std::string& r) { return r == "norm" || r == "neox"; };
+  // Only a known pairing is re-paired; other RoPE types (none, mrope, unknown) are written as stored.
+  if (is_k && pairing(mi.rope_type) && pairing(opts.llama_rope_type) && opts.llama_rope_type != mi.rope_type) {
+    if (t.desc.head_dim % 2 != 0) return InvalidArgument("an odd head_dim cannot be re-paired for RoPE");
+    job->repair = opts.llama_rope_type == "norm" ? 1 : 2;
+  }
   o.Put<int32_t>(ty->id);
   if (!job->transposed) {
     const uint64_t row_bytes = uint64_t(width) / ty->block_elems * ty->block_bytes;
@@ -647,11 +655,28 @@ Status PlanLayer(Out& o, const KvTensor& t, bool is_k, uint32_t l, uint32_t cell
   return Status::OK();
 }
 
+// Re-pairs every head of rows (head_dim d) for another RoPE convention (spec/INTEROP.md
+// "Cross-engine K layout"): to_norm maps halves to adjacent pairs, norm[2j+i] = neox[i*d/2 + j]
+// for i in {0, 1}, j < d/2; otherwise the inverse.
+void RepairRopeDims(std::vector<float>& rows, uint32_t d, bool to_norm) {
+  std::vector<float> head(d);
+  const uint32_t h = d / 2;
+  for (size_t at = 0; at + d <= rows.size(); at += d) {
+    float* x = rows.data() + at;
+    for (uint32_t j = 0; j < h; ++j)
+      for (uint32_t i = 0; i < 2; ++i) {
+        if (to_norm) head[2 * j + i] = x[i * h + j];
+        else head[i * h + j] = x[2 * j + i];
+      }
+    std::copy(head.begin(), head.end(), x);
+  }
+}
+
 // Writes one planned layer's rows to dst (job.bytes bytes). tmp is the calling thread's scratch.
 Status FillLayer(const LayerJob& job, uint32_t cells, const RowSource* source, std::vector<float>& tmp, uint8_t* dst) {
   const KvTensor& t = *job.t;
   const uint32_t width = t.desc.n_heads * t.desc.head_dim;
-  if (source && job.ty->id == 1 /* f16 */ && !job.rot && !job.transposed) {
+  if (source && job.ty->id == 1 /* f16 */ && !job.rot && !job.transposed && !job.repair) {
     MQKV_ASSIGN_OR_RETURN(bool done, source->f16(t, dst));
     if (done) return Status::OK();
   }
@@ -662,6 +687,11 @@ Status FillLayer(const LayerJob& job, uint32_t cells, const RowSource* source, s
     if (tmp.size() != uint64_t(cells) * width) return Internal("decoded rows do not match the tensor's shape");
   } else if (t.data.size() != uint64_t(cells) * width) {
     return InvalidArgument("tensor data size does not match its shape");
+  }
+  if (job.repair) {
+    if (src != tmp.data()) tmp = t.data;
+    RepairRopeDims(tmp, t.desc.head_dim, job.repair == 1);
+    src = tmp.data();
   }
   if (job.rot) {
     if (src != tmp.data()) tmp = t.data;
