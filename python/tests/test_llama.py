@@ -132,3 +132,17 @@ def test_refuses_a_state_of_another_shape(run, tmp_path, rows):
         w.add(0, "v", rows(t=16, h=1, d=8))
     with pytest.raises(mqkv.Error):
         mqkv.llama.load(fresh(model), str(p))
+
+
+def test_readme_example(run, tmp_path, monkeypatch):
+    """The README's llama.cpp example runs as written (gguf and prompt_tokens in scope)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from test_readme import all_blocks
+    code = [b for b in all_blocks() if "import llama_cpp" in b]
+    assert len(code) == 1
+    model, prefix, cont, ref = run
+    monkeypatch.chdir(tmp_path)
+    ns = {"gguf": model, "prompt_tokens": prefix}
+    exec(compile(code[0], "README.md llama.cpp block", "exec"), ns)
+    assert ns["fresh"].n_tokens == len(prefix)
+    assert mqkv.open("prefix.mqkv").model.tokens.tolist() == prefix
