@@ -76,6 +76,19 @@ def test_lossless_round_trip_is_bit_identical(hf, tmp_path):
     assert np.array_equal(got, hf["ref"])
 
 
+def test_generate_continues_from_a_loaded_cache(hf, tmp_path):
+    """model.generate from a restored lossless cache gives the tokens it gives from its own."""
+    model, prefix = hf["model"], hf["prefix"]
+    p = tmp_path / "g.mqkv"
+    mqkv.hf.save_cache(hf["cache"], str(p), config=model.config)
+    ids = torch.tensor([prefix + hf["cont"][:1]])
+    with torch.no_grad():
+        own = model.generate(ids, cache=copy.deepcopy(hf["cache"]), max_new_tokens=8, do_sample=False)
+        got = model.generate(ids, cache=mqkv.hf.load_cache(str(p), config=model.config),
+                             max_new_tokens=8, do_sample=False)
+    assert got.shape == (1, len(prefix) + 9) and torch.equal(got, own)
+
+
 @pytest.mark.parametrize("codec", LOSSY)
 def test_lossy_round_trip_is_close(hf, tmp_path, codec):
     p = tmp_path / "lossy.mqkv"
@@ -151,6 +164,10 @@ def test_bad_inputs_are_errors(tmp_path):
     mqkv.hf.save_cache(ok, str(target), config=cfg)
     back = mqkv.hf.load_cache(str(target), config=cfg, dtype=torch.bfloat16)
     assert torch.equal(back.layers[1].keys, ok.layers[1].keys)  # bf16 stored raw: exact
+    bare = tmp_path / "bare.mqkv"  # no config: the facts the tensors give
+    mqkv.hf.save_cache(ok, str(bare))
+    m = mqkv.open(bare).model
+    assert (m.n_layer, m.n_head_kv, m.head_dim_k, m.rope_type, m.architecture) == (2, 2, 16, "neox", "")
     small = transformers.LlamaConfig(num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                                      hidden_size=64, intermediate_size=64, vocab_size=32)
     with pytest.raises(mqkv.InvalidArgument, match="the model has 3"):

@@ -48,6 +48,7 @@ def model_from_config(config: Any, *, tokens: Sequence[int] | None = None, rope_
     import transformers
 
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text if text is not None else object()  # no config: only what save_cache reads off the tensors
     m = Model()
     m.architecture = str(_cfg(text, "model_type", default=""))
     m.n_layer = int(_cfg(text, "num_hidden_layers", default=0))
@@ -92,17 +93,25 @@ def _layers(cache: Any) -> list[Any]:
     return list(layers)
 
 
-def save_cache(cache: Any, path: str, *, config: Any, codec: str | None = None, k_codec: str | None = None,
+def save_cache(cache: Any, path: str, *, config: Any = None, codec: str | None = None, k_codec: str | None = None,
                v_codec: str | None = None, tokens: Sequence[int] | None = None, batch: int = 0, zstd: int = 0,
                max_block_tokens: int = 0, fsync: bool = True, rope_type: str = HF_ROPE_TYPE) -> None:
     """Writes one batch row of a transformers cache as an mqkv snapshot (atomically, like Writer).
     codec (or k_codec / v_codec): a spec string or preset; default lossless (the cache's own float
-    type: f32, f16 or bf16). tokens: the cached prefix's token ids (recorded; optional).
+    type: f32, f16 or bf16). tokens: the cached prefix's token ids (recorded; optional). config:
+    the model's (model.config), for the architecture, query heads and RoPE base; without it only
+    the layer count, KV heads and head dim are recorded, read off the tensors.
     rope_type: the model's K pairing (transformers' rotate-half models: "neox")."""
     layers = _layers(cache)
     n = None
-    with Writer(str(path), model_from_config(config, tokens=tokens, rope_type=rope_type), zstd=zstd,
-                max_block_tokens=max_block_tokens, fsync=fsync) as w:
+    model = model_from_config(config, tokens=tokens, rope_type=rope_type)
+    if layers and getattr(layers[0], "keys", None) is not None and layers[0].keys.dim() == 4:
+        k0 = layers[0].keys
+        model.n_layer = model.n_layer or len(layers)
+        model.n_head_kv = model.n_head_kv or int(k0.shape[1])
+        model.head_dim_k = model.head_dim_k or int(k0.shape[3])
+        model.head_dim_v = model.head_dim_v or int(layers[0].values.shape[3])
+    with Writer(str(path), model, zstd=zstd, max_block_tokens=max_block_tokens, fsync=fsync) as w:
         for i, layer in enumerate(layers):
             for kind, t, c in (("k", layer.keys, k_codec or codec), ("v", layer.values, v_codec or codec)):
                 if t is None or t.dim() != 4:
