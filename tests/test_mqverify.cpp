@@ -232,6 +232,44 @@ TEST_F(MqverifyTest, CorruptBlockExitsFour) {
   EXPECT_EQ(h.code, 4);  // the reference read fails on the same block: still a verification failure
 }
 
+// --threads changes only the speed: the report (JSON, checksum errors in block order, backend
+// counts, fidelity) and the exit code are the same for every thread count, corrupt blocks included.
+TEST_F(MqverifyTest, ThreadCountsGiveTheSameReport) {
+  const KvSet set = MakeSet(96);
+  const std::string ref = dir.Path("ref.mqkv"), f = dir.Path("t.mqkv");
+  Write(set, ref, "f32");
+  {
+    WriteOptions o;
+    o.k_codec = CodecSpec::Parse("affine:bits=3,group=32").value();
+    o.v_codec = CodecSpec::Parse("turbo3").value();
+    o.writer.fsync = false;
+    o.writer.max_block_tokens = 16;  // many blocks per tensor
+    ASSERT_TRUE(WriteKvSet(set, f, FileFormat::kMqkv, o).ok());
+  }
+  std::string first;
+  for (const char* threads : {"1", "2", "3", "0"}) {
+    Outcome r = Exec(dir, {f, "--reference", ref, "--json", "--threads", threads});
+    ASSERT_EQ(r.code, 0) << r.err;
+    if (first.empty()) first = r.out;
+    EXPECT_EQ(r.out, first) << threads << " threads";
+  }
+  std::vector<uint8_t> bytes = mqkv::testing::ReadFile(f);
+  auto snap = Snapshot::Open(f);
+  ASSERT_TRUE(snap.ok());
+  for (size_t b : {size_t(1), size_t(5), size_t(9)}) bytes[(*snap)->blocks()[b].offset + 128 + 3] ^= 0x10;
+  snap->reset();
+  mqkv::testing::WriteFile(f, bytes);
+  std::string bad, bad_err;
+  for (const char* threads : {"1", "3"}) {
+    Outcome r = Exec(dir, {f, "--json", "--threads", threads});
+    EXPECT_EQ(r.code, 4) << r.err;
+    if (bad.empty()) bad = r.out, bad_err = r.err;
+    EXPECT_EQ(r.out, bad) << threads << " threads";
+    EXPECT_EQ(r.err, bad_err);
+  }
+  EXPECT_NE(bad_err.find("block 1 "), std::string::npos) << bad_err;  // the first bad block is named
+}
+
 // Block headers are checked on first access, not at open (spec/FORMAT.md section 8, steps
 // 17-19); a bad one is still malformed input: exit 3 with one line naming file, byte and block.
 TEST_F(MqverifyTest, CorruptBlockHeaderExitsThree) {

@@ -131,6 +131,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print one JSON object instead of text");
   app.add_option("--positions", positions_text, "query positions as fractions of the prefix (p = round(f*n) - 1)")->capture_default_str();
   app.add_option("--backend", backend_text, "decoders to compare with scalar: all, scalar, simd or cuda")->capture_default_str();
+  unsigned threads = 0;
+  app.add_option("--threads", threads, "threads for checksums, backend comparison and decoding (0: all cores); the report is the same for every count")
+      ->capture_default_str();
   return tool::Run(app, argc, argv, [&]() -> int {
     auto positions = ParsePositions(positions_text);
     if (!positions.ok()) return tool::Fail(kProg, positions.status());
@@ -149,7 +152,9 @@ int main(int argc, char** argv) {
       auto fmt = ref_format.empty() ? DetectFileFormat(ref_path) : ParseFileFormat(ref_format);
       if (!fmt.ok()) return tool::Fail(kProg, fmt.status());
       ref_fmt_name = FileFormatName(*fmt);
-      auto ref = ReadKvSet(ref_path, *fmt);
+      ReadOptions ro;
+      ro.threads = threads;
+      auto ref = ReadKvSet(ref_path, *fmt, ro);
       if (!ref.ok()) return tool::Fail(kProg, ref.status());
       reference = std::move(*ref);
     }
@@ -158,6 +163,7 @@ int main(int argc, char** argv) {
     vo.reference = reference ? &*reference : nullptr;
     vo.reference_name = ref_path;
     vo.fidelity.positions = *positions;
+    vo.threads = threads;
     auto report = VerifySnapshot(s, vo);
     if (!report.ok()) return tool::Fail(kProg, report.status());
     const VerifyReport& R = *report;

@@ -543,7 +543,7 @@ NB_MODULE(_mqkv, m) {
   m.def(
       "verify_json",
       [](const std::string& path, const std::string& reference, const std::string& reference_format, std::vector<double> positions,
-         const std::string& backends) {
+         const std::string& backends, unsigned threads) {
         const std::vector<mqkv::Backend> bs = Take(mqkv::ParseBackendList(backends));
         nb::gil_scoped_release unlock;
         auto snap = Take(mqkv::Snapshot::Open(path));
@@ -552,17 +552,20 @@ NB_MODULE(_mqkv, m) {
         if (!reference.empty()) {
           const mqkv::FileFormat f = reference_format.empty() ? Take(mqkv::DetectFileFormat(reference)) : Format(reference_format);
           ref_fmt = mqkv::FileFormatName(f);
-          ref = Take(mqkv::ReadKvSet(reference, f));
+          mqkv::ReadOptions ro;
+          ro.threads = threads;
+          ref = Take(mqkv::ReadKvSet(reference, f, ro));
         }
         mqkv::VerifyOptions vo;
         vo.backends = bs;
+        vo.threads = threads;
         vo.reference = ref ? &*ref : nullptr;
         vo.reference_name = reference;
         if (!positions.empty()) vo.fidelity.positions = positions;
         const mqkv::VerifyReport r = Take(mqkv::VerifySnapshot(*snap, vo));
         return mqkv::VerifyReportJson(r, path, vo, ref_fmt);
       },
-      "path"_a, "reference"_a, "reference_format"_a, "positions"_a, "backends"_a);
+      "path"_a, "reference"_a, "reference_format"_a, "positions"_a, "backends"_a, "threads"_a = 0);
 
   m.def(
       "quantize",

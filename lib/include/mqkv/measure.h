@@ -183,7 +183,9 @@ struct BackendReport {
 // block it has no kernel for is counted in no_path, never as agreement. A decode error of an
 // available backend counts as a mismatch. Unavailable backends are reported with
 // available = false and not compared.
-Result<std::vector<BackendReport>> CompareBackends(const Snapshot& snapshot, const std::vector<Backend>& backends);
+// Blocks are compared on `threads` threads (0: all cores); the report does not depend on the count.
+Result<std::vector<BackendReport>> CompareBackends(const Snapshot& snapshot, const std::vector<Backend>& backends,
+                                                   unsigned threads = 1);
 
 // ---------------------------------------------------------------------------------------------
 // The whole verification (what mqverify reports; spec/MEASURE.md)
@@ -197,6 +199,7 @@ struct VerifyOptions {
   const KvSet* reference = nullptr;  // fidelity against this K/V when set
   std::string reference_name;        // for messages ("comparing with reference NAME: ...")
   FidelityOptions fidelity;
+  unsigned threads = 1;  // checksums, backend comparison and decoding on this many threads (0: all cores)
 };
 
 struct VerifyReport {

@@ -3,11 +3,14 @@
 // to f16, and the output bytes are compared. Rows are decoded in chunks to bound memory.
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "mqkv/measure.h"
 #include "codec/registry.h"
+#include "util/parallel.h"
 
 namespace mqkv {
 
@@ -33,7 +36,7 @@ std::string CodecLayoutName(const BlockHeader& h) {
 }
 }  // namespace
 
-Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std::vector<Backend>& wanted) {
+Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std::vector<Backend>& wanted, unsigned threads) {
   std::vector<BackendReport> reports;
   auto add = [&](Backend b) {
     for (const BackendReport& r : reports)
@@ -48,17 +51,37 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
     if (b == Backend::kAuto) return InvalidArgument("backend \"auto\" is not a decoder to compare; name scalar, simd or cuda");
     add(b);
   }
-  std::vector<std::set<std::string>> noted(reports.size());  // no-path layouts already named
-  std::vector<uint8_t> ref, got;
-  for (size_t b = 0; b < s.blocks().size(); ++b) {
-    if (!s.VerifyBlock(b).ok()) continue;  // bad header or checksum: reported by the verify pass, not here
+  // Each block is compared on its own (in parallel on `threads` threads; a CUDA decode holds a
+  // lock, the device is used from one thread at a time), then the outcomes are merged in block
+  // order, so the report is the same for every thread count.
+  struct Outcome {
+    std::vector<uint8_t> bad;                 // per backend: some f32/f16 output differed or failed
+    std::vector<std::string> first_problem;   // per backend: this block's first problem
+    std::vector<uint8_t> unserved;            // per backend: bit (1 << DType) not served
+    bool compared = false;                    // false: failed its checksum (the verify pass reports it)
+  };
+  std::vector<Outcome> outcomes(s.blocks().size());
+  std::mutex device;
+  unsigned workers = threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::vector<uint8_t>> refs(workers), gots(workers);
+  MQKV_RETURN_IF_ERROR(util::ParallelFor(s.blocks().size(), workers, [&](size_t b, unsigned w) -> Status {
+    if (!s.VerifyBlock(b).ok()) return Status::OK();
     MQKV_ASSIGN_OR_RETURN(BlockData data, s.ReadBlock(b));
+    Outcome& out = outcomes[b];
+    out.compared = true;
+    out.bad.assign(reports.size(), 0);
+    out.first_problem.assign(reports.size(), "");
+    out.unserved.assign(reports.size(), 0);
+    std::vector<uint8_t>& ref = refs[w];
+    std::vector<uint8_t>& got = gots[w];
     const BlockHeader& h = *data.view.header;
     const Codec* codec = GetCodec(h.codec);
     const uint64_t row = uint64_t(h.n_heads) * h.head_dim;
     const uint32_t step = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkValues / std::max<uint64_t>(row, 1)));
-    std::vector<bool> bad(reports.size(), false);
-    std::vector<uint8_t> unserved(reports.size(), 0);  // per backend: bit (1 << DType) not served
+    auto note = [&](size_t i, const std::string& where, const std::string& problem) {
+      out.bad[i] = 1;
+      if (out.first_problem[i].empty()) out.first_problem[i] = where + ": " + problem;
+    };
     for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(step, h.n_tokens - r0)) {
       const uint32_t r1 = r0 + std::min(step, h.n_tokens - r0);
       for (DType dt : {DType::kF32, DType::kF16}) {
@@ -66,51 +89,56 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
         ref.assign(bytes, 0);
         Status st = codec->Decode(data.view, r0, r1, dt, ref.data(), Backend::kScalar);
         if (!st.ok()) {
-          if (!bad[0]) {
-            ++reports[0].mismatched;
-            bad[0] = true;
-          }
-          if (reports[0].first_problem.empty()) reports[0].first_problem = Where(h, b, r0, dt) + ": " + st.ToString();
+          note(0, Where(h, b, r0, dt), st.ToString());
           continue;
         }
         for (size_t i = 1; i < reports.size(); ++i) {
-          BackendReport& r = reports[i];
+          const BackendReport& r = reports[i];
           if (!r.available) continue;
           got.assign(bytes, 0xA5);  // not zero: a decoder that writes nothing must not pass
           Backend served = Backend::kScalar;
-          Status gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
+          Status gs;
+          if (r.backend == Backend::kCuda) {
+            std::lock_guard<std::mutex> lock(device);
+            gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
+          } else {
+            gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
+          }
           if (gs.ok() && served != r.backend) {  // no kernel of this backend ran: nothing to compare
-            unserved[i] |= uint8_t(1u << static_cast<int>(dt));
+            out.unserved[i] |= uint8_t(1u << static_cast<int>(dt));
             continue;
           }
-          std::string problem;
           if (!gs.ok()) {
-            problem = gs.ToString();
+            note(i, Where(h, b, r0, dt), gs.ToString());
           } else if (std::memcmp(ref.data(), got.data(), bytes) != 0) {
             uint64_t at = 0;
             while (ref[at] == got[at]) ++at;
-            problem = "differs from scalar first at output byte " + std::to_string(at);
+            note(i, Where(h, b, r0, dt), "differs from scalar first at output byte " + std::to_string(at));
           }
-          if (problem.empty()) continue;
-          if (!bad[i]) {
-            ++r.mismatched;
-            bad[i] = true;
-          }
-          if (r.first_problem.empty()) r.first_problem = Where(h, b, r0, dt) + ": " + problem;
         }
       }
     }
+    return Status::OK();
+  }));
+
+  std::vector<std::set<std::string>> noted(reports.size());  // no-path layouts already named
+  for (size_t b = 0; b < s.blocks().size(); ++b) {
+    const Outcome& out = outcomes[b];
+    if (!out.compared) continue;
+    const BlockHeader& h = *s.BlockHeaderAt(b).value();
     for (size_t i = 0; i < reports.size(); ++i) {
       BackendReport& r = reports[i];
+      if (out.bad[i]) ++r.mismatched;
+      if (r.first_problem.empty()) r.first_problem = out.first_problem[i];
       if (!r.available) continue;
-      if (!unserved[i]) {
+      if (!out.unserved[i]) {
         ++r.blocks;
         continue;
       }
       ++r.no_path;
       std::string what = CodecLayoutName(h) + " ->";
       for (DType dt : {DType::kF32, DType::kF16})
-        if (unserved[i] & (1u << static_cast<int>(dt))) what += std::string(what.back() == '>' ? " " : ", ") + DTypeName(dt);
+        if (out.unserved[i] & (1u << static_cast<int>(dt))) what += std::string(what.back() == '>' ? " " : ", ") + DTypeName(dt);
       if (noted[i].insert(what).second && r.no_path_what.size() < 400)
         r.no_path_what += (r.no_path_what.empty() ? "" : "; ") + what;
     }
