@@ -6,11 +6,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "codec/simd.h"
 #include "format/container.h"
 #include "detail/lowbit.h"
 #include "mqkv/mqkv.h"
@@ -297,4 +300,46 @@ TEST(Simd, RawF16EveryBitPatternMatchesScalar) {
   EXPECT_EQ(served, Backend::kSimd);
   ASSERT_TRUE(GetCodec(CodecId::kF16)->Decode(b.view(), 0, 512, DType::kF16, out.data(), Backend::kAuto, &served).ok());
   EXPECT_EQ(served, Backend::kScalar) << "f16 -> f16 is a copy, not a SIMD kernel";
+}
+
+// The interchange writers' f32 -> f16 (codec::simd::F32ToF16): on every ISA, every finite value
+// that rounds to a finite f16 (ties, subnormals, the largest f16, values just below the overflow
+// threshold) gives the scalar f32_to_f16's bytes; a value that does not come out finite makes it
+// decline (false), leaving the decision to the reference.
+TEST(Simd, F32ToF16MatchesScalarOrDeclines) {
+  if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
+  mqkv::testing::AutoSimdArch restore;
+  std::vector<float> v;
+  std::mt19937 rng(5);
+  for (int i = 0; i < 20000; ++i) v.push_back(std::ldexp(std::uniform_real_distribution<float>(-2, 2)(rng), int(rng() % 40) - 30));
+  for (uint32_t h = 0; h < 0x7C00; h += 7) {  // every 7th finite f16 and the midpoints around it
+    const float x = f16_to_f32(static_cast<uint16_t>(h));
+    v.push_back(x);
+    v.push_back(-x);
+    v.push_back(std::nextafter(x, 1e9f));
+    const float next = f16_to_f32(static_cast<uint16_t>(h + 1));
+    v.push_back((x + next) / 2);  // a tie: to even
+  }
+  v.push_back(65504.0f);
+  v.push_back(65519.99f);  // still rounds to 65504
+  v.push_back(0.0f);
+  v.push_back(-0.0f);
+  std::vector<uint8_t> want(v.size() * 2), got(v.size() * 2);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint16_t h = f32_to_f16(v[i]);
+    std::memcpy(&want[2 * i], &h, 2);
+  }
+  for (const std::string& arch : SimdOnly()) {
+    ASSERT_TRUE(ForceSimdArch(arch).ok());
+    std::fill(got.begin(), got.end(), 0xA5);
+    ASSERT_TRUE(codec::simd::F32ToF16(v.data(), v.size(), got.data())) << arch;
+    EXPECT_EQ(got, want) << arch;
+    for (float bad : {65520.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+      std::vector<float> w = {1.0f, 2.0f, bad, 3.0f};
+      std::vector<uint8_t> o(8);
+      EXPECT_FALSE(codec::simd::F32ToF16(w.data(), w.size(), o.data())) << arch << " " << bad;
+    }
+  }
+  ASSERT_TRUE(ForceSimdArch("scalar").ok());
+  EXPECT_FALSE(codec::simd::F32ToF16(v.data(), v.size(), got.data())) << "the scalar arch declines";
 }

@@ -55,6 +55,12 @@ class ByteSource {
     return Status::OK();
   }
   virtual IoStats stats() const { return {}; }
+  // A hint that [offset, offset + n) will not be read again soon: a file mapping drops those
+  // pages from the process (they stay in the page cache), so reading a file larger than memory
+  // in one pass does not grow the resident set. Others ignore it.
+  virtual void Release(uint64_t offset, uint64_t n) const {
+    (void)offset, (void)n;
+  }
 };
 
 struct RemoteOptions {

@@ -3,6 +3,8 @@
 // know a codec; encoding happens when a KvSet is written as mqkv.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,13 +19,29 @@ namespace mqkv {
 struct KvTensor {
   TensorDesc desc;
   std::vector<float> data;  // [n_tokens][n_heads][head_dim]
+  // A streaming read (ReadOptions::stream) leaves `data` empty and sets `load`, which produces
+  // the rows on demand (again on every call; safe from several threads), so that a writer holds
+  // one tensor at a time instead of the snapshot. RowsOf gives either kind's rows.
+  std::function<Result<std::vector<float>>()> load;
+  // The rows are exactly representable in this type without a scan ("f16", "bf16"; "" unknown):
+  // a streamed tensor read from storage of that type.
+  std::string exact_in;
+  bool lazy() const { return static_cast<bool>(load); }
 };
+
+// The rows of t: t.data, or for a lazy tensor its load() result kept in *hold.
+Result<const std::vector<float>*> RowsOf(const KvTensor& t, std::vector<float>* hold);
 
 struct KvSet {
   ModelInfo model;  // adapters keep engine-specific facts in model.metadata ("llama.*" keys)
   std::vector<KvTensor> tensors;
+  // What lazy tensors read from (a file mapping, an open snapshot); null for a loaded set.
+  std::shared_ptr<const void> backing;
   const KvTensor* Find(uint32_t layer, Kind kind) const;
+  bool lazy() const;  // some tensor is lazy
 };
+// Loads every lazy tensor's rows into its data (what a consumer that needs them all calls).
+Status Materialize(KvSet* set);
 
 enum class FileFormat : uint8_t {
   kMqkv,
@@ -45,6 +63,10 @@ Result<FileFormat> DetectFileFormat(const std::string& path);
 struct ReadOptions {
   std::optional<std::pair<uint32_t, uint32_t>> tokens;  // keep rows [first, second) only
   unsigned threads = 1;  // mqkv input: tensors decoded on this many threads (0: all cores)
+  // mqkv and safetensors input: K/V tensors are lazy (KvTensor::load; Q rows are read at once),
+  // so that WriteKvSet to mqkv or safetensors holds one tensor per thread, not the snapshot.
+  // Other formats are read whole (stream is ignored).
+  bool stream = false;
 };
 
 struct WriteOptions {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -145,6 +146,9 @@ class Snapshot {
                                        Backend backend = Backend::kAuto) const;
   // The codec spec of a tensor as stored (from its first block).
   Result<CodecSpec> TensorSpec(size_t tensor) const;
+  // A hint that the tensor's blocks will not be read again soon (ByteSource::Release: a mapped
+  // file drops their pages from the process), for one pass over a file larger than memory.
+  void Release(size_t tensor) const;
 
  private:
   struct Impl;
@@ -182,8 +186,11 @@ class Writer {
   // given order: the file's bytes are the same for every thread count.
   struct TensorInput {
     const TensorDesc* desc;
-    const float* rows;
+    const float* rows;  // or nullptr and `load`:
     CodecSpec spec;
+    // Produces the rows when `rows` is null: called by the encoding thread, the rows dropped once
+    // encoded, so at most `threads` loaded tensors (and 2 x threads encoded ones) exist at a time.
+    std::function<Result<std::vector<float>>()> load = nullptr;
   };
   Status AddTensors(const std::vector<TensorInput>& tensors, unsigned threads);
   // Appends already-encoded blocks as one tensor (transcoding without decoding).

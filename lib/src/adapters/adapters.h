@@ -26,6 +26,10 @@ const Adapter& LlamaAdapter(FileFormat f);
 // Every tensor of an mqkv file decoded to fp32 on up to `threads` threads (0: all cores).
 Result<KvSet> ReadMqkv(const std::string& path, unsigned threads);
 Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end);
+// Streaming reads (ReadOptions::stream): K/V tensors lazy, decoded from the open snapshot or
+// converted from the mapped safetensors file when loaded; Q tensors read at once.
+Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pair<uint32_t, uint32_t>>& tokens);
+Result<KvSet> ReadSafetensorsLazy(const std::string& path);
 
 // kvset.cpp: InvalidArgument when begin > end, OutOfRange when end > n_tokens.
 Status CheckTokenRange(uint32_t begin, uint32_t end, uint32_t n_tokens);

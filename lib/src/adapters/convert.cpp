@@ -25,8 +25,19 @@ CodecSpec LosslessCodec(const KvSet& set, Kind kind) {
     any = true;
     f16 = f16 && t.desc.source_dtype == "f16";
     bf16 = bf16 && t.desc.source_dtype == "bf16";
-    f16 = f16 && exact_in_f16(t.data.data(), t.data.size());
-    bf16 = bf16 && exact_in_bf16(t.data.data(), t.data.size());
+    if (!f16 && !bf16) continue;
+    // A lazy tensor read from f16/bf16 storage is exact without a scan; another one is loaded
+    // (one at a time) and scanned.
+    if (t.lazy() && !t.exact_in.empty()) {
+      f16 = f16 && t.exact_in == "f16";
+      bf16 = bf16 && t.exact_in == "bf16";
+      continue;
+    }
+    std::vector<float> hold;
+    auto rows = RowsOf(t, &hold);
+    if (!rows.ok()) return CodecSpec::Parse("f32").value();  // the write reports the load's error
+    f16 = f16 && exact_in_f16((*rows)->data(), (*rows)->size());
+    bf16 = bf16 && exact_in_bf16((*rows)->data(), (*rows)->size());
   }
   return CodecSpec::Parse(any && f16 ? "f16" : any && bf16 ? "bf16" : "f32").value();
 }
@@ -64,6 +75,9 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   ReadOptions ropts;
   ropts.threads = o.threads;
   ropts.tokens = o.tokens;
+  // Tensor by tensor where both sides can (spec/INTEROP.md; README "Memory"): mqkv or safetensors
+  // in, mqkv or safetensors out.
+  ropts.stream = (sum.to == FileFormat::kMqkv || sum.to == FileFormat::kSafetensors);
 
   Result<KvSet> set = Status(StatusCode::kInternal, "unread");
   if (IsLlamaFormat(sum.from) && (o.head_dim_k || o.head_dim_v)) {

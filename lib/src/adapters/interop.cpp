@@ -10,6 +10,7 @@
 #include <set>
 #include <optional>
 
+#include "codec/simd.h"
 #include "mqkv/numeric.h"
 #include "util/text.h"
 
@@ -180,6 +181,7 @@ void ToF32(const ArrayView& a, uint64_t first, uint64_t n, float* dst) {
       }
       break;
     case ElemType::kF16:
+      if (!be && codec::simd::F16Rows(a.data + first * 2, n, DType::kF32, dst)) break;  // bit-identical
       for (uint64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(Load<uint16_t>(a.data + (first + i) * 2, be));
       break;
     case ElemType::kBF16:
@@ -194,7 +196,18 @@ void ToF32(const ArrayView& a, uint64_t first, uint64_t n, float* dst) {
 }
 
 // One K or V array (mqkv naming [tokens, heads, dim] or Hugging Face [1, heads, tokens, dim]).
-Result<KvTensor> KvFromArray(const ArrayView& a, const Name& nm) {
+// A K/V array's values as fp32 rows [tokens][heads][dim] (Hugging Face arrays are [1, heads, tokens, dim]).
+void FillRows(const ArrayView& a, bool hf, uint64_t T, uint64_t H, uint64_t D, float* dst) {
+  if (!hf) {
+    ToF32(a, 0, T * H * D, dst);
+  } else {
+    for (uint64_t h = 0; h < H; ++h)
+      for (uint64_t tok = 0; tok < T; ++tok) ToF32(a, (h * T + tok) * D, D, dst + (tok * H + h) * D);
+  }
+}
+
+Result<KvTensor> KvFromArray(const ArrayView& a, const Name& nm, bool lazy,
+                             const std::function<void(const uint8_t*, uint64_t)>& release) {
   const Name* n = &nm;
   const bool hf = n->what == What::kHfKv;
   MQKV_RETURN_IF_ERROR(CheckDims(a, hf ? 4 : 3));
@@ -209,13 +222,18 @@ Result<KvTensor> KvFromArray(const ArrayView& a, const Name& nm) {
   t.desc.head_dim = static_cast<uint32_t>(hf ? a.shape[3] : a.shape[2]);
   t.desc.source_dtype = ElemName(a.type);
   const uint64_t T = t.desc.n_tokens, H = t.desc.n_heads, D = t.desc.head_dim;
-  t.data.resize(T * H * D);
-  if (!hf) {
-    ToF32(a, 0, T * H * D, t.data.data());
-  } else {
-    for (uint64_t h = 0; h < H; ++h)
-      for (uint64_t tok = 0; tok < T; ++tok) ToF32(a, (h * T + tok) * D, D, t.data.data() + (tok * H + h) * D);
+  if (lazy) {  // converted when loaded; the caller keeps a.data's memory alive (KvSet::backing)
+    t.load = [a, hf, T, H, D, release]() -> Result<std::vector<float>> {
+      std::vector<float> rows(T * H * D);
+      FillRows(a, hf, T, H, D, rows.data());
+      if (release) release(a.data, T * H * D * ElemSize(a.type));
+      return rows;
+    };
+    if (a.type == ElemType::kF16 || a.type == ElemType::kBF16) t.exact_in = ElemName(a.type);
+    return t;
   }
+  t.data.resize(T * H * D);
+  FillRows(a, hf, T, H, D, t.data.data());
   return t;
 }
 
@@ -331,7 +349,8 @@ void DeriveModel(const Stated& stated, KvSet* set) {
   }
 }
 
-Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& meta, std::string_view origin) {
+Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& meta, std::string_view origin, bool lazy,
+                       std::function<void(const uint8_t*, uint64_t)> release) {
   KvSet set;
   std::map<uint32_t, std::pair<const ArrayView*, const ArrayView*>> queries;  // layer -> (q, q_positions)
   std::map<std::string, KvTensor*> by_name;
@@ -369,7 +388,7 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
       case What::kHfKv: {
         if (!kv_seen.emplace(n->layer, static_cast<int>(n->kind)).second)
           return Bad(a, std::string("layer ") + std::to_string(n->layer) + " " + KindName(n->kind) + " is given twice");
-        MQKV_ASSIGN_OR_RETURN(KvTensor t, KvFromArray(a, *n));
+        MQKV_ASSIGN_OR_RETURN(KvTensor t, KvFromArray(a, *n, lazy, release));
         set.tensors.push_back(std::move(t));
         names_of.push_back(&a);
         break;
@@ -404,6 +423,7 @@ void ArrayOut::Encode(uint8_t* dst) const {
     case ElemType::kF32: std::memcpy(dst, f32, count * 4); break;
     case ElemType::kI32: std::memcpy(dst, i32, count * 4); break;
     case ElemType::kF16:
+      if (codec::simd::F32ToF16(f32, count, dst)) break;  // bit-identical; else the reference decides
       for (uint64_t i = 0; i < count; ++i) {
         const uint16_t h = f32_to_f16(f32[i]);
         std::memcpy(dst + 2 * i, &h, 2);
@@ -458,15 +478,20 @@ Result<ElemType> OutputType(const KvTensor& t, bool allow_bf16, std::string_view
   if (want == "f16") type = ElemType::kF16;
   else if (want == "bf16" && allow_bf16) type = ElemType::kBF16;
   else if (want == "bf16" && !dtype.empty()) return Unsupported("npy and npz have no bfloat16 type (write safetensors, or --dtype f16/f32)");
+  if (!t.lazy()) MQKV_RETURN_IF_ERROR(CheckRange(t, t.data, type));  // a lazy tensor: checked when written
+  return type;
+}
+
+Status CheckRange(const KvTensor& t, const std::vector<float>& rows, ElemType type) {
   // Exact values (every lossless round trip) change no bit; others round to nearest even, but
   // never overflow to infinity behind the caller's back.
-  const float max = type == ElemType::kF16 ? 65504.0f : 3.3895314e38f;
-  if (type == ElemType::kF16 && !ExactF16(t.data))
-    for (float x : t.data)
+  const float max = 65504.0f;
+  if (type == ElemType::kF16 && t.exact_in != "f16" && !ExactF16(rows))
+    for (float x : rows)
       if (std::isfinite(x) && std::fabs(x) > max)
         return InvalidArgument("layer " + std::to_string(t.desc.layer) + " " + KindName(t.desc.kind) + " holds " + std::to_string(x) +
                                ", beyond f16's range (65504): write --dtype f32");
-  return type;
+  return Status::OK();
 }
 
 Result<WritePlan> Plan(const KvSet& set, bool allow_bf16, std::string_view dtype) {
@@ -491,11 +516,12 @@ Result<WritePlan> Plan(const KvSet& set, bool allow_bf16, std::string_view dtype
         return InvalidArgument("the set holds layer " + std::to_string(t.desc.layer) + " " + KindName(t.desc.kind) + " twice");
     const std::string name = "layers." + std::to_string(t.desc.layer) + "." + LeafName(t.desc.kind);
     const uint64_t n = uint64_t(t.desc.n_tokens) * t.desc.n_heads * t.desc.head_dim;
-    if (t.data.size() != n)
+    if (!t.lazy() && t.data.size() != n)
       return InvalidArgument("tensor " + name + " holds " + std::to_string(t.data.size()) + " values for shape [" + std::to_string(t.desc.n_tokens) +
                              ", " + std::to_string(t.desc.n_heads) + ", " + std::to_string(t.desc.head_dim) + "]");
     MQKV_ASSIGN_OR_RETURN(const ElemType type, OutputType(t, allow_bf16, dtype));
-    plan.arrays.push_back(ArrayOut{name, type, {t.desc.n_tokens, t.desc.n_heads, t.desc.head_dim}, t.data.data(), nullptr, n});
+    plan.arrays.push_back(ArrayOut{name, type, {t.desc.n_tokens, t.desc.n_heads, t.desc.head_dim},
+                                   t.lazy() ? nullptr : t.data.data(), nullptr, n, &t});
     if (t.desc.source_dtype != ElemName(type)) plan.metadata.emplace_back(std::string(kSourceDtypePrefix) + name, t.desc.source_dtype);
     if (t.desc.kind == Kind::kQ) {
       if (t.desc.positions.size() != t.desc.n_tokens)

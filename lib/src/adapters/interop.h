@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -38,7 +39,12 @@ void ToF32(const ArrayView& a, uint64_t first, uint64_t n, float* dst);
 
 // Builds a KvSet from named arrays (spec/INTEROP.md, "Names and shapes") and the string map
 // ("Metadata"). `origin` becomes model.source_format when the map does not set it.
-Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& meta, std::string_view origin);
+// lazy: K/V tensors get KvTensor::load reading the arrays' memory when called (the caller keeps
+// it alive through KvSet::backing) instead of being converted now.
+// `release`, when given, is called with each lazy array's bytes once they are converted (a file
+// mapping drops those pages: ByteSource::Release).
+Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& meta, std::string_view origin,
+                       bool lazy = false, std::function<void(const uint8_t*, uint64_t)> release = {});
 
 // One array to write: its bytes are produced on demand so a writer holds one tensor at a time.
 struct ArrayOut {
@@ -48,6 +54,7 @@ struct ArrayOut {
   const float* f32 = nullptr;    // source values (K, V, Q), or
   const int32_t* i32 = nullptr;  // source integers (tokens, positions, seq ids, q positions)
   uint64_t count = 0;
+  const KvTensor* source = nullptr;  // the tensor (K, V, Q): when lazy, f32 is null until the writer loads it
   uint64_t bytes() const { return count * ElemSize(type); }
   void Encode(uint8_t* dst) const;  // little-endian
 };
@@ -63,6 +70,9 @@ Result<WritePlan> Plan(const KvSet& set, bool allow_bf16, std::string_view dtype
 // "f32") when given, else the source dtype when it is f16 (or bf16 and allow_bf16), else f32.
 // Rounding to f16/bf16 is to nearest even; a finite value beyond the type's range is an error.
 Result<ElemType> OutputType(const KvTensor& t, bool allow_bf16, std::string_view dtype);
+// The range part of OutputType for rows loaded later (a lazy tensor): a finite value beyond f16's
+// range is an error naming the tensor, unless every value is exact in f16.
+Status CheckRange(const KvTensor& t, const std::vector<float>& rows, ElemType type);
 
 // Values of the ModelInfo string map.
 StringMap ModelToMap(const ModelInfo& m);

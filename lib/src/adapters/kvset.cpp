@@ -25,6 +25,33 @@ constexpr FileFormat kAll[] = {FileFormat::kMqkv,         FileFormat::kSafetenso
 
 }  // namespace
 
+Result<const std::vector<float>*> RowsOf(const KvTensor& t, std::vector<float>* hold) {
+  if (!t.lazy()) return &t.data;
+  MQKV_ASSIGN_OR_RETURN(*hold, t.load());
+  if (hold->size() != uint64_t(t.desc.n_tokens) * t.desc.n_heads * t.desc.head_dim)
+    return Internal("layer " + std::to_string(t.desc.layer) + " " + KindName(t.desc.kind) + ": loaded rows do not match the shape");
+  return hold;
+}
+
+bool KvSet::lazy() const {
+  for (const KvTensor& t : tensors)
+    if (t.lazy()) return true;
+  return false;
+}
+
+Status Materialize(KvSet* set) {
+  for (KvTensor& t : set->tensors) {
+    if (!t.lazy()) continue;
+    std::vector<float> rows;
+    MQKV_ASSIGN_OR_RETURN(const std::vector<float>* r, RowsOf(t, &rows));
+    (void)r;
+    t.data = std::move(rows);
+    t.load = nullptr;
+  }
+  set->backing.reset();
+  return Status::OK();
+}
+
 const KvTensor* KvSet::Find(uint32_t layer, Kind kind) const {
   for (const KvTensor& t : tensors)
     if (t.desc.layer == layer && t.desc.kind == kind) return &t;
@@ -90,9 +117,11 @@ Result<FileFormat> DetectFileFormat(const std::string& path) {
 Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOptions& opts) {
   const auto& a = AdapterFor(format);
   // mqkv with a token range decodes only the blocks holding those rows.
-  auto r = format == FileFormat::kMqkv && opts.tokens ? adapters::ReadMqkvRows(path, opts.tokens->first, opts.tokens->second)
-            : format == FileFormat::kMqkv            ? adapters::ReadMqkv(path, opts.threads)
-                                                      : a.read(path, format);
+  auto r = format == FileFormat::kMqkv && opts.stream ? adapters::ReadMqkvLazy(path, opts.tokens)
+           : format == FileFormat::kMqkv && opts.tokens ? adapters::ReadMqkvRows(path, opts.tokens->first, opts.tokens->second)
+           : format == FileFormat::kMqkv                ? adapters::ReadMqkv(path, opts.threads)
+           : format == FileFormat::kSafetensors && opts.stream ? adapters::ReadSafetensorsLazy(path)
+                                                          : a.read(path, format);
   if (!r.ok()) {
     Status s = r.status();
     return s.WithFile(path);
@@ -105,6 +134,12 @@ Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOp
 }
 
 Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
+  // mqkv and safetensors write a lazy set tensor by tensor; the others take it loaded.
+  if (set.lazy() && format != FileFormat::kMqkv && format != FileFormat::kSafetensors) {
+    KvSet loaded = set;
+    MQKV_RETURN_IF_ERROR(Materialize(&loaded));
+    return WriteKvSet(loaded, path, format, opts);
+  }
   Status s = AdapterFor(format).write(set, path, format, opts);
   return s.WithFile(path);
 }
@@ -123,7 +158,15 @@ Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end) {
   const auto row = [](const KvTensor& t) { return uint64_t(t.desc.n_heads) * t.desc.head_dim; };
   for (KvTensor& t : set->tensors) {
     if (t.desc.kind == Kind::kQ) continue;
-    t.data = std::vector<float>(t.data.begin() + begin * row(t), t.data.begin() + end * row(t));
+    if (t.lazy()) {  // cut when loaded
+      t.load = [load = std::move(t.load), b = begin * row(t), e = end * row(t)]() -> Result<std::vector<float>> {
+        MQKV_ASSIGN_OR_RETURN(std::vector<float> all, load());
+        if (all.size() < e) return Internal("loaded rows are fewer than the tensor's shape");
+        return std::vector<float>(all.begin() + b, all.begin() + e);
+      };
+    } else {
+      t.data = std::vector<float>(t.data.begin() + begin * row(t), t.data.begin() + end * row(t));
+    }
     t.desc.n_tokens = end - begin;
   }
   return adapters::SliceQueriesAndPrefix(set, begin, end);

@@ -42,6 +42,42 @@ Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end
   return set;
 }
 
+Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pair<uint32_t, uint32_t>>& tokens) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> opened, Snapshot::Open(path));
+  std::shared_ptr<const Snapshot> s(std::move(opened));
+  const uint32_t begin = tokens ? tokens->first : 0;
+  if (tokens) {
+    MQKV_RETURN_IF_ERROR(CheckTokenRange(tokens->first, tokens->second, UINT32_MAX));
+    for (const TensorInfo& t : s->tensors())
+      if (t.kind != Kind::kQ) MQKV_RETURN_IF_ERROR(CheckTokenRange(tokens->first, tokens->second, t.n_tokens));
+  }
+  KvSet set;
+  set.model = s->model();
+  set.backing = s;
+  for (size_t i = 0; i < s->tensors().size(); ++i) {
+    const TensorInfo& t = s->tensors()[i];
+    KvTensor kt;
+    kt.desc = t;
+    if (t.kind == Kind::kQ) {
+      MQKV_ASSIGN_OR_RETURN(kt.data, s->DecodeF32(i, 0, t.n_tokens));
+    } else {
+      const uint32_t end = tokens ? tokens->second : t.n_tokens;
+      kt.desc.n_tokens = end - begin;
+      // The snapshot is kept alive by set.backing; a raw f16/bf16 tensor's values are exact in it.
+      const Snapshot* snap = s.get();
+      kt.load = [snap, i, begin, end]() {
+        auto rows = snap->DecodeF32(i, begin, end);
+        snap->Release(i);
+        return rows;
+      };
+      if (t.codec == "f16" || t.codec == "bf16") kt.exact_in = t.codec;
+    }
+    set.tensors.push_back(std::move(kt));
+  }
+  if (tokens) MQKV_RETURN_IF_ERROR(SliceQueriesAndPrefix(&set, tokens->first, tokens->second));
+  return set;
+}
+
 namespace {
 
 Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
@@ -53,7 +89,15 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
     const CodecSpec spec = t.desc.kind == Kind::kK ? opts.k_codec
                            : t.desc.kind == Kind::kV ? opts.v_codec
                                                      : CodecSpec::Parse("f32").value();
-    in.push_back({&t.desc, t.data.data(), spec});
+    Writer::TensorInput ti{&t.desc, t.lazy() ? nullptr : t.data.data(), spec};
+    if (t.lazy()) {  // loaded by the encoding thread, dropped once encoded
+      ti.load = [&t]() -> Result<std::vector<float>> {
+        std::vector<float> rows;
+        MQKV_RETURN_IF_ERROR(RowsOf(t, &rows).status());
+        return rows;
+      };
+    }
+    in.push_back(std::move(ti));
   }
   MQKV_RETURN_IF_ERROR(w->AddTensors(in, opts.threads));
   return w->Finish();

@@ -34,6 +34,8 @@ class RawCodec final : public Codec {
     out->header.bits = static_cast<uint8_t>(DTypeSize(stored_) * 8);
     std::vector<uint8_t>& codes = out->parts[kPartCodes];
     codes.resize(n * DTypeSize(stored_));
+    // f16: the SIMD conversion when every value comes out finite (bit-identical), else the reference.
+    if (stored_ == DType::kF16 && simd::F32ToF16(src, n, codes.data())) return Status::OK();
     StoreF32(src, n, stored_, codes.data());
     return Status::OK();
   }

@@ -196,6 +196,18 @@ bool F16Rows(const uint8_t* src, uint64_t n, DType out, void* dst) {
   return true;
 }
 
+bool F32ToF16(const float* src, uint64_t n, uint8_t* dst) {
+  const Arch* arch = Active();
+  if (!arch->kernels) return false;
+  constexpr uint64_t kChunk = 4096;
+  alignas(64) float decoded[kChunk + 16];  // the kernel's check reads back what it stored
+  for (uint64_t i = 0; i < n; i += kChunk) {
+    const uint64_t k = std::min(kChunk, n - i);
+    if (!arch->kernels->enc_meta_f16(src + i, k, dst + 2 * i, decoded)) return false;
+  }
+  return true;
+}
+
 namespace {
 
 // The widest table at or below the active ISA whose vectors tile the block: rows of row_values

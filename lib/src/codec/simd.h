@@ -128,4 +128,10 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst);
 // False when the active ISA is "scalar" or out is fp16.
 bool F16Rows(const uint8_t* src, uint64_t n, DType out, void* dst);
 
+// n binary32 values -> little-endian fp16 at dst, rounded to nearest even with the active ISA,
+// bit-identical to the scalar f32_to_f16. False (dst partly written) when the ISA is "scalar" or
+// a value does not come out finite (inf, NaN, or beyond fp16's range): the caller then runs the
+// scalar reference, which decides those.
+bool F32ToF16(const float* src, uint64_t n, uint8_t* dst);
+
 }  // namespace mqkv::codec::simd

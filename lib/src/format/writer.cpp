@@ -268,6 +268,15 @@ Result<std::vector<RowBlock>> EncodeTensor(const TensorDesc& desc, const float* 
   return out;
 }
 
+// A tensor input's rows (given, or loaded now and dropped on return), encoded.
+Result<std::vector<RowBlock>> EncodeInput(const Writer::TensorInput& t, uint32_t max_block_tokens) {
+  if (t.rows || !t.load) return EncodeTensor(*t.desc, t.rows, t.spec, max_block_tokens);
+  MQKV_ASSIGN_OR_RETURN(std::vector<float> rows, t.load());
+  if (rows.size() != uint64_t(t.desc->n_tokens) * t.desc->n_heads * t.desc->head_dim)
+    return Internal("loaded rows do not match the tensor's shape");
+  return EncodeTensor(*t.desc, rows.data(), t.spec, max_block_tokens);
+}
+
 }  // namespace
 
 Status Writer::Impl::AddBlocks(const TensorDesc& desc, const CodecSpec& spec, const std::vector<RowBlockRef>& blocks) {
@@ -306,7 +315,7 @@ Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned thre
   };
   if (threads <= 1) {
     for (size_t i = 0; i < tensors.size(); ++i) {
-      MQKV_ASSIGN_OR_RETURN(std::vector<RowBlock> blocks, EncodeTensor(*tensors[i].desc, tensors[i].rows, tensors[i].spec, w.opts.max_block_tokens));
+      MQKV_ASSIGN_OR_RETURN(std::vector<RowBlock> blocks, EncodeInput(tensors[i], w.opts.max_block_tokens));
       MQKV_RETURN_IF_ERROR(write(i, blocks));
     }
     return Status::OK();
@@ -330,7 +339,7 @@ Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned thre
           if (stop || next >= tensors.size()) return;
           i = next++;
         }
-        auto r = EncodeTensor(*tensors[i].desc, tensors[i].rows, tensors[i].spec, w.opts.max_block_tokens);
+        auto r = EncodeInput(tensors[i], w.opts.max_block_tokens);
         std::lock_guard<std::mutex> lock(mu);
         done[i] = std::move(r);
         cv.notify_all();

@@ -91,6 +91,15 @@ class MappedSource final : public ByteSource {
     MQKV_RETURN_IF_ERROR(CheckReadRange(name_, offset, n, size_));
     return ByteRange{data_ + offset, n, nullptr};
   }
+  void Release(uint64_t offset, uint64_t n) const override {
+    if (!mapped_ || offset >= size_) return;
+    n = std::min(n, size_ - offset);
+    // Whole pages inside the range only (a neighbour's bytes on a shared page stay mapped). The
+    // mapping is private and never written, so the pages come back from the file when touched.
+    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t lo = (offset + page - 1) / page * page, hi = (offset + n) / page * page;
+    if (hi > lo) ::madvise(const_cast<uint8_t*>(data_) + lo, hi - lo, MADV_DONTNEED);
+  }
 
  private:
   std::string name_;

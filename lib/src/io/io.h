@@ -20,6 +20,10 @@ class WholeFile {
   static Result<std::unique_ptr<WholeFile>> Open(const std::string& path_or_url);
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
+  // ByteSource::Release for bytes [p, p + n) of data() (a mapped file drops those pages).
+  void Release(const uint8_t* p, uint64_t n) const {
+    if (p >= data_ && p <= data_ + size_ && bytes_.data == nullptr) source_->Release(uint64_t(p - data_), n);
+  }
 
  private:
   WholeFile() = default;
