@@ -61,11 +61,13 @@ int main(int argc, char** argv) {
     }
     bool all_ok = true;
     std::string first_error;
-    for (size_t b = 0; b < s.blocks().size() && !no_verify; ++b)
+    for (size_t b = 0; b < s.blocks().size() && !no_verify; ++b) {
       if (Status st = s.VerifyBlock(b); !st.ok()) {
         sum[s.blocks()[b].tensor].checksums_ok = all_ok = false;
         if (first_error.empty()) first_error = st.ToString();
       }
+      s.ReleaseBlocks(b, b + 1);  // a file larger than memory is checked without filling the resident set
+    }
     const ModelInfo& m = s.model();
     std::ostringstream o;
     if (json) {

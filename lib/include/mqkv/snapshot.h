@@ -146,9 +146,10 @@ class Snapshot {
                                        Backend backend = Backend::kAuto) const;
   // The codec spec of a tensor as stored (from its first block).
   Result<CodecSpec> TensorSpec(size_t tensor) const;
-  // A hint that the tensor's blocks will not be read again soon (ByteSource::Release: a mapped
-  // file drops their pages from the process), for one pass over a file larger than memory.
-  void Release(size_t tensor) const;
+  // A hint that blocks [block_begin, block_end) will not be read again soon (ByteSource::Release:
+  // a mapped file drops their pages from the process; they stay in the page cache), so one pass
+  // over a file larger than memory does not grow the resident set. The inverse of Prefetch.
+  void ReleaseBlocks(size_t block_begin, size_t block_end) const;
 
  private:
   struct Impl;

@@ -67,7 +67,8 @@ Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pai
       const Snapshot* snap = s.get();
       kt.load = [snap, i, begin, end]() {
         auto rows = snap->DecodeF32(i, begin, end);
-        snap->Release(i);
+        const TensorInfo& ti = snap->tensors()[i];
+        snap->ReleaseBlocks(ti.first_block, ti.first_block + ti.n_blocks);
         return rows;
       };
       if (t.codec == "f16" || t.codec == "bf16") kt.exact_in = t.codec;

@@ -480,11 +480,8 @@ Result<std::vector<float>> Snapshot::DecodeF32(size_t tensor, uint32_t row_begin
   return v;
 }
 
-void Snapshot::Release(size_t tensor) const {
-  if (tensor >= tensors().size()) return;
-  const TensorInfo& t = tensors()[tensor];
-  for (uint32_t b = t.first_block; b < t.first_block + t.n_blocks && b < blocks().size(); ++b)
-    impl_->src->Release(blocks()[b].offset, blocks()[b].length);
+void Snapshot::ReleaseBlocks(size_t block_begin, size_t block_end) const {
+  for (size_t b = block_begin; b < block_end && b < blocks().size(); ++b) impl_->src->Release(blocks()[b].offset, blocks()[b].length);
 }
 
 Result<CodecSpec> Snapshot::TensorSpec(size_t tensor) const {

@@ -118,6 +118,7 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
         }
       }
     }
+    s.ReleaseBlocks(b, b + 1);
     return Status::OK();
   }));
 
