@@ -133,6 +133,20 @@ def evaluate(llm: llama_cpp.Llama, tokens) -> np.ndarray:
     return np.array(llm.scores[n0:n0 + len(tokens)], dtype=np.float32, copy=True)
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise log-probabilities of logits, in float64."""
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def agreement(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(mean KL(ref || got) in nats per row, top-1 agreement) of two logit arrays [rows, vocab]:
+    how close `got` continues to the reference run."""
+    lr, lg = log_softmax(ref), log_softmax(got)
+    return float((np.exp(lr) * (lr - lg)).sum(axis=-1).mean()), float((ref.argmax(-1) == got.argmax(-1)).mean())
+
+
 def save_seq(llm: llama_cpp.Llama, path: str, tokens) -> int:
     arr = (llc.llama_token * len(tokens))(*tokens)
     n = llc.llama_state_seq_save_file(llm.ctx, path.encode(), 0, arr, len(tokens))

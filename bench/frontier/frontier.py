@@ -105,15 +105,9 @@ MQKV_METHODS = [
 LLAMA_MODELED = {"q8_0": 8.5, "q4_0": 4.5}  # ggml blocks: 32 values + one fp16 scale
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
 def compare(ref: np.ndarray, got: np.ndarray, cont: list[int]) -> dict:
     """As tests/e2e/roundtrip.py: rows i predict cont[i + 1]; KL(ref || got) in nats."""
-    lr, lg = log_softmax(ref), log_softmax(got)
+    lr, lg = eng.log_softmax(ref), eng.log_softmax(got)
     kl = (np.exp(lr) * (lr - lg)).sum(axis=-1)
     nll = -lg[np.arange(len(cont) - 1), cont[1:]]
     return {"kl_mean": float(kl.mean()), "kl_max": float(kl.max()),

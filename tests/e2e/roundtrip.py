@@ -37,16 +37,10 @@ CODECS = [
 ]
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
 def compare(ref: np.ndarray, got: np.ndarray, cont: list[int]) -> dict:
     """Rows i predict cont[i + 1]. KL(ref || got) and top-1 agreement over all rows; perplexity
     of cont[1:] under `got`."""
-    lr, lg = log_softmax(ref), log_softmax(got)
+    lr, lg = eng.log_softmax(ref), eng.log_softmax(got)
     kl = (np.exp(lr) * (lr - lg)).sum(axis=-1)
     top1 = (ref.argmax(-1) == got.argmax(-1)).mean()
     nll = -lg[np.arange(len(cont) - 1), cont[1:]]
