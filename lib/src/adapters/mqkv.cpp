@@ -19,11 +19,21 @@ Result<KvSet> ReadMqkv(const std::string& path, unsigned threads) {
   return DecodeSnapshot(*s, threads);
 }
 
+namespace {
+
+// Rows [begin, end) exist in every K/V tensor of the snapshot.
+Status CheckSnapshotRows(const Snapshot& s, uint32_t begin, uint32_t end) {
+  MQKV_RETURN_IF_ERROR(CheckTokenRange(begin, end, UINT32_MAX));
+  for (const TensorInfo& t : s.tensors())
+    if (t.kind != Kind::kQ) MQKV_RETURN_IF_ERROR(CheckTokenRange(begin, end, t.n_tokens));
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end) {
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
-  MQKV_RETURN_IF_ERROR(CheckTokenRange(begin, end, UINT32_MAX));
-  for (const TensorInfo& t : s->tensors())
-    if (t.kind != Kind::kQ) MQKV_RETURN_IF_ERROR(CheckTokenRange(begin, end, t.n_tokens));
+  MQKV_RETURN_IF_ERROR(CheckSnapshotRows(*s, begin, end));
   KvSet set;
   set.model = s->model();
   for (size_t i = 0; i < s->tensors().size(); ++i) {
@@ -46,11 +56,7 @@ Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pai
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> opened, Snapshot::Open(path));
   std::shared_ptr<const Snapshot> s(std::move(opened));
   const uint32_t begin = tokens ? tokens->first : 0;
-  if (tokens) {
-    MQKV_RETURN_IF_ERROR(CheckTokenRange(tokens->first, tokens->second, UINT32_MAX));
-    for (const TensorInfo& t : s->tensors())
-      if (t.kind != Kind::kQ) MQKV_RETURN_IF_ERROR(CheckTokenRange(tokens->first, tokens->second, t.n_tokens));
-  }
+  if (tokens) MQKV_RETURN_IF_ERROR(CheckSnapshotRows(*s, tokens->first, tokens->second));
   KvSet set;
   set.model = s->model();
   set.backing = s;
