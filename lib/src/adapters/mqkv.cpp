@@ -32,23 +32,9 @@ Status CheckSnapshotRows(const Snapshot& s, uint32_t begin, uint32_t end) {
 }  // namespace
 
 Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> s, Snapshot::Open(path));
-  MQKV_RETURN_IF_ERROR(CheckSnapshotRows(*s, begin, end));
-  KvSet set;
-  set.model = s->model();
-  for (size_t i = 0; i < s->tensors().size(); ++i) {
-    const TensorInfo& t = s->tensors()[i];
-    KvTensor kt;
-    kt.desc = t;
-    if (t.kind == Kind::kQ) {
-      MQKV_ASSIGN_OR_RETURN(kt.data, s->DecodeF32(i, 0, t.n_tokens));
-    } else {
-      MQKV_ASSIGN_OR_RETURN(kt.data, s->DecodeF32(i, begin, end));
-      kt.desc.n_tokens = end - begin;
-    }
-    set.tensors.push_back(std::move(kt));
-  }
-  MQKV_RETURN_IF_ERROR(SliceQueriesAndPrefix(&set, begin, end));
+  // The streaming reader's tensors, loaded (each decodes only the blocks holding its rows).
+  MQKV_ASSIGN_OR_RETURN(KvSet set, ReadMqkvLazy(path, std::make_pair(begin, end)));
+  MQKV_RETURN_IF_ERROR(Materialize(&set));
   return set;
 }
 
