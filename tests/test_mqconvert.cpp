@@ -338,3 +338,36 @@ TEST(MqconvertMemory, ConversionStreamsTensorByTensor) {
   EXPECT_EQ((*part)->tensors()[0].n_tokens, 1800u);
   EXPECT_EQ((*part)->tensors()[0].codec, "f16");
 }
+
+// Streaming writes the output while the input is still being read: a corrupt block in the last
+// tensor is found after earlier tensors were written, and still nothing is lost: exit 4 naming
+// the file and block, the old output kept, no temporary file left (safetensors and mqkv outputs).
+TEST(MqconvertMemory, ACorruptTensorMidStreamLosesNothing) {
+  TempDir dir;
+  const std::string in = dir.Path("in.mqkv");
+  {
+    WriteOptions o;
+    o.k_codec = o.v_codec = CodecSpec::Parse("f16").value();
+    o.writer.fsync = false;
+    ASSERT_TRUE(WriteKvSet(MakeSet("f16", 32), in, FileFormat::kMqkv, o).ok());
+  }
+  std::vector<uint8_t> bytes = ReadFile(in);
+  {
+    auto s = Snapshot::Open(in);
+    ASSERT_TRUE(s.ok());
+    const BlockInfo& last = (*s)->blocks().back();
+    bytes[last.offset + 128 + 5] ^= 0x21;
+  }
+  WriteFile(in, bytes);
+  for (const char* out_name : {"out.safetensors", "out.mqkv"}) {
+    const std::string out = dir.Path(out_name);
+    WriteFile(out, std::vector<uint8_t>{'o', 'l', 'd'});
+    RunResult r = Exec(dir, in + " " + out + " --threads 2");
+    EXPECT_EQ(r.code, 4) << r.err;
+    EXPECT_NE(r.err.find(in + ": at byte"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("checksum mismatch"), std::string::npos) << r.err;
+    EXPECT_EQ(ReadFile(out), (std::vector<uint8_t>{'o', 'l', 'd'}));
+  }
+  for (const auto& e : std::filesystem::directory_iterator(dir.dir()))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+}
