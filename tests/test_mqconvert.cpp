@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -370,4 +371,19 @@ TEST(MqconvertMemory, ACorruptTensorMidStreamLosesNothing) {
   }
   for (const auto& e : std::filesystem::directory_iterator(dir.dir()))
     EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+}
+
+// The library never prints: an MQKV_SIMD this machine cannot follow is a warning the tool prints
+// (one line naming the variable and what is used instead); the command still succeeds.
+TEST(MqconvertMemory, UnavailableSimdChoiceIsTheToolsWarning) {
+  TempDir dir;
+  const std::string in = dir.Path("in.mqkv"), e = dir.Path("err.txt");
+  ASSERT_TRUE(WriteKvSet(MakeSet("f16", 4), in, FileFormat::kMqkv).ok());
+  const std::string cmd = "MQKV_SIMD=avx1024 " + kBin + " " + in + " " + dir.Path("o.safetensors") + " > /dev/null 2> " + e;
+  const int st = std::system(cmd.c_str());
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  const std::vector<uint8_t> err = ReadFile(e);
+  const std::string text(err.begin(), err.end());
+  EXPECT_EQ(text.rfind("mqconvert: warning: MQKV_SIMD=avx1024 is not available on this machine (available: ", 0), 0u) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;  // the library itself wrote nothing
 }

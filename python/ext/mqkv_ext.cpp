@@ -659,4 +659,5 @@ NB_MODULE(_mqkv, m) {
   m.def("backend_available", [](const std::string& b) { return mqkv::BackendAvailable(Take(mqkv::ParseBackend(b))); });
   m.def("simd_archs", &mqkv::SimdArchs);
   m.def("active_simd_arch", &mqkv::ActiveSimdArch);
+  m.def("simd_env_warning", &mqkv::SimdEnvWarning);
 }

@@ -103,3 +103,17 @@ def test_threads_decode_concurrently(tmp_path, rows):
         for t in ts:
             t.join()
         assert not errors and len(results) == 4
+
+
+def test_unavailable_simd_choice_is_a_python_warning(tmp_path):
+    """MQKV_SIMD naming an ISA this machine lacks: the package raises a RuntimeWarning at import
+    (the library itself prints nothing) and decodes with the best available ISA."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, MQKV_SIMD="avx1024")
+    code = "import warnings, mqkv; print(mqkv.active_simd_arch())"
+    r = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "RuntimeWarning: MQKV_SIMD=avx1024 is not available on this machine" in r.stderr
+    assert r.stderr.count("MQKV_SIMD=avx1024") == 1 and r.stdout.strip() in mqkv.simd_archs()

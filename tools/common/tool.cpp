@@ -45,6 +45,8 @@ int Run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) 
     std::fprintf(stderr, "%s: %s\nRun with --help for usage.\n", app.get_name().c_str(), e.what());
     return kExitUsage;
   }
+  // The library never prints; what it could not follow from the environment is said here.
+  if (const std::string w = SimdEnvWarning(); !w.empty()) std::fprintf(stderr, "%s: warning: %s\n", app.get_name().c_str(), w.c_str());
   try {
     return body();
   } catch (const std::bad_alloc&) {

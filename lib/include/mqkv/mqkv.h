@@ -5,6 +5,7 @@
 #include "mqkv/kvset.h"
 #include "mqkv/measure.h"
 #include "mqkv/numeric.h"
+#include "mqkv/simd.h"
 #include "mqkv/snapshot.h"
 #include "mqkv/status.h"
 #include "mqkv/version.h"

@@ -9,9 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
-#include <mutex>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -60,25 +58,36 @@ const Arch* Find(std::string_view name) {
 
 std::atomic<const Arch*> g_active{nullptr};
 
-const Arch* Active() {
-  const Arch* a = g_active.load(std::memory_order_acquire);
-  if (a) return a;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const Arch* pick = &Available().front();
+// MQKV_SIMD, read once: the ISA it picks (the best available when unset, "auto" or unavailable)
+// and, when it could not be followed, why (SimdEnvWarning; the library never prints).
+struct EnvChoice {
+  const Arch* pick = nullptr;
+  std::string warning;
+};
+const EnvChoice& Env() {
+  static const EnvChoice choice = [] {
+    EnvChoice c;
+    c.pick = &Available().front();
     if (const char* env = std::getenv("MQKV_SIMD"); env && *env && std::string_view(env) != "auto") {
       if (const Arch* f = Find(env)) {
-        pick = f;
+        c.pick = f;
       } else {
         std::string names;
         for (const Arch& x : Available()) names += std::string(names.empty() ? "" : ", ") + x.name;
-        std::fprintf(stderr, "mqkv: MQKV_SIMD=%s is not available on this machine (available: %s); using %s\n", env,
-                     names.c_str(), pick->name);
+        c.warning = std::string("MQKV_SIMD=") + env + " is not available on this machine (available: " + names +
+                    "); using " + c.pick->name;
       }
     }
-    const Arch* expected = nullptr;
-    g_active.compare_exchange_strong(expected, pick);  // a ForceSimdArch that came first wins
-  });
+    return c;
+  }();
+  return choice;
+}
+
+const Arch* Active() {
+  const Arch* a = g_active.load(std::memory_order_acquire);
+  if (a) return a;
+  const Arch* expected = nullptr;
+  g_active.compare_exchange_strong(expected, Env().pick);  // a ForceSimdArch that came first wins
   return g_active.load(std::memory_order_acquire);
 }
 
@@ -367,6 +376,8 @@ std::vector<std::string> SimdArchs() {
 }
 
 std::string ActiveSimdArch() { return codec::simd::Active()->name; }
+
+std::string SimdEnvWarning() { return codec::simd::Env().warning; }
 
 Status ForceSimdArch(std::string_view name) {
   const codec::simd::Arch* a = name == "auto" ? &codec::simd::Available().front() : codec::simd::Find(name);

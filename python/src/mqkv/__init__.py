@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 __version__: str = _ext.__version__
+if _ext.simd_env_warning():  # MQKV_SIMD names an ISA this machine lacks (the library never prints)
+    import warnings as _warnings
+    _warnings.warn(_ext.simd_env_warning(), RuntimeWarning, stacklevel=2)
 #: The newest (major, minor) format version this build reads and writes (spec/FORMAT.md).
 FORMAT_VERSION: tuple[int, int] = tuple(_ext.FORMAT_VERSION)  # type: ignore[assignment]
 
