@@ -328,7 +328,8 @@ TEST(MqconvertMemory, ConversionStreamsTensorByTensor) {
   };
   for (const Run& r : {Run{{src, q, "--codec", "affine_seven_level_3bit_g64_meta4", "--threads", "2"}},
                        Run{{q, back, "--threads", "2"}}, Run{{src, l, "--threads", "2"}}, Run{{l, lb, "--threads", "2"}},
-                       Run{{src, dir.Path("part.mqkv"), "--tokens", "100:1900", "--threads", "2"}}}) {
+                       Run{{src, dir.Path("part.mqkv"), "--tokens", "100:1900", "--threads", "2"}},
+                       Run{{q, dir.Path("slot.bin"), "--to", "llama-seq", "--threads", "2"}}}) {
     const long kib = PeakRssKiB(r.args, &code);
     EXPECT_EQ(code, 0) << r.args[0] << " -> " << r.args[1];
     if (limit) EXPECT_LT(kib, limit) << r.args[0] << " -> " << r.args[1] << ": peak RSS " << kib << " KiB";

@@ -75,9 +75,9 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   ReadOptions ropts;
   ropts.threads = o.threads;
   ropts.tokens = o.tokens;
-  // Tensor by tensor where both sides can (spec/INTEROP.md; README "Memory"): mqkv or safetensors
-  // in, mqkv or safetensors out.
-  ropts.stream = (sum.to == FileFormat::kMqkv || sum.to == FileFormat::kSafetensors);
+  // Tensor by tensor where both sides can (README "Memory"): mqkv or safetensors in; mqkv,
+  // safetensors or a llama.cpp state out.
+  ropts.stream = sum.to == FileFormat::kMqkv || sum.to == FileFormat::kSafetensors || IsLlamaFormat(sum.to);
 
   Result<KvSet> set = Status(StatusCode::kInternal, "unread");
   if (IsLlamaFormat(sum.from) && (o.head_dim_k || o.head_dim_v)) {

@@ -134,8 +134,8 @@ Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOp
 }
 
 Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
-  // mqkv and safetensors write a lazy set tensor by tensor; the others take it loaded.
-  if (set.lazy() && format != FileFormat::kMqkv && format != FileFormat::kSafetensors) {
+  // mqkv, safetensors and the llama.cpp states write a lazy set tensor by tensor; npy and npz take it loaded.
+  if (set.lazy() && (format == FileFormat::kNpy || format == FileFormat::kNpz)) {
     KvSet loaded = set;
     MQKV_RETURN_IF_ERROR(Materialize(&loaded));
     return WriteKvSet(loaded, path, format, opts);

@@ -676,7 +676,7 @@ void RepairRopeDims(std::vector<float>& rows, uint32_t d, bool to_norm) {
 Status FillLayer(const LayerJob& job, uint32_t cells, const RowSource* source, std::vector<float>& tmp, uint8_t* dst) {
   const KvTensor& t = *job.t;
   const uint32_t width = t.desc.n_heads * t.desc.head_dim;
-  if (source && job.ty->id == 1 /* f16 */ && !job.rot && !job.transposed && !job.repair) {
+  if (source && source->f16 && job.ty->id == 1 /* f16 */ && !job.rot && !job.transposed && !job.repair) {
     MQKV_ASSIGN_OR_RETURN(bool done, source->f16(t, dst));
     if (done) return Status::OK();
   }
@@ -814,10 +814,40 @@ bool SniffSeqBlob(const uint8_t* h, size_t n) {
 
 Result<KvSet> ReadDefault(const std::string& path, FileFormat format) { return ReadLlamaKvSet(path, format, {}); }
 
+// A state file is written layer by layer in file order: `threads` layers filled at a time into
+// their own buffers (a lazy tensor loaded by the thread that fills it, so a streamed KvSet is never
+// held whole), the fixed parts written between them. The bytes are SerializeState's.
 Status Write(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
-  MQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, SerializeState(set, format, opts));
+  MQKV_ASSIGN_OR_RETURN(StatePlan plan, PlanState(set, format, opts));
+  RowSource rows_of;  // every tensor's rows as fp32, loaded when lazy
+  rows_of.rows = [](const KvTensor& t, std::vector<float>* rows) -> Status {
+    std::vector<float> hold;
+    MQKV_ASSIGN_OR_RETURN(const std::vector<float>* r, RowsOf(t, &hold));
+    *rows = r == &hold ? std::move(hold) : *r;
+    return Status::OK();
+  };
+  const RowSource* source = set.lazy() ? &rows_of : nullptr;
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::OutputFile> out, io::CreateOutput(path, opts.writer.fsync));
-  MQKV_RETURN_IF_ERROR(out->Write(bytes.data(), bytes.size()));
+  unsigned threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = unsigned(std::max<size_t>(1, std::min<size_t>(threads, plan.jobs.size())));
+  std::vector<std::vector<uint8_t>> bufs(threads);
+  std::vector<std::vector<float>> tmp(threads);
+  size_t from = 0;  // bytes of plan.fixed written so far
+  for (size_t w0 = 0; w0 < plan.jobs.size(); w0 += threads) {
+    const size_t k = std::min<size_t>(threads, plan.jobs.size() - w0);
+    MQKV_RETURN_IF_ERROR(util::ParallelFor(k, unsigned(k), [&](size_t j, unsigned) -> Status {
+      const LayerJob& job = plan.jobs[w0 + j];
+      bufs[j].resize(job.bytes);
+      return FillLayer(job, plan.cells, source, tmp[j], bufs[j].data());
+    }));
+    for (size_t j = 0; j < k; ++j) {
+      const LayerJob& job = plan.jobs[w0 + j];
+      MQKV_RETURN_IF_ERROR(out->Write(plan.fixed.data() + from, job.at - from));
+      from = job.at;
+      MQKV_RETURN_IF_ERROR(out->Write(bufs[j].data(), bufs[j].size()));
+    }
+  }
+  MQKV_RETURN_IF_ERROR(out->Write(plan.fixed.data() + from, plan.fixed.size() - from));
   return out->Commit();
 }
 
