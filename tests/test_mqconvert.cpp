@@ -299,6 +299,7 @@ TEST(MqconvertMemory, ConversionStreamsTensorByTensor) {
   set.model.n_layer = 16;
   set.model.n_head_kv = 8;
   set.model.head_dim_k = set.model.head_dim_v = 64;
+  for (int32_t i = 0; i < 2048; ++i) set.model.tokens.push_back(i % 1000);
   uint32_t seed = 3;
   for (uint32_t l = 0; l < 16; ++l)
     for (Kind k : {Kind::kK, Kind::kV}) {
@@ -329,15 +330,27 @@ TEST(MqconvertMemory, ConversionStreamsTensorByTensor) {
   for (const Run& r : {Run{{src, q, "--codec", "affine_seven_level_3bit_g64_meta4", "--threads", "2"}},
                        Run{{q, back, "--threads", "2"}}, Run{{src, l, "--threads", "2"}}, Run{{l, lb, "--threads", "2"}},
                        Run{{src, dir.Path("part.mqkv"), "--tokens", "100:1900", "--threads", "2"}},
-                       Run{{q, dir.Path("slot.bin"), "--to", "llama-seq", "--threads", "2"}}}) {
+                       Run{{q, dir.Path("slot.bin"), "--to", "llama-seq", "--threads", "2"}},
+                       Run{{dir.Path("slot.bin"), dir.Path("slot.mqkv"), "--from", "llama-seq", "--threads", "2"}}}) {
     const long kib = PeakRssKiB(r.args, &code);
     EXPECT_EQ(code, 0) << r.args[0] << " -> " << r.args[1];
     if (limit) EXPECT_LT(kib, limit) << r.args[0] << " -> " << r.args[1] << ": peak RSS " << kib << " KiB";
   }
   EXPECT_EQ(ReadFile(lb), ReadFile(src));
+  // The state of the 3-bit snapshot, read back streaming, holds its f16 rows exactly.
+  auto fromslot = Snapshot::Open(dir.Path("slot.mqkv"));
+  auto three = Snapshot::Open(q);
+  ASSERT_TRUE(fromslot.ok() && three.ok());
+  ASSERT_EQ((*fromslot)->tensors().size(), (*three)->tensors().size());
+  EXPECT_EQ((*fromslot)->tensors()[5].codec, "f16");
+  std::vector<uint16_t> a(2048 * 8 * 64), b(a.size());
+  ASSERT_TRUE((*fromslot)->Decode(5, 0, 2048, DType::kF16, a.data()).ok());
+  ASSERT_TRUE((*three)->Decode(5, 0, 2048, DType::kF16, b.data()).ok());
+  EXPECT_EQ(a, b);
   auto part = Snapshot::Open(dir.Path("part.mqkv"));
   ASSERT_TRUE(part.ok());
   EXPECT_EQ((*part)->tensors()[0].n_tokens, 1800u);
+  EXPECT_EQ((*part)->model().tokens.size(), 1800u);
   EXPECT_EQ((*part)->tensors()[0].codec, "f16");
 }
 

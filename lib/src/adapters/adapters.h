@@ -2,6 +2,7 @@
 #pragma once
 
 #include "mqkv/kvset.h"
+#include "mqkv/llama.h"
 
 namespace mqkv::adapters {
 
@@ -30,6 +31,8 @@ Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end
 // converted from the mapped safetensors file when loaded; Q tensors read at once.
 Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pair<uint32_t, uint32_t>>& tokens);
 Result<KvSet> ReadSafetensorsLazy(const std::string& path);
+// llama/state.cpp: a llama.cpp state file's layers converted (to_float, rotation undone) when loaded.
+Result<KvSet> ReadLlamaLazy(const std::string& path, FileFormat format, const LlamaReadOptions& opts);
 
 // kvset.cpp: InvalidArgument when begin > end, OutOfRange when end > n_tokens.
 Status CheckTokenRange(uint32_t begin, uint32_t end, uint32_t n_tokens);

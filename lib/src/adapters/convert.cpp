@@ -3,6 +3,7 @@
 // front end refuses and defaults alike.
 #include <algorithm>
 
+#include "adapters.h"
 #include "mqkv/kvset.h"
 #include "mqkv/llama.h"
 #include "mqkv/numeric.h"
@@ -81,7 +82,8 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
 
   Result<KvSet> set = Status(StatusCode::kInternal, "unread");
   if (IsLlamaFormat(sum.from) && (o.head_dim_k || o.head_dim_v)) {
-    set = ReadLlamaKvSet(in, sum.from, LlamaReadOptions{o.head_dim_k, o.head_dim_v ? o.head_dim_v : o.head_dim_k});
+    const LlamaReadOptions lo{o.head_dim_k, o.head_dim_v ? o.head_dim_v : o.head_dim_k};
+    set = ropts.stream ? adapters::ReadLlamaLazy(in, sum.from, lo) : ReadLlamaKvSet(in, sum.from, lo);
     if (set.ok() && ropts.tokens) {
       Status st = SliceTokens(&*set, ropts.tokens->first, ropts.tokens->second);
       if (!st.ok()) set = st.WithFile(in);

@@ -5,6 +5,7 @@
 
 #include "adapters.h"
 #include "mqkv/io.h"
+#include "mqkv/llama.h"
 
 namespace mqkv {
 namespace {
@@ -121,6 +122,7 @@ Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOp
            : format == FileFormat::kMqkv && opts.tokens ? adapters::ReadMqkvRows(path, opts.tokens->first, opts.tokens->second)
            : format == FileFormat::kMqkv                ? adapters::ReadMqkv(path, opts.threads)
            : format == FileFormat::kSafetensors && opts.stream ? adapters::ReadSafetensorsLazy(path)
+           : IsLlamaFormat(format) && opts.stream               ? adapters::ReadLlamaLazy(path, format, {})
                                                           : a.read(path, format);
   if (!r.ok()) {
     Status s = r.status();

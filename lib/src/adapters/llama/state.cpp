@@ -367,7 +367,26 @@ void RecordCells(const Memory& m, ModelInfo& mi) {
 
 // The head split (spec/LLAMA.md, "Head split") and every layer's K and V decoded to fp32 rows,
 // llama.cpp's rotation undone; cache types and rotation sizes recorded in metadata.
-Status DecodeLayers(const Memory& m, const LlamaReadOptions& opts, KvSet* out) {
+// One layer's K or V region of the state as fp32 rows [cells][width], llama.cpp's rotation undone.
+void LayerRows(const GgmlType& t, const uint8_t* src, uint32_t cells, uint32_t width, bool transposed, uint32_t rot,
+               std::vector<float>* rows) {
+  rows->resize(uint64_t(cells) * width);
+  if (!transposed) {
+    t.to_float(src, uint64_t(cells) * width, rows->data());
+  } else {
+    std::vector<float> col(cells);
+    for (uint32_t j = 0; j < width; ++j) {
+      t.to_float(src + uint64_t(j) * cells * t.block_bytes, cells, col.data());
+      for (uint32_t i = 0; i < cells; ++i) (*rows)[uint64_t(i) * width + j] = col[i];
+    }
+  }
+  RotateRows(*rows, rot);
+}
+
+// lazy: each tensor's rows are converted when loaded (KvTensor::load; the caller keeps `m`'s bytes
+// alive), then `release` is told the region is done with.
+Status DecodeLayers(const Memory& m, const LlamaReadOptions& opts, KvSet* out, bool lazy,
+                    const std::function<void(const uint8_t*, uint64_t)>& release) {
   KvSet& set = *out;
   ModelInfo& mi = set.model;
   // Head split (spec/LLAMA.md, "Head split").
@@ -403,19 +422,24 @@ Status DecodeLayers(const Memory& m, const LlamaReadOptions& opts, KvSet* out) {
       kt.desc.head_dim = hd;
       kt.desc.n_tokens = m.cell_count;
       kt.desc.source_dtype = t.name;
-      kt.data.resize(uint64_t(m.cell_count) * width);
       const uint8_t* src = is_k ? L.k : L.v;
-      if (is_k || !m.v_trans) {
-        t.to_float(src, uint64_t(m.cell_count) * width, kt.data.data());
-      } else {
-        std::vector<float> col(m.cell_count);
-        for (uint32_t j = 0; j < width; ++j) {
-          t.to_float(src + uint64_t(j) * m.cell_count * t.block_bytes, m.cell_count, col.data());
-          for (uint32_t i = 0; i < m.cell_count; ++i) kt.data[uint64_t(i) * width + j] = col[i];
-        }
-      }
+      const bool transposed = !is_k && m.v_trans;
       const uint32_t rot = RotSize(t, hd, is_k);
-      RotateRows(kt.data, rot);
+      const uint32_t cells = m.cell_count;
+      if (lazy) {
+        const GgmlType* ty = &t;  // the static type table
+        const uint64_t bytes = transposed ? uint64_t(width) * cells * t.block_bytes
+                                          : uint64_t(cells) * (width / t.block_elems) * t.block_bytes;
+        kt.load = [ty, src, cells, width, transposed, rot, bytes, release]() -> Result<std::vector<float>> {
+          std::vector<float> rows;
+          LayerRows(*ty, src, cells, width, transposed, rot, &rows);
+          if (release) release(src, bytes);
+          return rows;
+        };
+        if (!rot && (std::string(t.name) == "f16" || std::string(t.name) == "bf16")) kt.exact_in = t.name;
+      } else {
+        LayerRows(t, src, cells, width, transposed, rot, &kt.data);
+      }
       (is_k ? rot_k : rot_v) = std::max(is_k ? rot_k : rot_v, rot);
       set.tensors.push_back(std::move(kt));
     }
@@ -427,7 +451,8 @@ Status DecodeLayers(const Memory& m, const LlamaReadOptions& opts, KvSet* out) {
   return Status::OK();
 }
 
-Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat format, const LlamaReadOptions& opts) {
+Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat format, const LlamaReadOptions& opts,
+                              bool lazy = false, std::function<void(const uint8_t*, uint64_t)> release = {}) {
   Cursor c{data, size};
   KvSet set;
   ModelInfo& mi = set.model;
@@ -450,7 +475,7 @@ Result<KvSet> ParseStateBytes(const uint8_t* data, uint64_t size, FileFormat for
   SetMeta(mi, "llama.v_trans", m.v_trans ? "1" : "0");
   SetMeta(mi, "llama.n_stream", std::to_string(m.n_stream));
   RecordCells(m, mi);
-  MQKV_RETURN_IF_ERROR(DecodeLayers(m, opts, &set));
+  MQKV_RETURN_IF_ERROR(DecodeLayers(m, opts, &set, lazy, release));
   return set;
 }
 
@@ -869,6 +894,19 @@ const Adapter& LlamaAdapter(FileFormat f) {
 }  // namespace mqkv::adapters
 
 namespace mqkv {
+
+Result<KvSet> adapters::ReadLlamaLazy(const std::string& path, FileFormat format, const LlamaReadOptions& opts) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> opened, io::WholeFile::Open(path));
+  std::shared_ptr<const io::WholeFile> f(std::move(opened));
+  auto r = adapters::ParseStateBytes(f->data(), f->size(), format, opts, true,
+                                     [file = f.get()](const uint8_t* p, uint64_t n) { file->Release(p, n); });
+  if (!r.ok()) {
+    Status s = r.status();
+    return s.WithFile(path);
+  }
+  r->backing = f;
+  return r;
+}
 
 Result<KvSet> ReadLlamaKvSet(const std::string& path, FileFormat format, const LlamaReadOptions& opts) {
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
