@@ -570,6 +570,27 @@ TEST(LlamaState, InMemoryParseAndSerializeMatchTheFileAdapters) {
 }
 
 
+namespace {
+
+// The set written as an mqkv file with one codec for K and V, opened (the restore tests' input).
+std::unique_ptr<Snapshot> AsSnapshot(const KvSet& set, const std::string& path, const char* codec) {
+  WriteOptions wo;
+  wo.k_codec = wo.v_codec = CodecSpec::Parse(codec).value();
+  wo.writer.fsync = false;
+  if (Status st = WriteKvSet(set, path, FileFormat::kMqkv, wo); !st.ok()) {
+    ADD_FAILURE() << codec << ": " << st.ToString();
+    return nullptr;
+  }
+  auto snap = Snapshot::Open(path);
+  if (!snap.ok()) {
+    ADD_FAILURE() << snap.status().ToString();
+    return nullptr;
+  }
+  return std::move(*snap);
+}
+
+}  // namespace
+
 // Restoring straight from a snapshot (f16 decoded into the state) gives the bytes of decoding the
 // snapshot to fp32 first, for a lossy and a raw codec, both V layouts.
 TEST(LlamaState, FromSnapshotEqualsFromItsDecodedKvSet) {
@@ -580,19 +601,15 @@ TEST(LlamaState, FromSnapshotEqualsFromItsDecodedKvSet) {
   auto set = ReadKvSet(d.Path("slot.bin"), FileFormat::kLlamaSeq);
   ASSERT_TRUE(set.ok()) << set.status().ToString();
   for (const char* codec : {"f16", "affine:bits=3,group=32", "f32"}) {
-    WriteOptions wo;
-    wo.k_codec = wo.v_codec = CodecSpec::Parse(codec).value();
-    wo.writer.fsync = false;
-    ASSERT_TRUE(WriteKvSet(*set, d.Path("s.mqkv"), FileFormat::kMqkv, wo).ok());
-    auto snap = Snapshot::Open(d.Path("s.mqkv"));
-    ASSERT_TRUE(snap.ok());
-    auto decoded = DecodeSnapshot(**snap);
+    auto snap = AsSnapshot(*set, d.Path("s.mqkv"), codec);
+    ASSERT_TRUE(snap);
+    auto decoded = DecodeSnapshot(*snap);
     ASSERT_TRUE(decoded.ok());
     for (bool v_trans : {false, true}) {
       WriteOptions o;
       o.llama_v_trans_set = true;
       o.llama_v_trans = v_trans;
-      auto direct = SerializeLlamaState(**snap, FileFormat::kLlamaSeq, o);
+      auto direct = SerializeLlamaState(*snap, FileFormat::kLlamaSeq, o);
       auto viaf32 = SerializeLlamaState(*decoded, FileFormat::kLlamaSeq, o);
       ASSERT_TRUE(direct.ok() && viaf32.ok()) << codec << ": " << direct.status().ToString() << viaf32.status().ToString();
       EXPECT_EQ(*direct, *viaf32) << codec << " v_trans " << v_trans;
@@ -612,16 +629,12 @@ TEST(LlamaState, KIsRepairedForTheTargetsRopePairing) {
   ASSERT_TRUE(set.ok()) << set.status().ToString();
   for (const char* stored : {"neox", "norm", "unknown"}) {
     set->model.rope_type = stored;
-    WriteOptions wo;
-    wo.k_codec = wo.v_codec = CodecSpec::Parse("f32").value();
-    wo.writer.fsync = false;
-    ASSERT_TRUE(WriteKvSet(*set, d.Path("s.mqkv"), FileFormat::kMqkv, wo).ok());
-    auto snap = Snapshot::Open(d.Path("s.mqkv"));
-    ASSERT_TRUE(snap.ok());
+    auto snap = AsSnapshot(*set, d.Path("s.mqkv"), "f32");
+    ASSERT_TRUE(snap);
     WriteOptions o;
     o.llama_type_k = o.llama_type_v = "f32";
     o.llama_rope_type = "norm";
-    auto bytes = SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o);
+    auto bytes = SerializeLlamaState(*snap, FileFormat::kLlamaSeqState, o);
     ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
     auto back = ParseLlamaState(bytes->data(), bytes->size(), FileFormat::kLlamaSeqState, {}, "<memory>");
     ASSERT_TRUE(back.ok()) << back.status().ToString();
@@ -653,37 +666,33 @@ TEST(LlamaState, FromSnapshotIntoABufferIsTheSameOnEveryThreadCount) {
   WriteFile(d.Path("slot.bin"), SeqFile(s, toks));
   auto set = ReadKvSet(d.Path("slot.bin"), FileFormat::kLlamaSeq);
   ASSERT_TRUE(set.ok()) << set.status().ToString();
-  WriteOptions wo;
-  wo.k_codec = wo.v_codec = CodecSpec::Parse("affine:bits=3,group=32").value();
-  wo.writer.fsync = false;
-  ASSERT_TRUE(WriteKvSet(*set, d.Path("s.mqkv"), FileFormat::kMqkv, wo).ok());
-  auto snap = Snapshot::Open(d.Path("s.mqkv"));
-  ASSERT_TRUE(snap.ok());
+  auto snap = AsSnapshot(*set, d.Path("s.mqkv"), "affine:bits=3,group=32");
+  ASSERT_TRUE(snap);
   for (const char* type_k : {"", "q8_0"}) {
     WriteOptions o;
     o.llama_type_k = type_k;
     o.threads = 1;
-    auto one = SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o);
+    auto one = SerializeLlamaState(*snap, FileFormat::kLlamaSeqState, o);
     ASSERT_TRUE(one.ok()) << one.status().ToString();
-    auto size = LlamaStateSize(**snap, FileFormat::kLlamaSeqState, o);
+    auto size = LlamaStateSize(*snap, FileFormat::kLlamaSeqState, o);
     ASSERT_TRUE(size.ok());
     EXPECT_EQ(*size, one->size());
     for (unsigned threads : {0u, 2u, 3u, 64u}) {
       o.threads = threads;
       for (uint8_t junk : {uint8_t(0x00), uint8_t(0xa5)}) {
         std::vector<uint8_t> buf(*size, junk);
-        ASSERT_TRUE(SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o, buf.data(), buf.size()).ok());
+        ASSERT_TRUE(SerializeLlamaState(*snap, FileFormat::kLlamaSeqState, o, buf.data(), buf.size()).ok());
         EXPECT_EQ(buf, *one) << "type_k '" << type_k << "', " << threads << " threads";
       }
     }
     std::vector<uint8_t> small(*size - 1);
-    Status bad = SerializeLlamaState(**snap, FileFormat::kLlamaSeqState, o, small.data(), small.size());
+    Status bad = SerializeLlamaState(*snap, FileFormat::kLlamaSeqState, o, small.data(), small.size());
     EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
     EXPECT_EQ(bad.file(), d.Path("s.mqkv"));
   }
   std::vector<uint8_t> any(16);
-  EXPECT_EQ(SerializeLlamaState(**snap, FileFormat::kNpz, {}, any.data(), any.size()).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(LlamaStateSize(**snap, FileFormat::kNpz).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SerializeLlamaState(*snap, FileFormat::kNpz, {}, any.data(), any.size()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(LlamaStateSize(*snap, FileFormat::kNpz).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace mqkv

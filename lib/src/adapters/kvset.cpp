@@ -44,8 +44,7 @@ Status Materialize(KvSet* set) {
   for (KvTensor& t : set->tensors) {
     if (!t.lazy()) continue;
     std::vector<float> rows;
-    MQKV_ASSIGN_OR_RETURN(const std::vector<float>* r, RowsOf(t, &rows));
-    (void)r;
+    MQKV_RETURN_IF_ERROR(RowsOf(t, &rows).status());  // a lazy tensor's rows land in `rows`
     t.data = std::move(rows);
     t.load = nullptr;
   }

@@ -710,6 +710,9 @@ Status FillLayer(const LayerJob& job, uint32_t cells, const RowSource* source, s
     MQKV_RETURN_IF_ERROR(source->rows(t, &tmp));
     src = tmp.data();
     if (tmp.size() != uint64_t(cells) * width) return Internal("decoded rows do not match the tensor's shape");
+  } else if (t.lazy()) {  // a streamed set: loaded here, by the thread that fills the layer
+    MQKV_RETURN_IF_ERROR(RowsOf(t, &tmp).status());
+    src = tmp.data();
   } else if (t.data.size() != uint64_t(cells) * width) {
     return InvalidArgument("tensor data size does not match its shape");
   }
@@ -844,14 +847,6 @@ Result<KvSet> ReadDefault(const std::string& path, FileFormat format) { return R
 // held whole), the fixed parts written between them. The bytes are SerializeState's.
 Status Write(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
   MQKV_ASSIGN_OR_RETURN(StatePlan plan, PlanState(set, format, opts));
-  RowSource rows_of;  // every tensor's rows as fp32, loaded when lazy
-  rows_of.rows = [](const KvTensor& t, std::vector<float>* rows) -> Status {
-    std::vector<float> hold;
-    MQKV_ASSIGN_OR_RETURN(const std::vector<float>* r, RowsOf(t, &hold));
-    *rows = r == &hold ? std::move(hold) : *r;
-    return Status::OK();
-  };
-  const RowSource* source = set.lazy() ? &rows_of : nullptr;
   MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::OutputFile> out, io::CreateOutput(path, opts.writer.fsync));
   unsigned threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
   threads = unsigned(std::max<size_t>(1, std::min<size_t>(threads, plan.jobs.size())));
@@ -863,7 +858,7 @@ Status Write(const KvSet& set, const std::string& path, FileFormat format, const
     MQKV_RETURN_IF_ERROR(util::ParallelFor(k, unsigned(k), [&](size_t j, unsigned) -> Status {
       const LayerJob& job = plan.jobs[w0 + j];
       bufs[j].resize(job.bytes);
-      return FillLayer(job, plan.cells, source, tmp[j], bufs[j].data());
+      return FillLayer(job, plan.cells, nullptr, tmp[j], bufs[j].data());
     }));
     for (size_t j = 0; j < k; ++j) {
       const LayerJob& job = plan.jobs[w0 + j];
