@@ -70,7 +70,14 @@ std::vector<uint8_t> BuildFooter(const Footer& f) {
     blocks.push_back(fb::CreateBlock(b, bi.offset, bi.length, bi.checksum, bi.tensor, bi.token_begin, bi.n_tokens));
   }
   std::vector<flatbuffers::Offset<fb::KeyValue>> kvs;
-  for (const auto& [k, v] : m.metadata) kvs.push_back(fb::CreateKeyValue(b, b.CreateString(k), b.CreateString(v)));
+  for (const auto& [k, v] : m.metadata) {
+    // Value string first, then the key: written as two statements, because the order of a call's
+    // argument evaluation is the compiler's (GCC on x86-64 and on AArch64 differ), and the footer's
+    // bytes must not depend on it (the golden vectors were written in this order).
+    auto value = b.CreateString(v);
+    auto key = b.CreateString(k);
+    kvs.push_back(fb::CreateKeyValue(b, key, value));
+  }
 
   auto tokens = b.CreateVector(m.tokens);
   auto positions = b.CreateVector(m.positions);
