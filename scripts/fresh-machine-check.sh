@@ -44,37 +44,9 @@ name=$(basename "$root")
 
 mqkv_apt_install debootstrap git
 
-# --- the host's Debian mirror (the first non-security URI that serves bookworm) ---------------
-mirror="" security=""
-for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-  [ -f "$f" ] || continue
-  case "$f" in
-    *.sources)
-      # deb822 stanzas: URIs + Suites
-      while IFS=$'\t' read -r uris suites; do
-        for u in $uris; do
-          case " $suites " in
-            *" bookworm-security "*) security=${security:-$u} ;;
-            *" bookworm "*) mirror=${mirror:-$u} ;;
-          esac
-        done
-      done < <(awk 'BEGIN{RS=""; FS="\n"} { u=""; s=""; t="";
-                 for (i=1;i<=NF;i++) { if ($i ~ /^URIs:/) {u=$i; sub(/^URIs:[ \t]*/,"",u)}
-                                        if ($i ~ /^Suites:/) {s=$i; sub(/^Suites:[ \t]*/,"",s)}
-                                        if ($i ~ /^Types:/) {t=$i} }
-                 if (t ~ /deb( |$)/ && u != "") print u "\t" s }' "$f") ;;
-    *)
-      while read -r typ rest; do
-        [ "$typ" = deb ] || continue
-        set -- $rest
-        [ "${1:0:1}" = "[" ] && { while [ $# -gt 0 ] && [[ "$1" != *"]" ]]; do shift; done; shift; }
-        case "$2" in
-          bookworm-security) security=${security:-$1} ;;
-          bookworm) mirror=${mirror:-$1} ;;
-        esac
-      done < <(grep -E '^[[:space:]]*deb[[:space:]]' "$f") ;;
-  esac
-done
+# --- the host's Debian mirror ---------------------------------------------------------------
+mqkv_debian_mirrors   # MQKV_MIRROR, MQKV_SECURITY (scripts/lib/common.sh)
+mirror=$MQKV_MIRROR security=$MQKV_SECURITY
 [ -n "$mirror" ] || { echo "fresh-machine-check: no Debian bookworm mirror found in /etc/apt/sources.list*" >&2; exit 1; }
 echo "fresh-machine-check: root $root (mirror and pip settings taken from this machine)" >&2
 

@@ -36,6 +36,45 @@ mqkv_apt_install() {
     || { echo "mqkv: apt-get install failed for: ${missing[*]}" >&2; return 1; }
 }
 
+# mqkv_debian_mirrors: this machine's Debian mirror URIs, read from /etc/apt/sources.list{,.d/*}
+# (deb822 or one-line): MQKV_MIRROR (the first that serves bookworm) and MQKV_SECURITY
+# (bookworm-security; may be empty). Nothing is written into the repository: the registry host is
+# whatever this machine is configured with.
+mqkv_debian_mirrors() {
+  local f u uris suites typ rest
+  MQKV_MIRROR="" MQKV_SECURITY=""
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    case "$f" in
+      *.sources)
+        # deb822 stanzas: URIs + Suites
+        while IFS=$'\t' read -r uris suites; do
+          for u in $uris; do
+            case " $suites " in
+              *" bookworm-security "*) MQKV_SECURITY=${MQKV_SECURITY:-$u} ;;
+              *" bookworm "*) MQKV_MIRROR=${MQKV_MIRROR:-$u} ;;
+            esac
+          done
+        done < <(awk 'BEGIN{RS=""; FS="\n"} { u=""; s=""; t="";
+                   for (i=1;i<=NF;i++) { if ($i ~ /^URIs:/) {u=$i; sub(/^URIs:[ \t]*/,"",u)}
+                                          if ($i ~ /^Suites:/) {s=$i; sub(/^Suites:[ \t]*/,"",s)}
+                                          if ($i ~ /^Types:/) {t=$i} }
+                   if (t ~ /deb( |$)/ && u != "") print u "\t" s }' "$f") ;;
+      *)
+        while read -r typ rest; do
+          [ "$typ" = deb ] || continue
+          set -- $rest
+          [ "${1:0:1}" = "[" ] && { while [ $# -gt 0 ] && [[ "$1" != *"]" ]]; do shift; done; shift; }
+          case "$2" in
+            bookworm-security) MQKV_SECURITY=${MQKV_SECURITY:-$1} ;;
+            bookworm) MQKV_MIRROR=${MQKV_MIRROR:-$1} ;;
+          esac
+        done < <(grep -E '^[[:space:]]*deb[[:space:]]' "$f") ;;
+    esac
+  done
+  [ -n "$MQKV_MIRROR" ] || { echo "mqkv: no Debian bookworm mirror found in /etc/apt/sources.list*" >&2; return 1; }
+}
+
 # mqkv_ensure_venv: the cache's venv (python3 + venv from Debian when missing), pip upgraded once.
 mqkv_ensure_venv() {
   [[ -x "$MQKV_PY" ]] && return 0
