@@ -81,6 +81,8 @@ TEST(Simd, ArchListAndForcing) {
   EXPECT_EQ(ActiveSimdArch(), archs.front());
 #if defined(__x86_64__)
   EXPECT_NE(std::find(archs.begin(), archs.end(), "sse2"), archs.end()) << "SSE2 is the x86-64 baseline";
+#elif defined(__aarch64__)
+  EXPECT_EQ(archs.front(), "neon") << "Advanced SIMD is the AArch64 baseline";
 #endif
 }
 

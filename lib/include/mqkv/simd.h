@@ -3,8 +3,9 @@
 //
 // Decoding with Backend::kSimd or kAuto uses the active ISA; every ISA gives results bit-identical
 // to Backend::kScalar (spec/CODECS.md, "Arithmetic"). The active ISA is chosen at run time from
-// what the CPU reports, best first: avx512 (F, BW, DQ, VL), avx2 (with FMA and F16C), sse2.
-// The environment variable MQKV_SIMD=scalar|sse2|avx2|avx512|auto, read once at first use,
+// what the CPU reports, best first: on x86-64 avx512 (F, BW, DQ, VL), avx2 (with FMA and F16C),
+// sse2; on AArch64 neon (Advanced SIMD, always present). The environment variable
+// MQKV_SIMD=scalar|sse2|avx2|avx512|neon|auto, read once at first use,
 // forces one; an unavailable choice falls back to auto, and SimdEnvWarning() says so (the library
 // never prints; the tools print it as a warning, the Python package raises a RuntimeWarning).
 #pragma once

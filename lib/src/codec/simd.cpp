@@ -43,6 +43,9 @@ const std::vector<Arch>& Available() {
       v.push_back({"avx512", KernelsAvx512()});
     if (cpu.avx2 && cpu.fma3_avx2 && f16c && KernelsAvx2()) v.push_back({"avx2", KernelsAvx2()});
     if (cpu.sse2 && KernelsSse2()) v.push_back({"sse2", KernelsSse2()});
+#elif defined(__aarch64__)
+    // Advanced SIMD (with the fp16 conversions) is part of the AArch64 baseline.
+    if (KernelsNeon()) v.push_back({"neon", KernelsNeon()});
 #endif
     v.push_back({"scalar", nullptr});
     return v;

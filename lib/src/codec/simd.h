@@ -2,13 +2,17 @@
 //
 // Layout: simd.cpp (built with the project's baseline flags) detects the CPU, picks a kernel
 // table, and turns a block header into a DecodePlan of plain pointers and precomputed per-column
-// constants. The kernels live in simd_sse2.cpp, simd_avx2.cpp and simd_avx512.cpp, each built
-// with its ISA's flags (lib/CMakeLists.txt) from the one template in simd_kernels.h.
+// constants. The kernels live in simd_sse2.cpp, simd_avx2.cpp, simd_avx512.cpp (x86) and
+// simd_neon.cpp (AArch64), each built with its ISA's flags (lib/CMakeLists.txt) from the one
+// algorithm source in simd_kernels.h / simd_encode_kernels.h, written over the xsimd::batch
+// operations of simd_xsimd.h.
 //
 // The ISA translation units include nothing with external-linkage inline functions from the
 // rest of mqkv (numeric.h, detail/lowbit.h): an inline function compiled with -mavx512f in one
 // TU and emitted as a COMDAT could be the copy the linker keeps for the whole program and then
-// fault on a CPU without AVX-512. So this header is plain data and declarations only, and the
+// fault on a CPU without AVX-512. xsimd's inline functions are templates on the architecture
+// type, so each TU's copies have names of their own (tests/scripts/check_isa_symbols.sh checks
+// that no weak symbol is shared between an ISA object and any other object of the library). So this header is plain data and declarations only, and the
 // scalar reference helpers the kernels need (odd tails) are passed in as function pointers.
 //
 // Every result is bit-identical to the scalar reference (spec/CODECS.md, "Arithmetic"): the
@@ -108,10 +112,11 @@ struct Kernels {
                     const float* ahead, uint64_t ahead_n);
 };
 
-// Kernel tables, null where the build has no such ISA (non-x86 targets).
+// Kernel tables, null where the build has no such ISA (x86 ones off x86, NEON off AArch64).
 const Kernels* KernelsSse2();
 const Kernels* KernelsAvx2();
 const Kernels* KernelsAvx512();
+const Kernels* KernelsNeon();
 
 // Encodes an affine block with the active ISA, byte-identical to lowbit::EncodeAffineScalar.
 // Returns false (nothing decided) when the active ISA is "scalar"; otherwise true with *status

@@ -1,96 +1,87 @@
-// AVX2 + F16C kernels of the SIMD decoder (8 lanes). Built with -mavx2 -mfma -mf16c; called only
-// after the CPU reported AVX2 and F16C (simd.cpp). See simd_kernels.h for the contract.
+// AVX2 + F16C kernels of the SIMD decoder and encoder (8 lanes, one 256-bit register per
+// vector). Built with -mavx2 -mfma -mf16c; called only after the CPU reported AVX2 and F16C
+// (simd.cpp). The operations are simd_xsimd.h's over xsimd::batch<float, xsimd::avx2>; the
+// overrides below are where xsimd 8.1 lacks a fast operation, each with a NEON twin in
+// simd_neon.cpp. See simd_kernels.h for the contract.
 #include "simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-#include "simd_kernels.h"
+#include "simd_xsimd.h"
 #include "simd_encode_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
 
-struct Avx2 {
-  using V = __m256;
-  using I = __m256i;
-  static constexpr uint32_t N = 8;
-  static constexpr bool kHasF16 = true;
+struct Avx2 : Ops<xsimd::avx2, 1> {
+  MQKV_OP __m256i C(int v) { return _mm256_set1_epi32(v); }
 
-  static __m256i C(int v) { return _mm256_set1_epi32(v); }
-
-  // 8 codes of B bits = B bytes (8-bit: 8 bytes).
+  // 8-bit codes: xsimd 8.1 has no widening conversion (u8 -> u32).
   template <int B>
-  static I Unpack(const uint8_t* p) {
+  MQKV_OP I Unpack(const uint8_t* p) {
     if constexpr (B == 8) {
-      return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      return {S(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))))};
     } else {
-      const uint32_t w = static_cast<uint32_t>(LoadLE<B>(p));
-      const __m256i sh = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
-      return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), sh), C((1 << B) - 1));
+      return Ops::Unpack<B>(p);
     }
   }
-  static V ToFloat(I q) { return _mm256_cvtepi32_ps(q); }
-  static V Lookup(I q, const float* L, int bits) {
-    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(L), q);
-    if (bits < 4) return lo;
-    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(L + 8), q);
-    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));  // code bit 3
+  // xsimd 8.1 has no run-time-index permute: vpermps.
+  MQKV_OP V Lookup(I q, const float* L, int bits) {
+    const __m256i i = q.r[0];
+    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(L), i);
+    if (bits < 4) return {F(lo)};
+    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(L + 8), i);
+    return {F(_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 28))))};  // code bit 3
   }
-  static V Load(const float* p) { return _mm256_loadu_ps(p); }
-  static V Bcast(float f) { return _mm256_set1_ps(f); }
-  static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  static V Add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  static V Xor(V v, const uint32_t* m) {
-    return _mm256_castsi256_ps(
-        _mm256_xor_si256(_mm256_castps_si256(v), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m))));
+  // xsimd 8.1 has no fp16 conversions: F16C.
+  MQKV_OP void StoreF16(uint16_t* d, V v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_cvtps_ph(v.r[0], _MM_FROUND_TO_NEAREST_INT));
   }
-  static void Store(float* d, V v) { _mm256_storeu_ps(d, v); }
-  static void StoreF16(uint16_t* d, V v) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  MQKV_OP V LoadF16(const uint8_t* p) { return {F(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))}; }
+  // xsimd 8.1 has no narrowing conversion (u32 -> u16): packusdw of the two halves.
+  MQKV_OP void Narrow16(uint16_t* d, const U* v) {
+    const __m256i o = v[0];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_packus_epi32(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1)));
   }
-  static void StoreBF16(uint16_t* d, V v) {
-    const __m256i x = _mm256_castps_si256(v);
-    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, C(0x7FFFFFFF)), C(0x7F800000));
-    const __m256i hi = _mm256_srli_epi32(x, 16);
-    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, C(0x7FFF)), _mm256_and_si256(hi, C(1))), 16);
-    const __m256i o = _mm256_blendv_epi8(r, _mm256_or_si256(hi, C(0x40)), nan);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d),
-                     _mm_packus_epi32(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1)));
+  MQKV_OP void StoreBF16(uint16_t* d, V v) {
+    const U b = BF16Bits(v.r[0]);
+    Narrow16(d, &b);
   }
-  static V LoadF16(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-  // ---- encoder ----
-  static V Div(V a, V b) { return _mm256_div_ps(a, b); }
-  static V Min(V a, V b) { return _mm256_min_ps(a, b); }
-  static V Max(V a, V b) { return _mm256_max_ps(a, b); }
-  static float HMin(V v) {
-    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0x4E));
-    return _mm_cvtss_f32(_mm_min_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+
+  // In-vector butterflies. xsimd 8.1's swizzle is always the lane-crossing vpermps (3 cycles);
+  // stages j^1 and j^2 need only the in-lane vpermilps with an immediate (1 cycle), j^4 vperm2f128.
+  MQKV_OP void FwhtIntraFinite(V& x) {  // s + (+-v): see simd_xsimd.h StageInFinite
+    const __m256 m1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN));
+    const __m256 m2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, INT32_MIN, INT32_MIN, 0, 0, INT32_MIN, INT32_MIN));
+    const __m256 m4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
+    __m256 v = x.r[0];
+    v = _mm256_add_ps(_mm256_permute_ps(v, 0xB1), _mm256_xor_ps(v, m1));
+    v = _mm256_add_ps(_mm256_permute_ps(v, 0x4E), _mm256_xor_ps(v, m2));
+    v = _mm256_add_ps(_mm256_permute2f128_ps(v, v, 1), _mm256_xor_ps(v, m4));
+    x.r[0] = v;
   }
-  static float HMax(V v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0x4E));
-    return _mm_cvtss_f32(_mm_max_ps(m, _mm_shuffle_ps(m, m, 0xB1)));
+  MQKV_OP void FwhtIntra(V& x) {  // see simd_xsimd.h StageIn
+    __m256 v = x.r[0];
+    __m256 s = _mm256_permute_ps(v, 0xB1);  // lanes j ^ 1
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xAA);
+    s = _mm256_permute_ps(v, 0x4E);  // j ^ 2
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xCC);
+    s = _mm256_permute2f128_ps(v, v, 1);  // j ^ 4
+    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xF0);
+    x.r[0] = v;
   }
-  static V Or(V a, V b) { return _mm256_or_ps(a, b); }
-  static bool AnyBits(V v) { return !_mm256_testz_si256(_mm256_castps_si256(v), _mm256_castps_si256(v)); }
-  static I Quantize(V d, V levels) {
-    const __m256 r = _mm256_round_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), levels));
-  }
-  static I MaskPositive(I q, V s) {
-    return _mm256_and_si256(q, _mm256_castps_si256(_mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_GT_OQ)));
-  }
-  // 8 codes -> B bytes: each code shifted to its bit offset, then or-ed together.
+
+  // 8 codes -> B bytes: each code shifted to its bit offset, then or-ed together (xsimd 8.1 has
+  // no horizontal or, nor a narrowing pack for the 8-bit case).
   template <int B>
-  static void StoreCodes(uint8_t* d, I q) {
+  MQKV_OP void StoreCodes(uint8_t* d, I q) {
+    const __m256i c = q.r[0];
     if constexpr (B == 8) {
-      const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+      const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(d), _mm_packus_epi16(w, w));
     } else {
-      const __m256i v = _mm256_sllv_epi32(q, _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B));
+      const __m256i v = _mm256_sllv_epi32(c, _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B));
       __m128i a = _mm_or_si128(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
       a = _mm_or_si128(a, _mm_shuffle_epi32(a, 0x4E));
       a = _mm_or_si128(a, _mm_shuffle_epi32(a, 0xB1));
@@ -100,9 +91,11 @@ struct Avx2 {
   }
 
   // 32 codes (4 vectors) -> 4B bytes: bytes in code order, then pairs / quads merged by
-  // multiply-adds (the codes' bits are disjoint, so sums are ors).
+  // multiply-adds (the codes' bits are disjoint, so sums are ors). xsimd 8.1 has no narrowing
+  // pack nor pmaddubsw / pmaddwd.
   template <int B>
-  static void Pack4(uint8_t* d, I q0, I q1, I q2, I q3) {
+  MQKV_OP void Pack4(uint8_t* d, I i0, I i1, I i2, I i3) {
+    const __m256i q0 = i0.r[0], q1 = i1.r[0], q2 = i2.r[0], q3 = i3.r[0];
     // packus interleaves 128-bit lanes: dwords [q0 0-3, q1 0-3, q2 0-3, q3 0-3 | q0 4-7, ...].
     const __m256i c = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(_mm256_packus_epi32(q0, q1), _mm256_packus_epi32(q2, q3)),
                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
@@ -131,33 +124,12 @@ struct Avx2 {
       StoreLE<6>(d + 6, t[2]);
     }
   }
-
-  // The encoder's in-vector butterflies: s + (+-v), equal to the reference's a + b / a - b for
-  // every non-NaN value (x - y is x + (-y); + commutes), one op fewer per stage than a blend.
-  // Not for the decoder, where a NaN's payload must follow the reference's operand order.
-  static void FwhtIntraFinite(V& v) {
-    const __m256 m1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN));
-    const __m256 m2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, INT32_MIN, INT32_MIN, 0, 0, INT32_MIN, INT32_MIN));
-    const __m256 m4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
-    v = _mm256_add_ps(_mm256_permute_ps(v, 0xB1), _mm256_xor_ps(v, m1));
-    v = _mm256_add_ps(_mm256_permute_ps(v, 0x4E), _mm256_xor_ps(v, m2));
-    v = _mm256_add_ps(_mm256_permute2f128_ps(v, v, 1), _mm256_xor_ps(v, m4));
-  }
-
-  static void FwhtIntra(V& v) {
-    __m256 s = _mm256_permute_ps(v, 0xB1);  // lanes j ^ 1
-    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xAA);
-    s = _mm256_permute_ps(v, 0x4E);  // j ^ 2
-    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xCC);
-    s = _mm256_permute2f128_ps(v, v, 1);  // j ^ 4
-    v = _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), 0xF0);
-  }
 };
 
 using K = Impl<Avx2>;
 using E = EncodeImpl<Avx2>;
 const Kernels kAvx2 = {"avx2", Avx2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
-                         &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
+                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
 
 }  // namespace
 

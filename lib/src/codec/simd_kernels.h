@@ -189,7 +189,7 @@ struct Impl {
   // ---- one row of codes -----------------------------------------------------------------------
 
   template <int B, bool CB, class Meta>
-  static V Value(const uint8_t* c, const Meta& meta, uint32_t e, const float* L) {
+  static inline __attribute__((always_inline)) V Value(const uint8_t* c, const Meta& meta, uint32_t e, const float* L) {
     const I q = K::template Unpack<B>(c);
     if constexpr (CB) {
       return K::Mul(K::Lookup(q, L, B), meta.Scale(e));
@@ -199,9 +199,11 @@ struct Impl {
     }
   }
 
-  // Decodes one quantized row (no rotation, or into p.row for the memory Hadamard path).
+  // Decodes one quantized row (no rotation, or into p.row for the memory Hadamard path). Inlined
+  // into the rows driver, where meta and out are locals: called, their fields would be reloaded
+  // after every store (the stores may alias them), measured 8-12% slower.
   template <int B, bool CB, class Meta, class Out>
-  static void Row(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
+  static inline __attribute__((always_inline)) void Row(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
     uint32_t e = 0;
     for (; e + N <= rv; e += N) out.Put(e, Value<B, CB>(c + uint64_t(e) * B / 8, meta, e, p.levels));

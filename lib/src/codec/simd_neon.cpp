@@ -1,0 +1,97 @@
+// NEON (AArch64 Advanced SIMD) kernels of the SIMD decoder and encoder: 8 lanes, two 128-bit
+// registers per vector (simd_xsimd.h Ops<neon64, 2>). Advanced SIMD, including the fp16
+// conversions FCVTL / FCVTN, is part of the AArch64 baseline, so this file needs no flags and
+// the kernels are always available there. The overrides below are the NEON twins of the x86
+// files' (where xsimd 8.1 lacks a fast operation). See simd_kernels.h for the contract.
+//
+// Bit identity with the scalar reference on AArch64: FPCR's defaults under Linux (round to
+// nearest even, no flush-to-zero, no default NaN) make every vector operation round and
+// propagate NaNs as the scalar code compiled for the same CPU does; FCVTN/FCVTL round and quiet
+// NaNs as numeric.h's f32_to_f16 / f16_to_f32 specify (tests/test_simd.cpp runs it under QEMU).
+#include "simd.h"
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#include "simd_xsimd.h"
+#include "simd_encode_kernels.h"
+
+namespace mqkv::codec::simd {
+namespace {
+
+struct Neon : Ops<xsimd::neon64, 2> {
+  // xsimd 8.1's float division on neon64 is 32-bit NEON's: a reciprocal estimate refined by two
+  // Newton steps, which is not the correctly rounded quotient the reference computes (found by
+  // test_encode_simd: codes off by one). AArch64's FDIV is.
+  MQKV_OP V Div(V a, V b) { return {{F(vdivq_f32(a.r[0], b.r[0])), F(vdivq_f32(a.r[1], b.r[1]))}}; }
+
+  // xsimd 8.1 has no run-time-index permute: TBL over the levels' bytes (16 floats = 4 tables;
+  // 8 floats for codes of 3 bits or fewer). Byte k of lane j is byte 4 q_j + k of L.
+  MQKV_OP V Lookup(I q, const float* L, int bits) {
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(L);
+    const uint32x4_t off = vdupq_n_u32(0x03020100u);
+    const uint32x4_t mul = vdupq_n_u32(0x04040404u);
+    V o;
+    if (bits < 4) {
+      const uint8x16x2_t t = {{vld1q_u8(b), vld1q_u8(b + 16)}};
+      for (int i = 0; i < 2; ++i) {
+        const uint8x16_t idx = vreinterpretq_u8_u32(vmlaq_u32(off, vreinterpretq_u32_s32(q.r[i]), mul));
+        o.r[i] = F(vreinterpretq_f32_u8(vqtbl2q_u8(t, idx)));
+      }
+    } else {
+      const uint8x16x4_t t = {{vld1q_u8(b), vld1q_u8(b + 16), vld1q_u8(b + 32), vld1q_u8(b + 48)}};
+      for (int i = 0; i < 2; ++i) {
+        const uint8x16_t idx = vreinterpretq_u8_u32(vmlaq_u32(off, vreinterpretq_u32_s32(q.r[i]), mul));
+        o.r[i] = F(vreinterpretq_f32_u8(vqtbl4q_u8(t, idx)));
+      }
+    }
+    return o;
+  }
+  // xsimd 8.1 has no fp16 conversions: FCVTN / FCVTL.
+  MQKV_OP void StoreF16(uint16_t* d, V v) {
+    const float16x8_t h = vcvt_high_f16_f32(vcvt_f16_f32(v.r[0]), v.r[1]);
+    vst1q_u16(d, vreinterpretq_u16_f16(h));
+  }
+  MQKV_OP V LoadF16(const uint8_t* p) {
+    const float16x8_t h = vreinterpretq_f16_u8(vld1q_u8(p));
+    return {{F(vcvt_f32_f16(vget_low_f16(h))), F(vcvt_high_f32_f16(h))}};
+  }
+  // xsimd 8.1 has no narrowing conversion (u32 -> u16): XTN / XTN2.
+  MQKV_OP void Narrow16(uint16_t* d, const U* v) { vst1q_u16(d, vmovn_high_u32(vmovn_u32(v[0]), v[1])); }
+  MQKV_OP void StoreBF16(uint16_t* d, V v) {
+    const U b[2] = {BF16Bits(v.r[0]), BF16Bits(v.r[1])};
+    Narrow16(d, b);
+  }
+  // 8 codes -> B bytes: each code shifted to its bit offset, then summed across the lanes (the
+  // bits are disjoint, so the sum is the or). xsimd 8.1 has no horizontal or / add-across.
+  template <int B>
+  MQKV_OP void StoreCodes(uint8_t* d, I q) {
+    const uint32x4_t a = vreinterpretq_u32_s32(q.r[0]), b = vreinterpretq_u32_s32(q.r[1]);
+    if constexpr (B == 8) {
+      const uint16x8_t h = vmovn_high_u32(vmovn_u32(a), b);
+      vst1_u8(d, vmovn_u16(h));
+    } else {
+      static constexpr int32_t lo[4] = {0, B, 2 * B, 3 * B};
+      static constexpr int32_t hi[4] = {4 * B, 5 * B, 6 * B, 7 * B};
+      const uint32x4_t s = vorrq_u32(vshlq_u32(a, vld1q_s32(lo)), vshlq_u32(b, vld1q_s32(hi)));
+      StoreLE<B>(d, vaddvq_u32(s));
+    }
+  }
+};
+
+using K = Impl<Neon>;
+using E = EncodeImpl<Neon>;
+const Kernels kNeon = {"neon", Neon::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
+                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
+
+}  // namespace
+
+const Kernels* KernelsNeon() { return &kNeon; }
+
+}  // namespace mqkv::codec::simd
+
+#else
+namespace mqkv::codec::simd {
+const Kernels* KernelsNeon() { return nullptr; }
+}  // namespace mqkv::codec::simd
+#endif
