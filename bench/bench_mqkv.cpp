@@ -8,6 +8,7 @@
 //   open/<MiB>                              Snapshot::Open + index of a 64-tensor file of that size
 //   layer/one, layer/all                    decode one layer (K and V) vs every layer of a file
 //   threads/<n>                             decode of the 2-bit block split over n threads
+//   threads/decode/<n>                      Snapshot::Decode(..., threads = n) of a 16384-token 3-bit tensor -> f16
 // bench/run.sh pins the single-core ones to one CPU. Set MQKV_BENCH_QUICK=1 for a smoke run.
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
@@ -295,8 +296,8 @@ fs::path BenchDir() {
   return d;
 }
 
-// A file of 32 layers x (K, V) = 64 tensors, all holding copies of one encoded block.
-std::string WriteFile(const std::string& name, const CodecSpec& spec, uint32_t tokens) {
+// A file of `layers` layers x (K, V) tensors (32: 64 tensors), all holding copies of one encoded block.
+std::string WriteFile(const std::string& name, const CodecSpec& spec, uint32_t tokens, uint32_t layers = 32) {
   const std::string path = (BenchDir() / name).string();
   const std::vector<float> x = Rows(uint64_t(tokens) * kHeads * kDim, 5);
   EncodedBlock eb;
@@ -307,11 +308,11 @@ std::string WriteFile(const std::string& name, const CodecSpec& spec, uint32_t t
   if (!w.ok()) Die("create " + path, w.status());
   ModelInfo m;
   m.architecture = "bench";
-  m.n_layer = 32;
+  m.n_layer = layers;
   m.n_head = m.n_head_kv = kHeads;
   m.head_dim_k = m.head_dim_v = kDim;
   (*w)->SetModel(m);
-  for (uint32_t l = 0; l < 32; ++l)
+  for (uint32_t l = 0; l < layers; ++l)
     for (Kind k : {Kind::kK, Kind::kV}) {
       TensorDesc d;
       d.layer = l;
@@ -377,6 +378,26 @@ void BM_Layer(benchmark::State& st, bool all) {
     }
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(which.size() * out.size() * 2));
   st.counters["layers"] = all ? 32.0 : 1.0;
+}
+
+// Snapshot::Decode with a thread count: one tensor of the decode block's shape (16384 tokens,
+// main 3-bit preset) -> f16, 32 MiB of output, past the LLC.
+void BM_DecodeThreads(benchmark::State& st, unsigned n) {
+  static std::unique_ptr<Snapshot> s = [] {
+    const std::string path = WriteFile("threads.mqkv", Spec("affine_seven_level_3bit_g64_meta4"), kTokens, 1);
+    auto r = Snapshot::Open(path);
+    if (!r.ok()) Die("open " + path, r.status());
+    return std::move(*r);
+  }();
+  uint8_t* dst = OutBuf().data();
+  for (auto _ : st) {
+    if (Status e = s->Decode(0, 0, kTokens, DType::kF16, dst, Backend::kAuto, n); !e.ok()) {
+      st.SkipWithError(e.ToString().c_str());
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(kValues * 2));
 }
 
 void BM_Threads(benchmark::State& st, const Block* b, int n) {
@@ -454,6 +475,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("threads/" + std::to_string(n)).c_str(), BM_Threads, blocks.front().get(), n)->UseRealTime();
   if ((cores & (cores - 1)) != 0)
     benchmark::RegisterBenchmark(("threads/" + std::to_string(cores)).c_str(), BM_Threads, blocks.front().get(), cores)->UseRealTime();
+  for (unsigned n = 1; n <= unsigned(cores); n *= 2)
+    benchmark::RegisterBenchmark(("threads/decode/" + std::to_string(n)).c_str(), BM_DecodeThreads, n)->UseRealTime();
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -220,13 +220,17 @@ def main():
     L.append("## Thread scaling (affine 2-bit g64 -> f16, rows split over threads, wall time)\n")
     L.append("Wall time, so it includes waiting for cores: on a machine shared with other jobs (see the load "
              "average above) the one-thread figure here is below the CPU-time figure in the tables above.\n")
-    L.append("| threads | GB/s | speed-up |")
-    L.append("|---|---|---|")
-    base = None
-    for k, b in sorted(((k, b) for k, b in t.items() if k.startswith("threads/")), key=lambda kv: int(kv[0].split("/")[1])):
-        g = gbps(b)
+    L.append("| threads | codec rows split (2-bit) GB/s | speed-up | Snapshot::Decode(threads) (3-bit main preset) GB/s | speed-up |")
+    L.append("|---|---|---|---|---|")
+    split = {k.split("/")[1]: b for k, b in t.items() if k.startswith("threads/") and k.split("/")[1].isdigit()}
+    snap = {k.split("/")[2]: b for k, b in t.items() if k.startswith("threads/decode/")}
+    base = base_s = None
+    for n in sorted(set(split) | set(snap), key=int):
+        g = gbps(split[n]) if n in split else None
+        h = gbps(snap[n]) if n in snap else None
         base = base or g
-        L.append(f"| {k.split('/')[1]} | {fmt(g)} | {fmt(ratio(g, base), 'x')} |")
+        base_s = base_s or h
+        L.append(f"| {n} | {fmt(g)} | {fmt(ratio(g, base), 'x')} | {fmt(h)} | {fmt(ratio(h, base_s), 'x')} |")
     L.append("")
     L.append("## Analysis of the tight and missed goals (profiled with `perf record -e cpu-clock`; hardware counters are not exposed in this VM)\n")
     L.append("- **Hadamard -> f16.** The closest goal. The decode runs at the same rate in values per second for f16 "

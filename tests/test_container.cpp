@@ -199,3 +199,45 @@ TEST(PublicApi, BlockBytesOutOfRangeIsNullNotAThrow) {
   mqkv::BlockData moved = std::move(*a);
   EXPECT_EQ(moved.view.payload, moved.owned.data());
 }
+
+// Snapshot::Decode on several threads writes the same bytes as on one, for every thread count,
+// row range (inside one block, across blocks, starting mid group row) and output type; errors
+// are the single-threaded call's.
+TEST(Container, ThreadedDecodeEqualsOneThread) {
+  TempDir dir;
+  const std::string path = dir.Path("threads.mqkv");
+  const uint32_t n = 1000, heads = 2, dim = 64;
+  std::vector<float> rows = mqkv::testing::RandomRows(uint64_t(n) * heads * dim, 29);
+  {
+    WriterOptions wo;
+    wo.max_block_tokens = 96;
+    auto w = Writer::Create(path, wo);
+    ASSERT_TRUE(w.ok());
+    TensorDesc d;
+    d.n_heads = heads;
+    d.head_dim = dim;
+    d.n_tokens = n;
+    ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *CodecSpec::Parse("hadamard_affine_four_level_2bit_g64_meta8")).ok());
+    d.layer = 1;
+    ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *CodecSpec::Parse("affine:bits=3,group=16,axis=channel,sinks=4")).ok());
+    ASSERT_TRUE((*w)->Finish().ok());
+  }
+  auto s = Snapshot::Open(path);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const uint64_t row = heads * dim;
+  for (size_t t = 0; t < 2; ++t)
+    for (DType out : {DType::kF32, DType::kF16, DType::kBF16})
+      for (auto [a, b] : {std::pair<uint32_t, uint32_t>{0, n}, {5, 77}, {13, 900}, {500, 501}, {999, 1000}}) {
+        const uint64_t bytes = uint64_t(b - a) * row * DTypeSize(out);
+        std::vector<uint8_t> one(bytes), many(bytes);
+        ASSERT_TRUE((*s)->Decode(t, a, b, out, one.data()).ok());
+        for (unsigned th : {0u, 2u, 3u, 7u}) {
+          std::fill(many.begin(), many.end(), 0xA5);
+          ASSERT_TRUE((*s)->Decode(t, a, b, out, many.data(), Backend::kAuto, th).ok());
+          ASSERT_EQ(one, many) << "tensor " << t << " rows [" << a << ", " << b << ") threads " << th;
+        }
+      }
+  std::vector<uint8_t> buf(row * 4 * n);
+  EXPECT_EQ((*s)->Decode(0, 10, n + 1, DType::kF32, buf.data(), Backend::kAuto, 2).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ((*s)->Decode(5, 0, 1, DType::kF32, buf.data(), Backend::kAuto, 2).code(), StatusCode::kOutOfRange);
+}

@@ -142,6 +142,13 @@ class Snapshot {
   // reading only the blocks that hold them.
   Status Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DType out, void* dst,
                 Backend backend = Backend::kAuto) const;
+  // The same on up to `threads` threads (0: all cores), so that a restore can use the machine's
+  // memory bandwidth: the rows are split into one contiguous range per thread (no range under
+  // 64 rows), each decoded as above. The bytes written are the same for every thread count; on an
+  // error, the error of the lowest failed range. A remote source decodes on one thread (its
+  // requests are merged per window instead).
+  Status Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DType out, void* dst, Backend backend,
+                unsigned threads) const;
   Result<std::vector<float>> DecodeF32(size_t tensor, uint32_t row_begin, uint32_t row_end,
                                        Backend backend = Backend::kAuto) const;
   // The codec spec of a tensor as stored (from its first block).

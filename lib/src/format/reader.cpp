@@ -16,6 +16,7 @@
 #include "mqkv/codec.h"
 #include "mqkv/snapshot.h"
 #include "codec/registry.h"
+#include "util/parallel.h"
 
 namespace mqkv {
 
@@ -469,6 +470,24 @@ Status Snapshot::Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DTy
       return impl_->Fail(s.WithOffset(bi.offset));
   }
   return Status::OK();
+}
+
+Status Snapshot::Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DType out, void* dst, Backend backend,
+                        unsigned threads) const {
+  if (tensor >= tensors().size() || row_begin > row_end || row_end > tensors()[tensor].n_tokens || impl_->remote())
+    return Decode(tensor, row_begin, row_end, out, dst, backend);  // its checks and errors, or the remote path
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  constexpr uint32_t kMinRows = 64;
+  const uint32_t rows = row_end - row_begin;
+  const size_t n = std::max<size_t>(1, std::min<size_t>(threads, rows / kMinRows));
+  if (n == 1) return Decode(tensor, row_begin, row_end, out, dst, backend);
+  const TensorInfo& t = tensors()[tensor];
+  const uint64_t row_bytes = uint64_t(t.n_heads) * t.head_dim * DTypeSize(out);
+  return util::ParallelFor(n, static_cast<unsigned>(n), [&](size_t i, unsigned) {
+    const uint32_t a = row_begin + static_cast<uint32_t>(uint64_t(rows) * i / n);
+    const uint32_t b = row_begin + static_cast<uint32_t>(uint64_t(rows) * (i + 1) / n);
+    return Decode(tensor, a, b, out, static_cast<uint8_t*>(dst) + uint64_t(a - row_begin) * row_bytes, backend);
+  });
 }
 
 Result<std::vector<float>> Snapshot::DecodeF32(size_t tensor, uint32_t row_begin, uint32_t row_end, Backend backend) const {
