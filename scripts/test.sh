@@ -10,6 +10,9 @@
 #      with transformers caches and cross-engine snapshots (installs torch, transformers) (skip: MQKV_SKIP_HF=1)
 #   6. the real-engine round trip: llama.cpp + SmolLM2 (installs a pinned   (skip: MQKV_SKIP_ENGINE=1)
 #      llama-cpp-python and the model into ${MQKV_CACHE:-~/.cache/mqkv} on first use)
+#   7. aarch64: the codec and format suites cross-built and run under qemu-aarch64 (NEON kernels vs
+#      the scalar reference, golden vectors; installs the cross compiler, qemu-user and an arm64
+#      sysroot; MQKV_ARM64_FULL=1 runs the whole unit suite)   (skip: MQKV_SKIP_ARM64=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${MQKV_JOBS:-$(nproc)}
@@ -52,5 +55,13 @@ fi
 if [ "${MQKV_SKIP_ENGINE:-0}" != 1 ]; then
   echo "== llama.cpp round trip"
   bash tests/e2e/run.sh
+fi
+if [ "${MQKV_SKIP_ARM64:-0}" != 1 ]; then
+  echo "== aarch64 (cross build, tests under qemu-aarch64)"
+  if [ "${MQKV_ARM64_FULL:-0}" = 1 ]; then
+    bash tests/arm64/run.sh
+  else
+    MQKV_ARM64_QUICK=1 bash tests/arm64/run.sh
+  fi
 fi
 echo "== all tests passed"
