@@ -303,23 +303,18 @@ struct Ops {
     }
   }
   // Butterflies h = 1 .. N/2 within the kernel vector, in stage order (the last across the
-  // registers when R = 2).
-  MQKV_OP void FwhtIntra(V& v) {
-    for (int i = 0; i < R; ++i) StagesIn<false>(v.r[i]);
+  // registers when R = 2: a + b / a - b with a the first register, as the reference).
+  template <bool Finite>
+  MQKV_OP void Stages(V& v) {
+    for (int i = 0; i < R; ++i) StagesIn<Finite>(v.r[i]);
     if constexpr (R == 2) {
       const F a = v.r[0];
       v.r[0] = a + v.r[1];
       v.r[1] = a - v.r[1];
     }
   }
-  MQKV_OP void FwhtIntraFinite(V& v) {
-    for (int i = 0; i < R; ++i) StagesIn<true>(v.r[i]);
-    if constexpr (R == 2) {
-      const F a = v.r[0];
-      v.r[0] = a + v.r[1];
-      v.r[1] = a - v.r[1];
-    }
-  }
+  MQKV_OP void FwhtIntra(V& v) { Stages<false>(v); }
+  MQKV_OP void FwhtIntraFinite(V& v) { Stages<true>(v); }
 };
 
 }  // namespace
