@@ -26,6 +26,17 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
       return Ops::Unpack<B>(p);
     }
   }
+  // 8 codes of B = 2, 3, 4 bits from a 16-byte load (simd_kernels.h WideUnpackBytes): one
+  // broadcast load, a byte shuffle, a variable shift. xsimd 8.1 has no byte shuffle (pshufb).
+  template <int B>
+  MQKV_OP I UnpackWide(const uint8_t* p) {
+    static constexpr auto kBytes = WideUnpackBytes<B, 8>();
+    static constexpr auto kShifts = WideUnpackShifts<B, 8>();
+    const __m256i src = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i x = _mm256_shuffle_epi8(src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kBytes.data())));
+    return {S(_mm256_and_si256(_mm256_srlv_epi32(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kShifts.data()))),
+                               C((1 << B) - 1)))};
+  }
   // xsimd 8.1 has no run-time-index permute: vpermps.
   MQKV_OP V Lookup(I q, const float* L, int bits) {
     const __m256i i = q.r[0];

@@ -46,6 +46,16 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
                                  C((1 << B) - 1)))};
     }
   }
+  // 16 codes of B = 2, 3, 4 bits from a 16-byte load (simd_kernels.h WideUnpackBytes): one
+  // broadcast load, a byte shuffle, a variable shift. xsimd 8.1 has no byte shuffle (pshufb).
+  template <int B>
+  MQKV_OP I UnpackWide(const uint8_t* p) {
+    static constexpr auto kBytes = WideUnpackBytes<B, 16>();
+    static constexpr auto kShifts = WideUnpackShifts<B, 16>();
+    const __m512i src = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i x = _mm512_shuffle_epi8(src, _mm512_loadu_si512(kBytes.data()));
+    return {S(_mm512_and_si512(_mm512_srlv_epi32(x, _mm512_loadu_si512(kShifts.data())), C((1 << B) - 1)))};
+  }
   // xsimd 8.1 has no run-time-index permute: vpermps.
   MQKV_OP V Lookup(I q, const float* L, int) { return {F(_mm512_permutexvar_ps(q.r[0], _mm512_load_ps(L)))}; }
   // xsimd 8.1 has no fp16 conversions.

@@ -25,6 +25,23 @@ struct Neon : Ops<xsimd::neon64, 2> {
   // test_encode_simd: codes off by one). AArch64's FDIV is.
   MQKV_OP V Div(V a, V b) { return {{F(vdivq_f32(a.r[0], b.r[0])), F(vdivq_f32(a.r[1], b.r[1]))}}; }
 
+  // 8 codes of B = 2, 3, 4 bits from a 16-byte load (simd_kernels.h WideUnpackBytes): TBL
+  // byte shuffles (an index of 0x80 reads as zero) and a variable shift (USHL by minus the
+  // count). The twin of the x86 files' pshufb form; xsimd 8.1 has no byte shuffle.
+  template <int B>
+  MQKV_OP I UnpackWide(const uint8_t* p) {
+    static constexpr auto kBytes = WideUnpackBytes<B, 8>();
+    static constexpr auto kShifts = WideUnpackShifts<B, 8>();
+    const uint8x16_t src = vld1q_u8(p);
+    const uint32x4_t m = vdupq_n_u32((1u << B) - 1u);
+    I q;
+    for (int i = 0; i < 2; ++i) {
+      const uint32x4_t x = vreinterpretq_u32_u8(vqtbl1q_u8(src, vld1q_u8(kBytes.data() + 16 * i)));
+      const int32x4_t sh = vnegq_s32(vreinterpretq_s32_u32(vld1q_u32(kShifts.data() + 4 * i)));
+      q.r[i] = S(vreinterpretq_s32_u32(vandq_u32(vshlq_u32(x, sh), m)));
+    }
+    return q;
+  }
   // xsimd 8.1 has no run-time-index permute: TBL over the levels' bytes (16 floats = 4 tables;
   // 8 floats for codes of 3 bits or fewer). Byte k of lane j is byte 4 q_j + k of L.
   MQKV_OP V Lookup(I q, const float* L, int bits) {
