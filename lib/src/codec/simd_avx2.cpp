@@ -37,6 +37,11 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
     return {S(_mm256_and_si256(_mm256_srlv_epi32(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kShifts.data()))),
                                C((1 << B) - 1)))};
   }
+  // Register table of up to 8 floats indexed by codes (simd_kernels.h RowLut): vpermps. 4-bit
+  // codes would need two tables and a blend, no cheaper than converting: not offered.
+  static constexpr int kLutBits = 3;
+  template <int B>
+  MQKV_OP V LookupReg(I q, V table) { return {F(_mm256_permutevar8x32_ps(table.r[0], q.r[0]))}; }
   // xsimd 8.1 has no run-time-index permute: vpermps.
   MQKV_OP V Lookup(I q, const float* L, int bits) {
     const __m256i i = q.r[0];

@@ -56,6 +56,10 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
     const __m512i x = _mm512_shuffle_epi8(src, _mm512_loadu_si512(kBytes.data()));
     return {S(_mm512_and_si512(_mm512_srlv_epi32(x, _mm512_loadu_si512(kShifts.data())), C((1 << B) - 1)))};
   }
+  // Register table of up to 16 floats indexed by codes (simd_kernels.h RowLut): vpermps.
+  static constexpr int kLutBits = 4;
+  template <int B>
+  MQKV_OP V LookupReg(I q, V table) { return {F(_mm512_permutexvar_ps(q.r[0], table.r[0]))}; }
   // xsimd 8.1 has no run-time-index permute: vpermps.
   MQKV_OP V Lookup(I q, const float* L, int) { return {F(_mm512_permutexvar_ps(q.r[0], _mm512_load_ps(L)))}; }
   // xsimd 8.1 has no fp16 conversions.

@@ -64,6 +64,18 @@ struct Neon : Ops<xsimd::neon64, 2> {
     }
     return o;
   }
+  // Register table of up to 8 floats indexed by codes (simd_kernels.h RowLut): TBL over the
+  // table's 32 bytes, as Lookup does from memory. The twin of the x86 files' vpermps.
+  static constexpr int kLutBits = 3;
+  template <int B>
+  MQKV_OP V LookupReg(I q, V table) {
+    const uint8x16x2_t t = {{vreinterpretq_u8_f32(table.r[0]), vreinterpretq_u8_f32(table.r[1])}};
+    const uint32x4_t off = vdupq_n_u32(0x03020100u), mul = vdupq_n_u32(0x04040404u);
+    V o;
+    for (int i = 0; i < 2; ++i)
+      o.r[i] = F(vreinterpretq_f32_u8(vqtbl2q_u8(t, vreinterpretq_u8_u32(vmlaq_u32(off, vreinterpretq_u32_s32(q.r[i]), mul)))));
+    return o;
+  }
   // xsimd 8.1 has no fp16 conversions: FCVTN / FCVTL.
   MQKV_OP void StoreF16(uint16_t* d, V v) {
     const float16x8_t h = vcvt_high_f16_f32(vcvt_f16_f32(v.r[0]), v.r[1]);
