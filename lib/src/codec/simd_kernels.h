@@ -230,6 +230,30 @@ struct Impl {
   // byte, so the callers use it only where those stay inside the row.
   template <int B>
   static constexpr bool kWide = B == 3 && requires(const uint8_t* c) { K::template UnpackWide<B>(c); };
+  // The N codes at element e of a row of codes c (row_bytes long): wide where it may.
+  template <int B>
+  static inline __attribute__((always_inline)) I CodesAt(const uint8_t* c, uint64_t row_bytes, uint32_t e) {
+    const uint64_t at = uint64_t(e) * B / 8;
+    if constexpr (kWide<B>) {
+      if (at + 16 <= row_bytes) return K::template UnpackWide<B>(c + at);
+    }
+    return K::template Unpack<B>(c + at);
+  }
+  // The widest codes the ISA's register table lookup serves (RowLut), 0 without one.
+  static constexpr int LutBits() {
+    if constexpr (requires { K::kLutBits; }) {
+      return K::kLutBits;
+    } else {
+      return 0;
+    }
+  }
+  template <int B, bool CB, class Meta>
+  static constexpr bool kLut = !CB && std::is_same_v<Meta, MetaGroups> && B <= LutBits();
+  alignas(64) static constexpr float kIota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  // The group's table for RowLut: float(k) * s + mn for every code k.
+  static inline __attribute__((always_inline)) V GroupTable(const MetaGroups& meta, uint32_t e) {
+    return K::Add(K::Mul(K::Load(kIota), meta.Scale(e)), meta.Min(e));
+  }
   // Value of the vector at element e of a row of codes c (row_bytes long): wide where it may.
   template <int B, bool CB, class Meta>
   static inline __attribute__((always_inline)) V ValueIn(const uint8_t* c, uint64_t row_bytes, const Meta& meta, uint32_t e,
@@ -248,9 +272,7 @@ struct Impl {
   static inline __attribute__((always_inline)) void Row(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
     uint32_t e = 0;
-    if constexpr (!CB && std::is_same_v<Meta, MetaGroups> && requires { K::kLutBits; }) {
-      if constexpr (B <= K::kLutBits) return RowLut<B>(p, c, meta, out);
-    }
+    if constexpr (kLut<B, CB, Meta>) return RowLut<B>(p, c, meta, out);
     if constexpr (kWide<B>) {  // every vector whose 16 loaded bytes stay inside this row
       const uint64_t row_bytes = uint64_t(rv) * B / 8;
       for (; e + N <= rv && uint64_t(e) * B / 8 + 16 <= row_bytes; e += N)
@@ -272,22 +294,11 @@ struct Impl {
   template <int B, class Out>
   static inline __attribute__((always_inline)) void RowLut(const DecodePlan& p, const uint8_t* c, const MetaGroups& meta,
                                                            const Out& out) {
-    alignas(64) static constexpr float kIota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    const V iota = K::Load(kIota);
     const uint32_t rv = p.row_values, G = 1u << meta.shift;
     const uint64_t row_bytes = uint64_t(rv) * B / 8;
     for (uint32_t g0 = 0; g0 < rv; g0 += G) {  // rv is a whole number of groups (token axis)
-      const V lut = K::Add(K::Mul(iota, meta.Scale(g0)), meta.Min(g0));
-      for (uint32_t e = g0; e < g0 + G; e += N) {
-        const uint64_t at = uint64_t(e) * B / 8;
-        I q;
-        if constexpr (kWide<B>) {
-          q = at + 16 <= row_bytes ? K::template UnpackWide<B>(c + at) : K::template Unpack<B>(c + at);
-        } else {
-          q = K::template Unpack<B>(c + at);
-        }
-        out.Put(e, K::template LookupReg<B>(q, lut));
-      }
+      const V lut = GroupTable(meta, g0);
+      for (uint32_t e = g0; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
     }
   }
 
@@ -314,13 +325,20 @@ struct Impl {
   template <int B, bool CB, int BV, class Meta, class Out>
   static void RowHadamard(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
+    const uint64_t row_bytes = uint64_t(rv) * B / 8;
     const V cb = K::Bcast(p.rot_c);
+    V lut{};  // kLut: the current group's table (RowLut), set at each group's first vector
     for (uint32_t b0 = 0; b0 < rv; b0 += BV * N) {
       V v[BV];
 #pragma GCC unroll 16
       for (int i = 0; i < BV; ++i) {
         const uint32_t e = b0 + i * N;
-        v[i] = ValueIn<B, CB>(c, uint64_t(rv) * B / 8, meta, e, p.levels);
+        if constexpr (kLut<B, CB, Meta>) {
+          if ((e & ((1u << meta.shift) - 1)) == 0) lut = GroupTable(meta, e);
+          v[i] = K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut);
+        } else {
+          v[i] = ValueIn<B, CB>(c, row_bytes, meta, e, p.levels);
+        }
         // Affine values are finite and bounded (|q * s + mn| <= 255 * 65504 + 65504 with finite
         // fp16 metadata, spec/CODECS.md "Non-finite metadata"), and so is every butterfly sum of
         // them: no NaN can arise, and the encoder's cheaper s + (+-v) stages are exactly the
