@@ -247,8 +247,10 @@ struct Impl {
       return 0;
     }
   }
-  template <int B, bool CB, class Meta>
-  static constexpr bool kLut = !CB && std::is_same_v<Meta, MetaGroups> && B <= LutBits();
+  // Not for fp32 output: past the LLC that is bound by the output's writes, and there the table
+  // form measured 4-10% slower than converting (bench/results/simd-xsimd.md); f16/bf16 gain.
+  template <int B, bool CB, class Meta, class Out>
+  static constexpr bool kLut = !CB && std::is_same_v<Meta, MetaGroups> && !std::is_same_v<Out, OutF32> && B <= LutBits();
   alignas(64) static constexpr float kIota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   // The group's table for RowLut: float(k) * s + mn for every code k.
   static inline __attribute__((always_inline)) V GroupTable(const MetaGroups& meta, uint32_t e) {
@@ -272,8 +274,10 @@ struct Impl {
   static inline __attribute__((always_inline)) void Row(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
     uint32_t e = 0;
-    if constexpr (kLut<B, CB, Meta>) return RowLut<B>(p, c, meta, out);
-    if constexpr (kWide<B>) {  // every vector whose 16 loaded bytes stay inside this row
+    if constexpr (kLut<B, CB, Meta, Out>) return RowLut<B>(p, c, meta, out);
+    // Every vector whose 16 loaded bytes stay inside this row. Not for fp32 output past the LLC:
+    // measured 8% slower there on AVX-512 (bench/results/simd-xsimd.md), where writes bound it.
+    if constexpr (kWide<B> && !std::is_same_v<Out, OutF32>) {
       const uint64_t row_bytes = uint64_t(rv) * B / 8;
       for (; e + N <= rv && uint64_t(e) * B / 8 + 16 <= row_bytes; e += N)
         out.Put(e, FromCodes<B, CB>(K::template UnpackWide<B>(c + uint64_t(e) * B / 8), meta, e, p.levels));
@@ -333,7 +337,7 @@ struct Impl {
 #pragma GCC unroll 16
       for (int i = 0; i < BV; ++i) {
         const uint32_t e = b0 + i * N;
-        if constexpr (kLut<B, CB, Meta>) {
+        if constexpr (kLut<B, CB, Meta, Out>) {
           if ((e & ((1u << meta.shift) - 1)) == 0) lut = GroupTable(meta, e);
           v[i] = K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut);
         } else {
