@@ -260,11 +260,7 @@ struct Impl {
   template <int B, bool CB, class Meta>
   static inline __attribute__((always_inline)) V ValueIn(const uint8_t* c, uint64_t row_bytes, const Meta& meta, uint32_t e,
                                                          const float* L) {
-    const uint64_t at = uint64_t(e) * B / 8;
-    if constexpr (kWide<B>) {
-      if (at + 16 <= row_bytes) return FromCodes<B, CB>(K::template UnpackWide<B>(c + at), meta, e, L);
-    }
-    return Value<B, CB>(c + at, meta, e, L);
+    return FromCodes<B, CB>(CodesAt<B>(c, row_bytes, e), meta, e, L);
   }
 
   // Decodes one quantized row (no rotation, or into p.row for the memory Hadamard path). Inlined
