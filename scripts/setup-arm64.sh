@@ -15,7 +15,7 @@ exec 1>&2
 mqkv_apt_install g++-aarch64-linux-gnu qemu-user debootstrap flatbuffers-compiler
 
 # The arm64 packages of the sysroot; a change here rebuilds the root.
-pkgs="libc6-dev,libstdc++-12-dev,libflatbuffers-dev,libzstd-dev,libxxhash-dev,libcurl4-openssl-dev,libssl-dev,zlib1g-dev,libgtest-dev,libgmock-dev,libxsimd-dev,xtl-dev,libcli11-dev"
+pkgs="libc6-dev,libstdc++-12-dev,libflatbuffers-dev,libzstd-dev,libxxhash-dev,libcurl4-openssl-dev,libssl-dev,zlib1g-dev,libgtest-dev,libgmock-dev,libxsimd-dev,xtl-dev,libcli11-dev,libhtscodecs-dev"
 root="$MQKV_CACHE/arm64-root"
 stamp="$root/.mqkv-sysroot"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$pkgs" ]; then

@@ -415,12 +415,12 @@ TEST(Fp8File, WriterDeclaresFeatureAndVersion1_1) {
   {
     auto w = Writer::Create(dir.Path("future.mqkv"), {.fsync = false});
     ASSERT_TRUE(w.ok());
-    WriterTestHooks::SetRequiredFeatures(**w, 1ull << 5);
+    WriterTestHooks::SetRequiredFeatures(**w, 1ull << 6);
     ASSERT_TRUE((*w)->Finish().ok());
     auto s = Snapshot::Open(dir.Path("future.mqkv"));
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.status().code(), StatusCode::kUnsupported);
-    EXPECT_NE(s.status().message().find("bit 5 unknown to this reader (knows zstd|affine|codebook|hadamard|fp8)"), std::string::npos)
+    EXPECT_NE(s.status().message().find("bit 6 unknown to this reader (knows zstd|affine|codebook|hadamard|fp8|rans)"), std::string::npos)
         << s.status().message();
   }
   // A writer asked to declare fp8 without an fp8 block still writes 1.1 (the lowest version

@@ -221,8 +221,8 @@ TEST_F(FormatErrors, UnknownRequiredFeatureNamesTheBit) {
   c.f.required_features |= 1ull << 9;
   Expect(c.Build(), StatusCode::kUnsupported, "feature(s) bit 9 unknown to this reader");
   Crafted d(base);
-  d.f.required_features |= 1ull << 63 | 1ull << 5;  // bit 4 is fp8 since 1.1
-  Expect(d.Build(), StatusCode::kUnsupported, "bit 5|bit 63");
+  d.f.required_features |= 1ull << 63 | 1ull << 6;  // bit 4 is fp8 since 1.1, bit 5 rans since 1.3
+  Expect(d.Build(), StatusCode::kUnsupported, "bit 6|bit 63");
 }
 
 TEST_F(FormatErrors, FeatureMismatchesAndUndeclaredFeatures) {
@@ -522,7 +522,17 @@ TEST_F(FormatErrors, ReservedBlockHeaderBytes) {
   BlockHeader h = c.Header(5);
   h.reserved0[3] = 0x80;
   c.SetHeader(5, h);
-  ExpectAtAccess(c.Build(), 5, StatusCode::kFormatError, "reserved block header bytes are not zero", c.BlockOff(5) + 49);
+  ExpectAtAccess(c.Build(), 5, StatusCode::kFormatError, "reserved block header bytes are not zero", c.BlockOff(5) + 52);
+  Crafted d(base);  // format 1.3's code_coding and levels (offsets 49, 50)
+  h = d.Header(5);
+  h.code_coding = 2;
+  d.SetHeader(5, h);
+  ExpectAtAccess(d.Build(), 5, StatusCode::kFormatError, "unknown code coding 2", d.BlockOff(5) + 49);
+  Crafted e(base);
+  h = e.Header(5);
+  h.levels = 7;
+  e.SetHeader(5, h);
+  ExpectAtAccess(e.Build(), 5, StatusCode::kFormatError, "in a block with packed codes", e.BlockOff(5) + 50);
 }
 
 TEST_F(FormatErrors, UnknownCodecAndCompression) {

@@ -84,6 +84,13 @@ inline std::vector<Vector> AllVectors() {
   v.push_back({"turbo3_hd80", "turbo3", 6, 2, 80, 112, false, "turbo3 at head_dim 80: Hadamard blocks of 16, one rms scale per 80 dims"});
   // llama.cpp's grids inside the affine codec (encoder rules; the blocks are plain affine blocks).
   v.push_back({"ggml_q4_0_flat_hd32", "ggml_q4_0", 6, 2, 32, 113, true, "q4_0 grid (scale |m|/8, minimum -8 or -7 scales) with a flat group"});
+  // Entropy-coded codes (format 1.3, feature bit 5): 4-way rANS (<= 1000 codes), 32-way, verbatim.
+  v.push_back({"rans_affine_l6_g32_meta4", "affine:levels=6,group=32,meta=4,entropy=rans", 6, 2, 64, 114, false,
+               "6 levels, 768 codes: rANS 4x16 order 0; format 1.3"});
+  v.push_back({"rans_affine_l5_channel_hadamard_sink1", "affine:levels=5,axis=channel,group=16,rotate=hadamard,sinks=1,entropy=rans", 40, 1, 32,
+               115, false, "5 levels per channel, Hadamard, one fp16 sink row: 1248 codes, rANS 32x16; format 1.3"});
+  v.push_back({"rans_codebook_l3_rms", "codebook:levels=-1.2/0/1.2,scale=rms,entropy=rans", 2, 1, 8, 116, false,
+               "3-level codebook, 16 codes: stored verbatim (CAT) because rANS does not shrink them; format 1.3"});
   return v;
 }
 
@@ -94,7 +101,8 @@ inline std::string Readme() {
       "tests/tools/codec_vectors.h); regenerate only through that tool. `test_codec_vectors` rebuilds\n"
       "every file in a temporary directory and requires identical bytes, and decodes each committed\n"
       "`.mqkv` with every CPU backend, requiring the `.expected.f32` bits exactly.\n\n"
-      "Each `<name>.mqkv` is a format 1.0 snapshot (1.1 for the fp8 vectors: codec 5 needs feature bit 4)\n"
+      "Each `<name>.mqkv` is a format 1.0 snapshot (1.1 for the fp8 vectors: codec 5 needs feature bit 4;\n"
+      "1.3 for the rans vectors: entropy-coded codes need feature bit 5)\n"
       "with one tensor (layer 0, kind k, one block) holding the rows below encoded with the spec;\n"
       "`<name>.expected.f32` is that tensor decoded to binary32, little-endian, [row][head][dim]. The\n"
       "decode is normative (spec/CODECS.md), so a second implementation must reproduce `.expected.f32`\n"

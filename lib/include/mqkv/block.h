@@ -27,6 +27,12 @@ enum class Rotation : uint8_t { kNone = 0, kHadamard = 1 };
 
 enum class Compression : uint8_t { kNone = 0, kZstd = 1 };
 
+// How the code part (kPartCodes) of a low-bit block stores its codes (format 1.3).
+enum class CodeCoding : uint8_t {
+  kPacked = 0,  // one `bits`-bit code per value, LSB-first bit stream
+  kRans = 1,    // one byte per value, entropy-coded: XXH3-64 of the bytes + an rANS-Nx16 stream
+};
+
 // Part slots of a block payload, in payload order.
 enum Part : int {
   kPartCodes = 0,     // raw rows, or packed code stream
@@ -69,7 +75,9 @@ struct BlockHeader {
   uint32_t n_sink;         // 40  first rows stored as fp16
   uint32_t n_residual;     // 44  last rows stored as fp16
   uint8_t compression;     // 48  Compression of the payload
-  uint8_t reserved0[7];    // 49  zero
+  uint8_t code_coding;     // 49  CodeCoding (format 1.3, feature rans); 0 before
+  uint16_t levels;         // 50  rans: code levels (3..256; codes are 0..levels-1); packed: 0
+  uint8_t reserved0[4];    // 52  zero
   uint64_t payload_bytes;  // 56  decoded payload size
   uint64_t stored_bytes;   // 64  payload size as stored (== payload_bytes when uncompressed)
   PartRef parts[kNumParts];  // 72
@@ -81,6 +89,8 @@ static_assert(offsetof(BlockHeader, layer) == 8);
 static_assert(offsetof(BlockHeader, bits) == 24);
 static_assert(offsetof(BlockHeader, rot_seed) == 32);
 static_assert(offsetof(BlockHeader, compression) == 48);
+static_assert(offsetof(BlockHeader, code_coding) == 49);
+static_assert(offsetof(BlockHeader, levels) == 50);
 static_assert(offsetof(BlockHeader, payload_bytes) == 56);
 static_assert(offsetof(BlockHeader, parts) == 72);
 
@@ -94,7 +104,8 @@ enum Feature : uint64_t {
   kFeatureCodebook = 1ull << 2,  // some block uses the codebook codec
   kFeatureHadamard = 1ull << 3,  // some block is Hadamard-rotated
   kFeatureFp8 = 1ull << 4,       // some block uses the fp8 codec (format 1.1)
+  kFeatureRans = 1ull << 5,      // some block's codes are rANS entropy-coded (format 1.3)
 };
-inline constexpr uint64_t kKnownFeatures = 0x1F;
+inline constexpr uint64_t kKnownFeatures = 0x3F;
 
 }  // namespace mqkv

@@ -44,11 +44,18 @@ enum class AffineRule : uint8_t {
   kQ8_0 = 2,    // llama.cpp/ggml q8_0's grid: d = max|x| / 127, x' = (q - 128) d (q = 1..255)
 };
 
+// How a low-bit spec stores its codes (spec/CODECS.md, "Entropy-coded codes").
+enum class Entropy : uint8_t {
+  kNone = 0,  // packed bits-bit codes (2^bits levels)
+  kRans = 1,  // one byte per code, rANS-coded; any level count 3..256 (format 1.3)
+};
+
 // A user-level codec choice, parsed from a spec string (spec/CODECS.md, "Spec strings"):
 //   f32 | f16 | bf16 | fp8          (fp8: E4M3 codes, one fp32 scale per block; format 1.1)
 //   affine:bits=3,group=64,meta=4,axis=token,rotate=hadamard,seed=N,sinks=1,residual=128
 //   affine:bits=4,group=32,rule=q4_0   (ggml's q4_0 / q8_0 grids inside the affine codec)
 //   codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel
+//   affine:levels=6,entropy=rans,...     codebook:entropy=rans,levels=-1.2/0/1.2,... (format 1.3)
 //   or a preset name (affine_seven_level_3bit_g64_meta4, ..., turbo2, turbo3, turbo4).
 struct CodecSpec {
   CodecId codec = CodecId::kF16;
@@ -60,7 +67,9 @@ struct CodecSpec {
   uint64_t seed = 0x6D716B76u;  // "mqkv"; Hadamard sign seed
   uint32_t sinks = 0;
   uint32_t residual = 0;
-  std::vector<float> levels;      // codebook only, ascending, 2^bits entries
+  std::vector<float> levels;      // codebook only, ascending, 2^bits entries (rans: 3..256)
+  Entropy entropy = Entropy::kNone;
+  uint16_t n_levels = 0;          // affine with entropy=rans: the level count 3..256 (bits is 8)
   std::vector<float> thresholds;  // codebook encoder decision boundaries (empty = midpoints)
   ScaleRule scale_rule = ScaleRule::kAbsMax;
   AffineRule affine_rule = AffineRule::kMinMax;  // affine only

@@ -19,15 +19,16 @@ namespace mqkv {
 // The newest format version this library reads and writes. A writer writes the lowest version
 // that describes its file (FormatMinorFor), so a file without 1.1 or 1.2 features stays a 1.0 file.
 inline constexpr uint16_t kFormatMajor = 1;
-inline constexpr uint16_t kFormatMinor = 2;
+inline constexpr uint16_t kFormatMinor = 3;
 
 std::string FeatureNames(uint64_t bits);  // "zstd|affine" / "bit 7" for unknown bits
 
-// Lowest minor version (of major 1) that describes a file with `features`: 2 when some block is
+// Lowest minor version (of major 1) that describes a file with `features`: 3 when some block's
+// codes are rANS-coded (1.3), else 2 when some block is
 // zstd-compressed (1.2: zstd frames carry their content size and checksum), else 1 when the fp8 bit
 // is set, else 0 (unknown bits do not raise it).
 inline constexpr uint16_t FormatMinorFor(uint64_t features) {
-  return (features & kFeatureZstd) ? 2 : (features & kFeatureFp8) ? 1 : 0;
+  return (features & kFeatureRans) ? 3 : (features & kFeatureZstd) ? 2 : (features & kFeatureFp8) ? 1 : 0;
 }
 
 enum class Kind : uint8_t { kK = 0, kV = 1, kQ = 2 };

@@ -45,7 +45,7 @@ Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape sh
   MQKV_RETURN_IF_ERROR(BeginEncode(spec, src, shape, out, &rotated, &x));
   const BlockHeader& h = out->header;
   const elem::Geometry g = elem::geometry(h);
-  const uint32_t qmax = (1u << h.bits) - 1u;
+  const uint32_t qmax = CodeMax(h);
   const float levels = static_cast<float>(qmax);
   // (a) Per group its range: the first smallest and the last largest value.
   const uint64_t groups = uint64_t(g.group_rows) * g.group_cols;
@@ -55,9 +55,9 @@ Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape sh
       const uint64_t i = uint64_t(gr) * g.group_cols + gc;
       GroupRange(g, x, gr, gc, &lo[i], &hi[i]);
     }
-  // (b) Metadata: mn = min, s = (max - mn) / (2^b - 1) in fp32, then stored as meta_bits say.
+  // (b) Metadata: mn = min, s = (max - mn) / qmax (2^b - 1, or levels - 1 with rANS) in fp32, then stored as meta_bits say.
   std::vector<float> scales(groups), mins(groups);
-  AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data(), spec.affine_rule);
+  AffineGroupMeta(lo.data(), hi.data(), groups, qmax, scales.data(), mins.data(), spec.affine_rule);
   std::vector<float> s, mn;  // what the decoder will see
   MQKV_RETURN_IF_ERROR(StoreMetaField(g, elem::kFieldScale, scales, out, &s));
   MQKV_RETURN_IF_ERROR(StoreMetaField(g, elem::kFieldMin, mins, out, &mn));
@@ -68,7 +68,7 @@ Status EncodeAffineScalar(const CodecSpec& spec, const float* src, BlockShape sh
     const float r = RoundEven((x[uint64_t(t) * g.row_values + e] - mn[i]) / s[i]);
     return r <= 0.0f ? 0u : r >= levels ? qmax : static_cast<uint32_t>(r);
   });
-  return Status::OK();
+  return IsRans(h) ? EntropyCodeCodes(out) : Status::OK();
 }
 
 }  // namespace lowbit
@@ -82,6 +82,8 @@ class AffineCodec final : public lowbit::LowBitCodec {
   Status Encode(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out) const override {
     if (spec.codec != CodecId::kAffine) return InvalidArgument("affine encoder given spec " + spec.ToString());
     // Specs built in code skip CodecSpec::Parse: the ggml rules fix bits and metadata.
+    if (spec.entropy == Entropy::kRans && spec.affine_rule != AffineRule::kMinMax)
+      return InvalidArgument("affine spec " + spec.ToString() + ": entropy=rans takes rule=minmax only");
     if ((spec.affine_rule == AffineRule::kQ4_0 && (spec.bits != 4 || spec.meta_bits != 16)) ||
         (spec.affine_rule == AffineRule::kQ8_0 && (spec.bits != 8 || spec.meta_bits != 16)))
       return InvalidArgument("affine spec " + spec.ToString() + ": rule q4_0 needs bits=4, q8_0 bits=8, both meta=16");

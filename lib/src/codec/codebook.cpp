@@ -15,8 +15,8 @@ namespace lowbit {
 void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint32_t t0, uint32_t t1, float* out) {
   const elem::Geometry g = elem::geometry(h);
   const uint8_t* codes = payload + h.parts[kPartCodes].offset;
-  float levels[16];
-  for (uint32_t i = 0; i < (1u << h.bits); ++i) levels[i] = elem::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i);
+  float levels[256];
+  for (uint32_t i = 0; i <= CodeMax(h); ++i) levels[i] = elem::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i);
   std::vector<float> scale(g.group_cols);
   std::vector<uint8_t> negative;  // sign rule, once per call
   if (h.rotation == static_cast<uint8_t>(Rotation::kHadamard))
@@ -66,8 +66,10 @@ class CodebookCodec final : public lowbit::LowBitCodec {
     if (spec.codec != CodecId::kCodebook) return InvalidArgument("codebook encoder given spec " + spec.ToString());
     // Specs built in code skip CodecSpec::Parse: check the levels and thresholds here too.
     const std::vector<float>& L = spec.levels;
-    if (spec.bits < 1 || spec.bits > 4 || L.size() != (1u << spec.bits))
-      return InvalidArgument("codebook bits=" + std::to_string(spec.bits) + " needs 2^bits levels, got " + std::to_string(L.size()));
+    if (spec.entropy == Entropy::kRans ? (spec.bits != 8 || L.size() < 3 || L.size() > 256)
+                                       : (spec.bits < 1 || spec.bits > 4 || L.size() != (1u << spec.bits)))
+      return InvalidArgument("codebook bits=" + std::to_string(spec.bits) + " needs 2^bits levels (entropy=rans: bits=8, 3..256 levels), got " +
+                             std::to_string(L.size()));
     for (size_t i = 0; i < L.size(); ++i)
       if (!std::isfinite(L[i]) || (i && !(L[i - 1] < L[i]))) return InvalidArgument("codebook levels must be finite and strictly ascending");
     std::vector<float> thr = spec.thresholds;
@@ -107,14 +109,14 @@ class CodebookCodec final : public lowbit::LowBitCodec {
       for (float c : cut) q += v >= c ? 1u : 0u;
       return q;
     });
-    return Status::OK();
+    return lowbit::IsRans(h) ? lowbit::EntropyCodeCodes(out) : Status::OK();
   }
 
   // Levels come from the block; thresholds and the scale rule are encoder choices that the block
   // does not record (the tensor's spec string in the footer keeps them), so they read as defaults.
   CodecSpec SpecOf(const BlockHeader& h, const uint8_t* payload) const override {
     CodecSpec s = lowbit::SpecOfHeader(h);
-    for (uint32_t i = 0; i < (1u << h.bits); ++i)
+    for (uint32_t i = 0; i <= lowbit::CodeMax(h); ++i)
       s.levels.push_back(mqkv::elem::load_f32(payload + h.parts[kPartCodebook].offset + 4 * i));
     return s;
   }

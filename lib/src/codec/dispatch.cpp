@@ -19,10 +19,21 @@ Status Codec::Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, vo
   Backend used = Backend::kScalar;
   Status st;
   switch (backend) {
-    case Backend::kCuda:
+    case Backend::kCuda: {
       used = Backend::kCuda;
-      st = CudaDecodeHostBlock(b, r0, r1, out, dst);  // upload, decode, download
+      ExpandedBlock e;
+      if (Expand(b, &e, &st)) {  // rANS codes: decoded on the host (htscodecs), the rest on the GPU
+        if (!st.ok()) break;
+        if (e.header.codec == static_cast<uint8_t>(CodecId::kCodebook) && e.header.bits > 4) {
+          st = Unsupported("CUDA codebook kernels hold at most 16 levels; this block has " + std::to_string(b.header->levels));
+          break;
+        }
+        st = CudaDecodeHostBlock(e.view, r0, r1, out, dst);
+      } else {
+        st = CudaDecodeHostBlock(b, r0, r1, out, dst);  // upload, decode, download
+      }
       break;
+    }
     case Backend::kSimd:
     case Backend::kAuto:
       if (DecodeSimd(b, r0, r1, out, dst)) {

@@ -37,7 +37,7 @@ class Fp8Codec final : public Codec {
       uint64_t value;
     } zero[] = {{"meta_bits", h.meta_bits}, {"group_axis", h.group_axis}, {"rotation", h.rotation},
                 {"group_size", h.group_size}, {"rot_block", h.rot_block},   {"rot_seed", h.rot_seed},
-                {"n_sink", h.n_sink},         {"n_residual", h.n_residual}};
+                {"n_sink", h.n_sink},         {"n_residual", h.n_residual}, {"code_coding", h.code_coding}};
     for (const auto& f : zero)
       if (f.value != 0) return FormatError(Field(f.name, f.value) + ": must be 0 in an fp8 block");
     sizes->fill(0);

@@ -10,6 +10,7 @@
 
 #include "../format/container.h"
 #include "codecs.h"
+#include "rans.h"
 #include "simd.h"
 
 namespace mqkv::codec::lowbit {
@@ -49,7 +50,11 @@ void LoadF16Rows(const uint8_t* src, uint64_t n, DType out, void* dst) {
 Status PartSizes(CodecId id, const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) {
   const bool cb = id == CodecId::kCodebook;
   const std::string name = cb ? "codebook" : "affine";
-  if (cb ? (h.bits < 1 || h.bits > 4) : (h.bits != 2 && h.bits != 3 && h.bits != 4 && h.bits != 8))
+  const bool rans = IsRans(h);
+  if (rans) {
+    if (h.bits != 8) return FormatError(Field("bits", h.bits) + ": rANS-coded " + name + " codes are bytes (bits=8)");
+    if (h.levels < 3 || h.levels > 256) return FormatError(Field("levels", h.levels) + ": rANS-coded codes have 3..256 levels");
+  } else if (cb ? (h.bits < 1 || h.bits > 4) : (h.bits != 2 && h.bits != 3 && h.bits != 4 && h.bits != 8))
     return FormatError(Field("bits", h.bits) + ": " + name + " codes are " + (cb ? "1..4" : "2, 3, 4 or 8") + " bits");
   if (cb ? h.meta_bits != 16 : (h.meta_bits != 4 && h.meta_bits != 8 && h.meta_bits != 16))
     return FormatError(Field("meta_bits", h.meta_bits) + ": " + name + (cb ? " scales are fp16 (16)" : " metadata is 4, 8 or 16 (fp16) bits"));
@@ -81,6 +86,10 @@ Status PartSizes(CodecId id, const BlockHeader& h, std::array<uint64_t, kNumPart
   uint64_t v, groups;
   if (!MulOk(uint64_t(g.q_rows), rv, &v) || !MulOk(v, h.bits, &v)) return FormatError("block dimensions overflow");
   (*sizes)[kPartCodes] = (v + 7) / 8;
+  if (rans) {  // the stream's own size; its rules are checked with the payload (rans::CheckStream)
+    if (v / 8 > rans::kMaxCodes) return FormatError("rANS-coded block of " + std::to_string(v / 8) + " codes (at most " + std::to_string(rans::kMaxCodes) + ")");
+    (*sizes)[kPartCodes] = h.parts[kPartCodes].bytes;
+  }
   if (!MulOk(uint64_t(g.group_rows), g.group_cols, &groups) || !MulOk(groups, 2, &v)) return FormatError("group count overflows");
   const uint64_t meta = h.meta_bits == 16 ? groups * 2 : (groups * h.meta_bits + 7) / 8;
   (*sizes)[kPartScales] = meta;
@@ -91,7 +100,7 @@ Status PartSizes(CodecId id, const BlockHeader& h, std::array<uint64_t, kNumPart
   if (!MulOk(uint64_t(h.n_sink) * 2, rv, &(*sizes)[kPartSinkRows]) ||
       !MulOk(uint64_t(h.n_residual) * 2, rv, &(*sizes)[kPartResidualRows]))
     return FormatError("fp16 row parts overflow");
-  if (cb) (*sizes)[kPartCodebook] = (uint64_t(1) << h.bits) * 4;
+  if (cb) (*sizes)[kPartCodebook] = (rans ? uint64_t(h.levels) : uint64_t(1) << h.bits) * 4;
   return Status::OK();
 }
 
@@ -143,11 +152,19 @@ Status BeginEncodeHeader(const CodecSpec& spec, const float* src, BlockShape sha
   h.rot_seed = rotate ? spec.seed : 0;
   h.n_sink = spec.sinks;
   h.n_residual = spec.residual;
+  if (spec.entropy == Entropy::kRans) {
+    const size_t n = spec.codec == CodecId::kCodebook ? spec.levels.size() : spec.n_levels;
+    if (spec.bits != 8 || n < 3 || n > 256)
+      return InvalidArgument(std::string(name) + " spec " + spec.ToString() + ": entropy=rans needs bits=8 and 3..256 levels");
+    h.code_coding = static_cast<uint8_t>(CodeCoding::kRans);
+    h.levels = static_cast<uint16_t>(n);
+  }
   std::array<uint64_t, kNumParts> sizes{};
   if (Status s = PartSizes(spec.codec, h, &sizes); !s.ok())
     return InvalidArgument(std::string(name) + " spec " + spec.ToString() + " does not fit a block of " +
                            std::to_string(shape.n_heads) + " heads x " + std::to_string(shape.head_dim) + " dims: " + s.message());
   for (int p = 0; p < kNumParts; ++p) out->parts[p].assign(sizes[p], 0);
+  if (IsRans(h)) out->parts[kPartCodes].assign(uint64_t(h.n_tokens - h.n_sink - h.n_residual) * h.n_heads * h.head_dim, 0);
 
   const uint64_t rv = uint64_t(h.n_heads) * h.head_dim;
   StoreF16Rows(src, uint64_t(h.n_sink) * rv, out->parts[kPartSinkRows].data());
@@ -195,7 +212,7 @@ Status BeginEncode(const CodecSpec& spec, const float* src, BlockShape shape, En
   return Status::OK();
 }
 
-void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min,
+void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t qmax, float* scale, float* min,
                      AffineRule rule) {
   if (rule == AffineRule::kQ4_0) {
     for (uint64_t i = 0; i < n; ++i) {
@@ -214,7 +231,7 @@ void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits
     }
     return;
   }
-  const float levels = static_cast<float>((1u << bits) - 1u);
+  const float levels = static_cast<float>(qmax);
   for (uint64_t i = 0; i < n; ++i) {
     min[i] = lo[i];
     scale[i] = (hi[i] - lo[i]) / levels;
@@ -366,13 +383,27 @@ Status LowBitCodec::PartSizes(const BlockHeader& h, std::array<uint64_t, kNumPar
   return lowbit::PartSizes(id_, h, sizes);
 }
 Status LowBitCodec::DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const {
+  if (IsRans(*b.header)) {  // the spec's reference rANS decoder, then the packed-code reference
+    ExpandedBlock e;
+    MQKV_RETURN_IF_ERROR(ExpandRans(b, true, &e));
+    return lowbit::Decode(e.view, r0, r1, out, dst, rows_);
+  }
   return lowbit::Decode(b, r0, r1, out, dst, rows_);
 }
 bool LowBitCodec::DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const {
-  return simd::Decode(b, r0, r1, out, dst);
+  if (!IsRans(*b.header)) return simd::Decode(b, r0, r1, out, dst);
+  if (!simd::HasKernels()) return false;
+  // htscodecs' SIMD rANS decoder, then the SIMD code kernels (or, for a view they do not cover,
+  // the reference row kernel: bit-identical either way). An error is reported by rerunning the
+  // reference, which refuses the same parts (rans.h).
+  ExpandedBlock e;
+  if (!ExpandRans(b, false, &e).ok()) return false;
+  if (simd::Decode(e.view, r0, r1, out, dst)) return true;
+  return lowbit::Decode(e.view, r0, r1, out, dst, rows_).ok();
 }
 uint64_t LowBitCodec::Features(const BlockHeader& h) const {
-  return feature_ | (h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? uint64_t(kFeatureHadamard) : uint64_t(0));
+  return feature_ | (h.rotation == static_cast<uint8_t>(Rotation::kHadamard) ? uint64_t(kFeatureHadamard) : uint64_t(0)) |
+         (IsRans(h) ? uint64_t(kFeatureRans) : uint64_t(0));
 }
 Accounting LowBitCodec::Account(const BlockHeader& h) const { return lowbit::Account(id_, h); }
 
@@ -382,7 +413,10 @@ Accounting Account(CodecId id, const BlockHeader& h) {
   const double groups = double(g.group_rows) * g.group_cols;
   const double field_bits = id == CodecId::kCodebook ? 16.0 : 2.0 * h.meta_bits;
   Accounting a;
-  a.modeled_bits = double(g.q_rows) * rv * h.bits + field_bits * groups +
+  // rANS: the modeled figure of a fixed-rate code of the same levels, log2(levels) bits (the
+  // measured bytes are what the stream takes).
+  const double code_bits = IsRans(h) ? std::log2(double(h.levels)) : double(h.bits);
+  a.modeled_bits = double(g.q_rows) * rv * code_bits + field_bits * groups +
                    (h.meta_bits < 16 && groups > 0 ? double(g.group_cols) * 2 * 32 : 0.0) +
                    (double(h.n_sink) + h.n_residual) * rv * 16;
   a.codes = h.parts[kPartCodes].bytes;
@@ -406,7 +440,75 @@ CodecSpec SpecOfHeader(const BlockHeader& h) {
   if (s.rotation == Rotation::kHadamard) s.seed = h.rot_seed;
   s.sinks = h.n_sink;
   s.residual = h.n_residual;
+  if (IsRans(h)) {
+    s.entropy = Entropy::kRans;
+    if (s.codec == CodecId::kAffine) s.n_levels = h.levels;
+  }
   return s;
+}
+
+}  // namespace mqkv::codec::lowbit
+
+namespace mqkv::codec::lowbit {
+
+Status EntropyCodeCodes(EncodedBlock* out) {
+  std::vector<uint8_t> part;
+  std::vector<uint8_t>& codes = out->parts[kPartCodes];
+  MQKV_RETURN_IF_ERROR(rans::Encode(codes.data(), codes.size(), &part));
+  codes.swap(part);
+  return Status::OK();
+}
+
+Status ExpandRans(const BlockView& b, bool reference, ExpandedBlock* e) {
+  const BlockHeader& h = *b.header;
+  const elem::Geometry g = elem::geometry(h);
+  const uint64_t n = uint64_t(g.q_rows) * g.row_values;
+  const bool cb = h.codec == static_cast<uint8_t>(CodecId::kCodebook);
+  // The view: packed 8-bit codes (the same bytes), or 4-bit codes for a codebook of <= 16 levels
+  // (the codebook kernels hold 16 levels).
+  const uint32_t vb = cb && h.levels <= 16 ? 4 : 8;
+  e->header = h;
+  BlockHeader& v = e->header;
+  v.code_coding = 0;
+  v.levels = 0;
+  v.bits = static_cast<uint8_t>(vb);
+  v.compression = 0;
+  std::array<uint64_t, kNumParts> sizes{};
+  for (int p = 0; p < kNumParts; ++p) sizes[p] = h.parts[p].bytes;
+  sizes[kPartCodes] = StreamBytes(n, vb);
+  if (cb) sizes[kPartCodebook] = (uint64_t(1) << vb) * 4;
+  if (Status s = format::LayoutParts(sizes, &v); !s.ok()) return s;
+  e->payload.assign(v.payload_bytes, 0);
+  uint8_t* dst = e->payload.data();
+  for (int p = 1; p < kNumParts; ++p)
+    if (h.parts[p].bytes) std::memcpy(dst + v.parts[p].offset, b.payload + h.parts[p].offset, h.parts[p].bytes);
+  uint8_t* codes = dst + v.parts[kPartCodes].offset;
+  if (vb == 8) {
+    MQKV_RETURN_IF_ERROR(rans::Decode(b.payload + h.parts[kPartCodes].offset, h.parts[kPartCodes].bytes, n, h.levels, reference, codes));
+  } else {
+    std::vector<uint8_t> bytes(n);
+    MQKV_RETURN_IF_ERROR(rans::Decode(b.payload + h.parts[kPartCodes].offset, h.parts[kPartCodes].bytes, n, h.levels, reference, bytes.data()));
+    for (uint64_t i = 0; i + 1 < n; i += 2) codes[i / 2] = static_cast<uint8_t>(bytes[i] | (bytes[i + 1] << 4));
+    if (n & 1) codes[n / 2] = bytes[n - 1];
+  }
+  e->view = BlockView{&e->header, e->payload.data()};
+  return Status::OK();
+}
+
+Status LowBitCodec::CheckPayload(const BlockView& b) const {
+  MQKV_RETURN_IF_ERROR(CheckFiniteMetadata(b));
+  if (!IsRans(*b.header)) return Status::OK();
+  const BlockHeader& h = *b.header;
+  const elem::Geometry g = elem::geometry(h);
+  rans::StreamInfo info;
+  return rans::CheckStream(b.payload + h.parts[kPartCodes].offset, h.parts[kPartCodes].bytes, uint64_t(g.q_rows) * g.row_values,
+                           h.levels, &info);
+}
+
+bool LowBitCodec::Expand(const BlockView& b, ExpandedBlock* e, Status* st) const {
+  if (!IsRans(*b.header)) return false;
+  *st = ExpandRans(b, false, e);
+  return true;
 }
 
 }  // namespace mqkv::codec::lowbit

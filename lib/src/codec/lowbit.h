@@ -38,6 +38,12 @@ class BitWriter {
   uint64_t bit_ = 0;
 };
 
+// Largest code of a validated header: levels - 1 for rANS-coded codes, else 2^bits - 1.
+inline uint32_t CodeMax(const BlockHeader& h) {
+  return h.code_coding == static_cast<uint8_t>(CodeCoding::kRans) ? uint32_t(h.levels) - 1u : (1u << h.bits) - 1u;
+}
+inline bool IsRans(const BlockHeader& h) { return h.code_coding == static_cast<uint8_t>(CodeCoding::kRans); }
+
 // Bytes of `count` codes of `bits` bits: ceil(count * bits / 8) (inputs already validated).
 inline uint64_t StreamBytes(uint64_t count, uint32_t bits) { return (count * bits + 7) / 8; }
 
@@ -119,12 +125,13 @@ void WriteCodes(const Geometry& g, uint32_t bits, std::vector<uint8_t>* part, Co
 
 // The affine metadata rules (spec/CODECS.md, "Encoder"), one stage of their own: per group i, from
 // the group's range [lo[i], hi[i]] (fp32 arithmetic),
-//   minmax: min[i] = lo[i], scale[i] = (hi[i] - lo[i]) / float(2^bits - 1);
+//   minmax: min[i] = lo[i], scale[i] = (hi[i] - lo[i]) / float(qmax);
 //   q4_0:   m = lo[i] if |lo[i]| >= |hi[i]| else hi[i], a = |m| / 8 (= |d| for ggml's d = m / -8);
 //           scale = a, min = -7 a if m > 0 else -8 a                  (ggml's grid (q - 8) d);
 //   q8_0:   d = max(|lo[i]|, |hi[i]|) / 127, scale = d, min = -128 d  (ggml's grid q d);
 //   a zero minimum is +0.0.
-void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t bits, float* scale, float* min,
+// (qmax: the largest code, 2^bits - 1 or levels - 1.)
+void AffineGroupMeta(const float* lo, const float* hi, uint64_t n, uint32_t qmax, float* scale, float* min,
                      AffineRule rule = AffineRule::kMinMax);
 
 // Stores the per-group metadata field `field` (values [group_rows][group_cols], fp32) as the
@@ -152,12 +159,20 @@ void DecodeCodebookRowsScalar(const BlockHeader& h, const uint8_t* payload, uint
 
 using RowsFn = void (*)(const BlockHeader&, const uint8_t*, uint32_t, uint32_t, float*);
 
+// Replaces the code part of an encoded block (one byte per code, written with bits = 8) by its rANS
+// form (rans.h); the header's code_coding and levels are already set.
+Status EntropyCodeCodes(EncodedBlock* out);
+
 // Refuses a block whose fp16 metadata (meta=16 scales and mins, the shared ranges of meta-coded
 // fields) or codebook levels are infinite or NaN (spec/CODECS.md, "Non-finite metadata").
 Status CheckFiniteMetadata(const BlockView& b);
 
 // Decode driver: block rows [r0, r1) (sink, quantized or residual) into dst as `out`.
 Status Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst, RowsFn rows);
+
+// A rANS block's codes expanded into the packed form the row kernels read (8-bit codes, or 4-bit for
+// a codebook of <= 16 levels): `view` points into this struct.
+Status ExpandRans(const BlockView& b, bool reference, ExpandedBlock* e);
 
 // What the affine and codebook codecs share: header rules, the decode driver over their scalar
 // row kernel, the SIMD decoder, the payload checks, features, accounting (lowbit.cpp).
@@ -169,7 +184,8 @@ class LowBitCodec : public Codec {
   Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const override;
   Status DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override;
   bool DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const override;
-  Status CheckPayload(const BlockView& b) const override { return CheckFiniteMetadata(b); }
+  Status CheckPayload(const BlockView& b) const override;
+  bool Expand(const BlockView& b, ExpandedBlock* e, Status* st) const override;
   uint64_t Features(const BlockHeader& h) const override;
   Accounting Account(const BlockHeader& h) const override;
 

@@ -19,7 +19,8 @@ class RawCodec final : public Codec {
   Status PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const override {
     const uint8_t bits = static_cast<uint8_t>(DTypeSize(stored_) * 8);
     if (h.bits != bits) return FormatError(std::string(name_) + " block must have bits=" + std::to_string(bits));
-    if (h.meta_bits || h.group_axis || h.rotation || h.group_size || h.rot_block || h.rot_seed || h.n_sink || h.n_residual)
+    if (h.meta_bits || h.group_axis || h.rotation || h.group_size || h.rot_block || h.rot_seed || h.n_sink || h.n_residual ||
+        h.code_coding)
       return FormatError(std::string(name_) + " block has non-zero quantization fields");
     sizes->fill(0);
     uint64_t n;

@@ -6,10 +6,18 @@
 #include <array>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "mqkv/codec.h"
 
 namespace mqkv {
+
+// A block re-laid in a form the kernels read directly (rANS codes decoded to packed codes).
+struct ExpandedBlock {
+  BlockHeader header{};
+  std::vector<uint8_t> payload;
+  BlockView view;
+};
 
 class Codec {
  public:
@@ -51,6 +59,10 @@ class Codec {
   virtual uint64_t Features(const BlockHeader&) const { return 0; }
   // Whether a tensor's codec string names this codec: the name itself or the name then ':'.
   bool NamedBy(std::string_view tensor_codec) const;
+  // Blocks whose stored form needs a host stage before the kernels (rANS-coded codes): true and
+  // *e filled (or *st an error); false for blocks the kernels read as stored. The CUDA path uses
+  // it: an entropy-coded block is decoded to codes on the host, then uploaded.
+  virtual bool Expand(const BlockView&, ExpandedBlock*, Status*) const { return false; }
   // Modeled bits and the byte breakdown of a block's payload.
   virtual Accounting Account(const BlockHeader& h) const = 0;
   // The spec a block header was encoded with (for mqinfo and transcoding defaults).

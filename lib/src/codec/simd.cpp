@@ -112,6 +112,8 @@ void Butterflies(float* v, uint32_t block) { elem::fwht_butterflies(v, block); }
 
 }  // namespace
 
+bool HasKernels() { return Active()->kernels != nullptr; }
+
 bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) {
   const Arch* arch = Active();
   if (!arch->kernels) return false;
@@ -119,6 +121,7 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
   if (r0 > r1 || r1 > h.n_tokens) return false;
   const bool codebook = h.codec == static_cast<uint8_t>(CodecId::kCodebook);
   if (!codebook && h.codec != static_cast<uint8_t>(CodecId::kAffine)) return false;
+  if (h.code_coding != 0 || (codebook && h.bits > 4)) return false;  // rANS: expanded first (lowbit.cpp)
   const Kernels& k = *arch->kernels;
   const elem::Geometry g = elem::geometry(h);
   const uint64_t rv = g.row_values;
@@ -265,7 +268,7 @@ constexpr uint64_t kChunkValues = 32768;
 }  // namespace
 
 bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, EncodedBlock* out, Status* status) {
-  if (!Active()->kernels) return false;
+  if (!Active()->kernels || spec.entropy != Entropy::kNone) return false;  // rANS specs: the reference
   auto reference = [&] {
     *status = lowbit::EncodeAffineScalar(spec, src, shape, out);
     return true;
@@ -344,7 +347,7 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
     // (b) metadata of these groups, (c) their codes while the chunk is in cache. A metadata
     // error goes to the reference, which reports the first one in its own order.
     // (b1) the metadata rule, (b2) fp16 storage (the bytes of lowbit::StoreMetaF16).
-    lowbit::AffineGroupMeta(lo.data(), hi.data(), i1 - i0, h.bits, scales.data(), mins.data(), spec.affine_rule);
+    lowbit::AffineGroupMeta(lo.data(), hi.data(), i1 - i0, (1u << h.bits) - 1u, scales.data(), mins.data(), spec.affine_rule);
     if (!k->enc_meta_f16(scales.data(), i1 - i0, out->parts[kPartScales].data() + 2 * i0, s.data()) ||
         !k->enc_meta_f16(mins.data(), i1 - i0, out->parts[kPartMins].data() + 2 * i0, mn.data()))
       return reference();
@@ -354,7 +357,7 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
   if (!meta16) {
     // Meta-coded fields share a per-column range over all group rows: (b) needs every group
     // first, then (c) takes the input (rotated again) a second time.
-    lowbit::AffineGroupMeta(lo.data(), hi.data(), groups, h.bits, scales.data(), mins.data(), spec.affine_rule);
+    lowbit::AffineGroupMeta(lo.data(), hi.data(), groups, (1u << h.bits) - 1u, scales.data(), mins.data(), spec.affine_rule);
     if (!StoreMetaCoded(*k, g, elem::kFieldScale, scales, out, &s) || !StoreMetaCoded(*k, g, elem::kFieldMin, mins, out, &mn))
       return reference();
     for (uint32_t gr0 = 0; gr0 < g.group_rows; gr0 += chunk) {

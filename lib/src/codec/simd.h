@@ -127,6 +127,8 @@ bool EncodeAffine(const CodecSpec& spec, const float* src, BlockShape shape, Enc
 // Returns false (nothing written) when the active ISA is "scalar" or the request is not one the
 // SIMD path serves; the caller then runs the scalar reference, which also reports bad ranges.
 bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst);
+// Whether the active ISA has decode kernels at all (false: the scalar reference serves kSimd).
+bool HasKernels();
 
 // n little-endian fp16 values -> `out` (not fp16: that is a copy) with the active ISA, bit-identical
 // to the scalar f16_to_f32 / f32_to_bf16 (NaN rules of spec/CODECS.md "Output types" included).

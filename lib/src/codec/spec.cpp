@@ -113,6 +113,13 @@ Status ApplyOption(CodecSpec* s, std::string_view name, const std::string& key, 
     else if (v == "q4_0") s->affine_rule = AffineRule::kQ4_0;
     else if (v == "q8_0") s->affine_rule = AffineRule::kQ8_0;
     else return InvalidArgument("codec option rule=" + std::string(v) + ": expected minmax, q4_0 or q8_0");
+  } else if (key == "entropy") {
+    if (v == "none") s->entropy = Entropy::kNone;
+    else if (v == "rans") s->entropy = Entropy::kRans;
+    else return InvalidArgument("codec option entropy=" + std::string(v) + ": expected none or rans");
+  } else if (key == "levels" && s->codec == CodecId::kAffine) {
+    MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, 256));
+    s->n_levels = static_cast<uint16_t>(n);
   } else if (key == "levels" && s->codec == CodecId::kCodebook) {
     MQKV_ASSIGN_OR_RETURN(s->levels, ParseFloats(key, v));
   } else if (key == "thresholds" && s->codec == CodecId::kCodebook) {
@@ -131,19 +138,26 @@ Status ApplyOption(CodecSpec* s, std::string_view name, const std::string& key, 
 // Parameter ranges of a parsed spec (the codec's PartSizes repeats these checks for headers read
 // from files).
 Status CheckRanges(const CodecSpec& s) {
-  if (s.codec == CodecId::kAffine && s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
+  if (s.entropy == Entropy::kRans) {
+    const size_t n = s.codec == CodecId::kAffine ? s.n_levels : s.levels.size();
+    if (n < 3 || n > 256) return InvalidArgument("entropy=rans needs 3..256 levels, got " + std::to_string(n));
+    if (s.affine_rule != AffineRule::kMinMax) return InvalidArgument("entropy=rans takes affine rule=minmax only");
+  } else if (s.codec == CodecId::kAffine && s.n_levels != 0) {
+    return InvalidArgument("affine levels=" + std::to_string(s.n_levels) + " needs entropy=rans (packed codes have 2^bits levels)");
+  }
+  if (s.codec == CodecId::kAffine && s.entropy == Entropy::kNone && s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
     return InvalidArgument("affine bits=" + std::to_string(s.bits) + ": expected 2, 3, 4 or 8");
   if (s.affine_rule == AffineRule::kQ4_0 && (s.bits != 4 || s.meta_bits != 16))
     return InvalidArgument("affine rule=q4_0 needs bits=4 and meta=16 (ggml's grid of 16 levels with an fp16 scale)");
   if (s.affine_rule == AffineRule::kQ8_0 && (s.bits != 8 || s.meta_bits != 16))
     return InvalidArgument("affine rule=q8_0 needs bits=8 and meta=16 (ggml's grid of 255 levels with an fp16 scale)");
-  if (s.codec == CodecId::kCodebook && (s.bits < 1 || s.bits > 4))
+  if (s.codec == CodecId::kCodebook && s.entropy == Entropy::kNone && (s.bits < 1 || s.bits > 4))
     return InvalidArgument("codebook bits=" + std::to_string(s.bits) + ": expected 1..4");
   if (s.meta_bits != 4 && s.meta_bits != 8 && s.meta_bits != 16)
     return InvalidArgument("meta=" + std::to_string(s.meta_bits) + ": expected 4, 8 or 16 (fp16)");
   if (s.codec == CodecId::kCodebook) {
     if (s.meta_bits != 16) return InvalidArgument("codebook scales are fp16; meta must be 16");
-    if (s.levels.size() != (1u << s.bits))
+    if (s.entropy == Entropy::kNone && s.levels.size() != (1u << s.bits))
       return InvalidArgument("codebook bits=" + std::to_string(s.bits) + " needs " + std::to_string(1u << s.bits) + " levels, got " + std::to_string(s.levels.size()));
     for (size_t i = 1; i < s.levels.size(); ++i)
       if (!(s.levels[i - 1] < s.levels[i])) return InvalidArgument("codebook levels must be strictly ascending");
@@ -210,6 +224,10 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
     seen[key] = true;
     MQKV_RETURN_IF_ERROR(ApplyOption(&s, name, key, v));
   }
+  if (s.entropy == Entropy::kRans) {  // codes are bytes; an affine bits=B without levels means 2^B levels
+    if (s.codec == CodecId::kAffine && s.n_levels == 0 && s.bits <= 8) s.n_levels = static_cast<uint16_t>(1u << s.bits);
+    s.bits = 8;
+  }
   if (seen["seed"] && s.rotation != Rotation::kHadamard)
     return InvalidArgument("codec option seed applies to rotate=hadamard only");
   MQKV_RETURN_IF_ERROR(CheckRanges(s));
@@ -227,6 +245,7 @@ std::string CodecSpec::ToString() const {
   std::string s = codec == CodecId::kAffine ? "affine:" : "codebook:";
   s += "bits=" + std::to_string(bits) + ",group=" + std::to_string(group);
   if (codec == CodecId::kAffine) s += ",meta=" + std::to_string(meta_bits);
+  if (entropy == Entropy::kRans) s += codec == CodecId::kAffine ? ",levels=" + std::to_string(n_levels) + ",entropy=rans" : ",entropy=rans";
   if (codec == CodecId::kAffine && affine_rule != AffineRule::kMinMax)
     s += affine_rule == AffineRule::kQ4_0 ? ",rule=q4_0" : ",rule=q8_0";
   s += std::string(",axis=") + (axis == GroupAxis::kToken ? "token" : "channel");

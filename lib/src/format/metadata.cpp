@@ -245,7 +245,7 @@ Status LayoutParts(const std::array<uint64_t, kNumParts>& sizes, BlockHeader* h)
 }
 
 std::string FeatureNames(uint64_t bits) {
-  static const char* kNames[] = {"zstd", "affine", "codebook", "hadamard", "fp8"};
+  static const char* kNames[] = {"zstd", "affine", "codebook", "hadamard", "fp8", "rans"};
   constexpr int kNamed = sizeof kNames / sizeof kNames[0];
   static_assert(kKnownFeatures == (1ull << kNamed) - 1, "every known feature bit has a name");
   std::string s;

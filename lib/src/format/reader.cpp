@@ -80,8 +80,12 @@ Status CheckHeaderAgainstIndex(const BlockHeader& h, const BlockInfo& bi, const 
     return FormatErrorAt(off + 20, "block header shape does not match its tensor");
   if (h.compression > static_cast<uint8_t>(Compression::kZstd))
     return FormatErrorAt(off + 48, "unknown compression " + std::to_string(h.compression));
+  if (h.code_coding > static_cast<uint8_t>(CodeCoding::kRans))
+    return FormatErrorAt(off + 49, "unknown code coding " + std::to_string(h.code_coding));
+  if (h.code_coding == 0 && h.levels != 0)
+    return FormatErrorAt(off + 50, "levels=" + std::to_string(h.levels) + " in a block with packed codes (must be 0)");
   for (uint8_t r : h.reserved0)
-    if (r != 0) return FormatErrorAt(off + 49, "reserved block header bytes are not zero");
+    if (r != 0) return FormatErrorAt(off + 52, "reserved block header bytes are not zero");
   uint64_t len;
   if (!AddOk(h.stored_bytes, kBlockHeaderBytes, &len) || len != bi.length)
     return FormatErrorAt(off + 64, "block stored size does not match the index length");
