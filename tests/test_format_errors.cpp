@@ -523,16 +523,15 @@ TEST_F(FormatErrors, ReservedBlockHeaderBytes) {
   h.reserved0[3] = 0x80;
   c.SetHeader(5, h);
   ExpectAtAccess(c.Build(), 5, StatusCode::kFormatError, "reserved block header bytes are not zero", c.BlockOff(5) + 52);
-  Crafted d(base);  // format 1.3's code_coding and levels (offsets 49, 50)
-  h = d.Header(5);
-  h.code_coding = 2;
-  d.SetHeader(5, h);
-  ExpectAtAccess(d.Build(), 5, StatusCode::kFormatError, "unknown code coding 2", d.BlockOff(5) + 49);
-  Crafted e(base);
-  h = e.Header(5);
-  h.levels = 7;
-  e.SetHeader(5, h);
-  ExpectAtAccess(e.Build(), 5, StatusCode::kFormatError, "in a block with packed codes", e.BlockOff(5) + 50);
+  // Format 1.3's code_coding (offset 49) and levels (offset 50).
+  for (int field : {49, 50}) {
+    Crafted d(base);
+    h = d.Header(5);
+    (field == 49 ? h.code_coding : reinterpret_cast<uint8_t&>(h.levels)) = field == 49 ? 2 : 7;
+    d.SetHeader(5, h);
+    ExpectAtAccess(d.Build(), 5, StatusCode::kFormatError, field == 49 ? "unknown code coding 2" : "in a block with packed codes",
+                   d.BlockOff(5) + field);
+  }
 }
 
 TEST_F(FormatErrors, UnknownCodecAndCompression) {

@@ -101,6 +101,12 @@ MQKV_METHODS = [
      "codebook:bits=2,rotate=hadamard,scale=rms,levels=-1.510418/-0.452780/0.452780/1.510418,sinks=1", "explore"),
     ("K channel affine 2-bit g64 meta4 sink1 / V Hadamard affine 2-bit g64 meta4 sink1",
      "affine:bits=2,group=64,meta=4,axis=channel,sinks=1", "affine:bits=2,group=64,meta=4,rotate=hadamard,sinks=1", "explore"),
+] + [
+    # Entropy-coded codes (format 1.3, issue 17): the per-channel-K / Hadamard-V affine mix with its
+    # codes rANS-coded, at 8 levels (the 3-bit quantizer's values in fewer bytes) and fewer.
+    (f"rANS {n} levels: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
+     f"affine:levels={n},group=64,meta=4,axis=channel,entropy=rans",
+     f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for n in (8, 7, 6, 5)
 ]
 LLAMA_MODELED = {"q8_0": 8.5, "q4_0": 4.5}  # ggml blocks: 32 values + one fp16 scale
 

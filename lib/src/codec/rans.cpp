@@ -63,7 +63,7 @@ Status CheckStream(const uint8_t* part, uint64_t bytes, uint64_t n, uint32_t lev
   const uint8_t* end = part + bytes;
   const uint8_t format = *p++;
   if (format & ~(kX32 | kCat))
-    return Bad("format byte 0x" + std::to_string(format) + " uses a mode outside mqkv's profile (only order 0, X32 and CAT)");
+    return Bad("format byte " + std::to_string(format) + " uses a mode outside mqkv's profile (only order 0, X32 and CAT)");
   info->cat = format & kCat;
   info->ways = format & kX32 ? 32 : 4;
   uint32_t size = 0;
@@ -132,7 +132,7 @@ Status Decode(const uint8_t* part, uint64_t bytes, uint64_t n, uint32_t levels, 
   MQKV_RETURN_IF_ERROR(CheckStream(part, bytes, n, levels, &info));
   const uint8_t* end = part + bytes;
   if (info.cat) {
-    std::memcpy(out, part + info.body, n);
+    if (n != 0) std::memcpy(out, part + info.body, n);  // out may be null for an empty block
   } else if (reference) {
     // spec/CODECS.md, "rANS decode": symbol i uses state i mod N.
     uint32_t cum[257];
