@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <cmath>
 #include <sstream>
 
 #include "mqkv/mqkv.h"
@@ -258,6 +260,92 @@ TEST_F(MqconvertTest, ThreadCountsGiveIdenticalBytes) {
   r = Exec(dir, src + " " + dir.Path("x.mqkv") + " --dtype f16");
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("--dtype applies to safetensors, npy and npz output, not mqkv"), std::string::npos) << r.err;
+}
+
+// Rate control (--target-bits): the file measures at or below the target (K/V bytes incl. the
+// index, as mqverify counts) and uses most of it; the level count differs where the layers
+// differ; the choice is in each tensor's codec and in metadata; more bits never cost fidelity;
+// the bytes do not depend on the thread count; misuse is exit 2 with nothing written.
+TEST_F(MqconvertTest, RateControlMeetsTheTargetAndRecordsTheChoice) {
+  KvSet set = MakeSet("f16", 1024);
+  // Make the layers unequal: layer 1 heavy-tailed (a few large values per row), layer 2 small.
+  for (KvTensor& t : set.tensors) {
+    for (size_t i = 0; i < t.data.size(); ++i) {
+      float& x = t.data[i];
+      if (t.desc.layer == 1 && i % 37 == 0) x *= 12.0f;
+      if (t.desc.layer == 2) x *= 0.05f;
+      x = round_to_f16(x);
+    }
+  }
+  const std::string src = dir.Path("src.safetensors");
+  ASSERT_TRUE(WriteKvSet(set, src, FileFormat::kSafetensors).ok());
+  const std::string codecs = " --codec affine:group=64,meta=4,axis=channel,entropy=rans --v-codec affine:group=16,meta=4,rotate=hadamard,entropy=rans";
+  double last_err = INFINITY;
+  for (double target : {2.4, 2.9, 3.6}) {
+    SCOPED_TRACE(target);
+    const std::string out = dir.Path("rate" + std::to_string(int(target * 10)) + ".mqkv");
+    RunResult r = Exec(dir, src + " " + out + codecs + " --target-bits " + std::to_string(target));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("rate-controlled affine:"), std::string::npos) << r.out;
+    auto snap = Snapshot::Open(out);
+    ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+    auto acc = AccountSnapshot(**snap);
+    ASSERT_TRUE(acc.ok());
+    const double bits = acc->total.actual_bits_per_dim();
+    EXPECT_LE(bits, target);
+    EXPECT_GT(bits, target - 0.35) << "the budget is mostly spent";
+    std::set<std::string> chosen;
+    for (const TensorInfo& t : (*snap)->tensors()) {
+      EXPECT_NE(t.codec.find("entropy=rans"), std::string::npos) << t.codec;
+      chosen.insert(t.codec.substr(t.codec.find("levels=")));
+    }
+    EXPECT_GE(chosen.size(), 3u) << "unequal layers get unequal level counts";
+    const auto& meta = (*snap)->model().metadata;
+    auto it = std::find_if(meta.begin(), meta.end(), [](const auto& kv) { return kv.first == "mqkv.rate_control"; });
+    ASSERT_NE(it, meta.end());
+    EXPECT_EQ(it->second.rfind("target_bits=" + std::to_string(target).substr(0, 3) + ";distortion=attention;queries=proxy-key;", 0), 0u) << it->second;
+    // Pooled squared error against the source falls as the target rises.
+    auto got = ReadKvSet(out, FileFormat::kMqkv);
+    ASSERT_TRUE(got.ok());
+    double err = 0;
+    for (size_t i = 0; i < set.tensors.size(); ++i)
+      for (size_t j = 0; j < set.tensors[i].data.size(); ++j) err += std::pow(double(got->tensors[i].data[j]) - set.tensors[i].data[j], 2);
+    EXPECT_LT(err, last_err);
+    last_err = err;
+  }
+  // Same bytes for every thread count, and with the nmse measure the record says so.
+  const std::string a = dir.Path("a.mqkv"), b = dir.Path("b.mqkv");
+  ASSERT_EQ(Exec(dir, src + " " + a + codecs + " --target-bits 2.6 --rate-distortion nmse --threads 1").code, 0);
+  ASSERT_EQ(Exec(dir, src + " " + b + codecs + " --target-bits 2.6 --rate-distortion nmse --threads 3").code, 0);
+  EXPECT_EQ(ReadFile(a), ReadFile(b));
+  auto sa = Snapshot::Open(a);
+  ASSERT_TRUE(sa.ok());
+  bool recorded = false;
+  for (const auto& [k, v] : (*sa)->model().metadata) recorded |= k == "mqkv.rate_control" && v.find(";distortion=nmse;") != std::string::npos;
+  EXPECT_TRUE(recorded);
+
+  // Misuse: exit 2, one line naming the problem, no output file.
+  const std::string none = dir.Path("none.mqkv");
+  struct Bad {
+    std::string args, message;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {" --codec affine:bits=3,group=64 --target-bits 2.5", "--target-bits chooses the level count of entropy-coded affine codes"},
+           {" --target-bits 2.5", "--target-bits chooses the level count"},
+           {codecs + " --target-bits 0.4", "is below what the cheapest candidate level count reaches"},
+           {codecs + " --rate-levels 4,5", "--rate-levels and --rate-distortion need --target-bits"},
+           {codecs + " --target-bits 2.5 --rate-levels 2,5", "--rate-levels"},
+           {codecs + " --target-bits -1", "--target-bits"},
+       }) {
+    SCOPED_TRACE(bad.args);
+    RunResult r = Exec(dir, src + " " + none + bad.args);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find(bad.message), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(none));
+  }
+  RunResult r = Exec(dir, src + " " + dir.Path("x.safetensors") + " --target-bits 2.5");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("apply to mqkv output"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -78,6 +78,19 @@ int main(int argc, char** argv) {
   std::string dtype;
   app.add_option("--dtype", dtype, "safetensors/npy/npz output: element type f16, bf16 (safetensors) or f32 (default: the source dtype the file records, f16 for an f16 cache)")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}));
+  double target_bits = 0;
+  std::vector<uint16_t> rate_levels;
+  app.add_option("--target-bits", target_bits,
+                 "mqkv: rate control. Choose each K/V tensor's level count so the file measures at most B bits/dim (K/V values; as mqverify "
+                 "counts). Needs affine codecs with entropy=rans; the choice is in each tensor's codec and metadata mqkv.rate_control")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--rate-levels", rate_levels, "level counts --target-bits chooses from (default: 3..16,20,24,32,48,64)")
+      ->delimiter(',')
+      ->check(CLI::Range(3, 256));
+  std::string rate_distortion;
+  app.add_option("--rate-distortion", rate_distortion,
+                 "what --target-bits minimizes: attention (1 - attention-output cosine, proxy queries; default) or nmse")
+      ->check(CLI::IsMember({"attention", "nmse"}));
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.footer(kFooter);
   return tool::Run(app, argc, argv, [&]() -> int {
@@ -85,6 +98,9 @@ int main(int argc, char** argv) {
     o.from = from, o.to = to, o.codec = codec, o.k_codec = k_codec, o.v_codec = v_codec;
     o.zstd = zstd, o.max_block_tokens = max_block_tokens, o.llama_type_k = llama_k, o.llama_type_v = llama_v;
     o.head_dim_k = head_dim_k, o.head_dim_v = head_dim_v, o.dtype = dtype, o.threads = threads;
+    o.target_bits = target_bits, o.rate_levels = rate_levels, o.rate_distortion = rate_distortion;
+    if ((!rate_levels.empty() || !rate_distortion.empty()) && !target_bits)
+      return tool::Fail(kProg, InvalidArgument("--rate-levels and --rate-distortion need --target-bits"));
     if (!tokens.empty()) {
       auto r = ParseRange(tokens);
       if (!r.ok()) return tool::Fail(kProg, r.status());

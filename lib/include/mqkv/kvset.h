@@ -87,7 +87,21 @@ struct WriteOptions {
   // is neither: written as stored.
   std::string llama_rope_type;
   bool llama_v_trans = false;
+  // mqkv only: rate control (mqconvert --target-bits; README "Rate control"). When > 0, each K/V
+  // tensor's level count is chosen from rate_levels so that the file's K/V bits/dim, measured as
+  // mqverify does (file bytes less the Q tensors, over the K/V values), is at most target_bits;
+  // k_codec / v_codec must be affine with entropy=rans and give everything but the level count.
+  // The file records the choice: each tensor's codec string, and metadata "mqkv.rate_control".
+  double target_bits = 0;
+  std::vector<uint16_t> rate_levels;  // empty: DefaultRateLevels()
+  // What the allocation minimizes, summed over tensors: "attention" (default; per layer, 1 - the
+  // attention-output cosine over proxy queries, the reference keys at 16 positions, with the
+  // layer's other tensor exact) or "nmse" (the tensor's squared error over its energy).
+  std::string rate_distortion;
 };
+// The level counts rate control tries when WriteOptions::rate_levels is empty: 3..16, 20, 24,
+// 32, 48, 64.
+const std::vector<uint16_t>& DefaultRateLevels();
 
 Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOptions& opts = {});
 // Every tensor of an open snapshot decoded to fp32, with its model (what ReadKvSet does for mqkv
@@ -111,6 +125,9 @@ struct ConvertOptions {
   std::string dtype;                    // safetensors / npy / npz output (WriteOptions.dtype)
   unsigned threads = 0;                 // 0: all cores; the output is the same for every count
   bool fsync = true;
+  double target_bits = 0;               // mqkv output: rate control (WriteOptions::target_bits)
+  std::vector<uint16_t> rate_levels;    // its candidate level counts; empty: DefaultRateLevels()
+  std::string rate_distortion;          // WriteOptions::rate_distortion
 };
 struct ConvertSummary {
   FileFormat from = FileFormat::kMqkv, to = FileFormat::kMqkv;

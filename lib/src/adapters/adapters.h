@@ -40,4 +40,11 @@ Status CheckTokenRange(uint32_t begin, uint32_t end, uint32_t n_tokens);
 // [begin, end) (re-based to begin), and the token / position / sequence-id vectors.
 Status SliceQueriesAndPrefix(KvSet* set, uint32_t begin, uint32_t end);
 
+// rate.cpp: mqkv output under WriteOptions::target_bits. Chooses each K/V tensor's level count,
+// builds the file in memory with write_to (the set's tensors, tensor i with specs[i]) and writes
+// it to `path` atomically once it measures at or below the target.
+Status CheckRateCodecs(const WriteOptions& opts);  // the target and codecs rate control accepts
+Status WriteMqkvAtRate(const KvSet& set, const std::string& path, const WriteOptions& opts,
+                       Status (*write_to)(Writer&, const KvSet&, const WriteOptions&, const std::vector<CodecSpec>&));
+
 }  // namespace mqkv::adapters

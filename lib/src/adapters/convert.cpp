@@ -54,8 +54,8 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
     sum.to = *g;
   }
   const bool to_mqkv = sum.to == FileFormat::kMqkv;
-  if (!to_mqkv && (!o.codec.empty() || !o.k_codec.empty() || !o.v_codec.empty() || o.zstd || o.max_block_tokens))
-    return InvalidArgument(std::string("--codec, --k-codec, --v-codec, --zstd and --max-block-tokens apply to mqkv output, not ") +
+  if (!to_mqkv && (!o.codec.empty() || !o.k_codec.empty() || !o.v_codec.empty() || o.zstd || o.max_block_tokens || o.target_bits))
+    return InvalidArgument(std::string("--codec, --k-codec, --v-codec, --zstd, --max-block-tokens and --target-bits apply to mqkv output, not ") +
                            FileFormatName(sum.to));
   if (!IsLlamaFormat(sum.to) && (!o.llama_type_k.empty() || !o.llama_type_v.empty()))
     return InvalidArgument(std::string("--llama-type-k/-v apply to llama.cpp output, not ") + FileFormatName(sum.to));
@@ -101,6 +101,10 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   wopts.writer.zstd_level = o.zstd;
   wopts.writer.max_block_tokens = o.max_block_tokens;
   wopts.writer.fsync = o.fsync;
+  wopts.target_bits = o.target_bits;
+  wopts.rate_levels = o.rate_levels;
+  wopts.rate_distortion = o.rate_distortion;
+  if (o.target_bits) MQKV_RETURN_IF_ERROR(adapters::CheckRateCodecs(wopts));
   wopts.llama_type_k = o.llama_type_k;
   wopts.llama_type_v = o.llama_type_v;
   MQKV_RETURN_IF_ERROR(WriteKvSet(*set, out, sum.to, wopts));
@@ -109,6 +113,10 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   for (const KvTensor& t : set->tensors)
     if (t.desc.kind != Kind::kQ) sum.layers = std::max(sum.layers, t.desc.layer + 1), sum.tokens = t.desc.n_tokens;
   if (to_mqkv) sum.k_codec = wopts.k_codec.ToString(), sum.v_codec = wopts.v_codec.ToString();
+  if (to_mqkv && o.target_bits) {  // the level counts differ per tensor (each tensor's codec in the file)
+    sum.k_codec = "rate-controlled " + sum.k_codec;
+    sum.v_codec = "rate-controlled " + sum.v_codec;
+  }
   return sum;
 }
 

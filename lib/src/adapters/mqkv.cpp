@@ -73,15 +73,13 @@ Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pai
 
 namespace {
 
-Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Writer> w, Writer::Create(path, opts.writer));
-  w->SetModel(set.model);
+// The set's tensors into `w`, tensor i with specs[i] (Q tensors: f32 whatever specs says).
+Status AddTensorsTo(Writer& w, const KvSet& set, const WriteOptions& opts, const std::vector<CodecSpec>& specs) {
   std::vector<Writer::TensorInput> in;
-  for (const KvTensor& t : set.tensors) {
+  for (size_t i = 0; i < set.tensors.size(); ++i) {
+    const KvTensor& t = set.tensors[i];
     // Queries are reference data for fidelity measurement: always stored losslessly (f32).
-    const CodecSpec spec = t.desc.kind == Kind::kK ? opts.k_codec
-                           : t.desc.kind == Kind::kV ? opts.v_codec
-                                                     : CodecSpec::Parse("f32").value();
+    const CodecSpec spec = t.desc.kind == Kind::kQ ? CodecSpec::Parse("f32").value() : specs[i];
     Writer::TensorInput ti{&t.desc, t.lazy() ? nullptr : t.data.data(), spec};
     if (t.lazy()) {  // loaded by the encoding thread, dropped once encoded
       ti.load = [&t]() -> Result<std::vector<float>> {
@@ -92,7 +90,16 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
     }
     in.push_back(std::move(ti));
   }
-  MQKV_RETURN_IF_ERROR(w->AddTensors(in, opts.threads));
+  return w.AddTensors(in, opts.threads);
+}
+
+Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
+  if (opts.target_bits != 0) return WriteMqkvAtRate(set, path, opts, AddTensorsTo);
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Writer> w, Writer::Create(path, opts.writer));
+  w->SetModel(set.model);
+  std::vector<CodecSpec> specs;
+  for (const KvTensor& t : set.tensors) specs.push_back(t.desc.kind == Kind::kV ? opts.v_codec : opts.k_codec);
+  MQKV_RETURN_IF_ERROR(AddTensorsTo(*w, set, opts, specs));
   return w->Finish();
 }
 
