@@ -333,7 +333,7 @@ TEST_F(MqconvertTest, RateControlMeetsTheTargetAndRecordsTheChoice) {
            {" --codec affine:bits=3,group=64 --target-bits 2.5", "--target-bits chooses the level count of entropy-coded affine codes"},
            {" --target-bits 2.5", "--target-bits chooses the level count"},
            {codecs + " --target-bits 0.4", "is below what the cheapest candidate level count reaches"},
-           {codecs + " --rate-levels 4,5", "--rate-levels and --rate-distortion need --target-bits"},
+           {codecs + " --rate-levels 4,5", "--rate-levels, --rate-distortion and --rate-queries need --target-bits"},
            {codecs + " --target-bits 2.5 --rate-levels 2,5", "--rate-levels"},
            {codecs + " --target-bits -1", "--target-bits"},
        }) {

@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
   app.add_option("--rate-distortion", rate_distortion,
                  "what --target-bits minimizes: attention (1 - attention-output cosine, proxy queries; default) or nmse")
       ->check(CLI::IsMember({"attention", "nmse"}));
+  std::string rate_queries;
+  app.add_option("--rate-queries", rate_queries,
+                 "queries of the attention distortion: auto (the input's Q tensors where it has them, else its keys; default) or proxy (always its keys)")
+      ->check(CLI::IsMember({"auto", "proxy"}));
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.footer(kFooter);
   return tool::Run(app, argc, argv, [&]() -> int {
@@ -98,9 +102,9 @@ int main(int argc, char** argv) {
     o.from = from, o.to = to, o.codec = codec, o.k_codec = k_codec, o.v_codec = v_codec;
     o.zstd = zstd, o.max_block_tokens = max_block_tokens, o.llama_type_k = llama_k, o.llama_type_v = llama_v;
     o.head_dim_k = head_dim_k, o.head_dim_v = head_dim_v, o.dtype = dtype, o.threads = threads;
-    o.target_bits = target_bits, o.rate_levels = rate_levels, o.rate_distortion = rate_distortion;
-    if ((!rate_levels.empty() || !rate_distortion.empty()) && !target_bits)
-      return tool::Fail(kProg, InvalidArgument("--rate-levels and --rate-distortion need --target-bits"));
+    o.target_bits = target_bits, o.rate_levels = rate_levels, o.rate_distortion = rate_distortion, o.rate_queries = rate_queries;
+    if ((!rate_levels.empty() || !rate_distortion.empty() || !rate_queries.empty()) && !target_bits)
+      return tool::Fail(kProg, InvalidArgument("--rate-levels, --rate-distortion and --rate-queries need --target-bits"));
     if (!tokens.empty()) {
       auto r = ParseRange(tokens);
       if (!r.ok()) return tool::Fail(kProg, r.status());

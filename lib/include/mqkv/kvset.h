@@ -98,6 +98,9 @@ struct WriteOptions {
   // attention-output cosine over proxy queries, the reference keys at 16 positions, with the
   // layer's other tensor exact) or "nmse" (the tensor's squared error over its energy).
   std::string rate_distortion;
+  // attention: "auto" (default; the snapshot's Q tensors where it has them, else proxy keys) or
+  // "proxy" (always the reference keys, e.g. to plan a reference dump as its Q-less engine state is planned).
+  std::string rate_queries;
 };
 // The level counts rate control tries when WriteOptions::rate_levels is empty: 3..16, 20, 24,
 // 32, 48, 64.
@@ -128,6 +131,7 @@ struct ConvertOptions {
   double target_bits = 0;               // mqkv output: rate control (WriteOptions::target_bits)
   std::vector<uint16_t> rate_levels;    // its candidate level counts; empty: DefaultRateLevels()
   std::string rate_distortion;          // WriteOptions::rate_distortion
+  std::string rate_queries;             // WriteOptions::rate_queries
 };
 struct ConvertSummary {
   FileFormat from = FileFormat::kMqkv, to = FileFormat::kMqkv;

@@ -104,6 +104,7 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   wopts.target_bits = o.target_bits;
   wopts.rate_levels = o.rate_levels;
   wopts.rate_distortion = o.rate_distortion;
+  wopts.rate_queries = o.rate_queries;
   if (o.target_bits) MQKV_RETURN_IF_ERROR(adapters::CheckRateCodecs(wopts));
   wopts.llama_type_k = o.llama_type_k;
   wopts.llama_type_v = o.llama_type_v;

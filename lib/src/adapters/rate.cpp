@@ -82,7 +82,7 @@ struct Candidates {
 // Distortion of `decoded` (one tensor of a layer, the layer's other tensor exact) against the
 // reference pair. nmse: sum((x' - x)^2) / sum(x^2). attention: sum over the layer's queries of
 // (1 - cosine) of the attention output; the queries are the set's own Q tensor of that layer
-// when it has one (a reference dump), else the reference key at kRatePositions fractions of the
+// when it has one (a reference dump) and rate_queries is not "proxy", else the reference key at kRatePositions fractions of the
 // prefix (spec/MEASURE.md "Queries"). With the set's queries the allocation is fitted to them:
 // measure such a file with other queries (or end to end) for an unfitted number.
 constexpr int kRatePositions = 16;
@@ -139,7 +139,7 @@ Result<Candidates> Measure(const KvSet& set, const WriteOptions& opts, const std
     const bool pair = ref.tensors.size() == 2 && ref.Find(ref.tensors[0].desc.layer, Kind::kK) && ref.Find(ref.tensors[0].desc.layer, Kind::kV);
     if (!pair && ref.tensors.size() == 2) return InvalidArgument("layer " + std::to_string(ref.tensors[0].desc.layer) + " has two tensors of one kind");
     KvSet dec = ref;
-    if (pair)  // the layer's queries, reference side only (MeasureFidelity prefers them)
+    if (pair && opts.rate_queries != "proxy")  // the layer's queries, reference side only (MeasureFidelity prefers them)
       for (const KvTensor& t : set.tensors)
         if (t.desc.kind == Kind::kQ && t.desc.layer == ref.tensors[0].desc.layer && !t.lazy()) {
           ref.tensors.push_back(t);
@@ -205,6 +205,8 @@ Status CheckRateCodecs(const WriteOptions& opts) {
     if (s->codec != CodecId::kAffine || s->entropy != Entropy::kRans)
       return InvalidArgument("--target-bits chooses the level count of entropy-coded affine codes: give --codec (or --k-codec and --v-codec) as "
                              "affine:...,entropy=rans (e.g. affine:group=64,meta=4,axis=channel,entropy=rans), not \"" + s->ToString() + "\"");
+  if (!opts.rate_queries.empty() && opts.rate_queries != "auto" && opts.rate_queries != "proxy")
+    return InvalidArgument("rate control queries \"" + opts.rate_queries + "\": expected auto or proxy");
   if (!opts.rate_distortion.empty() && opts.rate_distortion != "attention" && opts.rate_distortion != "nmse")
     return InvalidArgument("rate control distortion \"" + opts.rate_distortion + "\": expected attention or nmse");
   for (uint16_t l : opts.rate_levels)
