@@ -68,6 +68,7 @@ class TensorInfo:
     n_blocks: int
     source_dtype: str   #: what the rows were before encoding ("f16", "q8_0", ...; "" unknown)
     stored_bytes: int   #: every file byte the tensor owns (block headers, payload, alignment)
+    positions: tuple[int, ...] = ()  #: Q tensors: the token position of each stored query row
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -141,7 +142,7 @@ class Snapshot:
             stored = self._s.stored_bytes()
             self._tensors = [
                 TensorInfo(i, d["layer"], d["kind"], d["n_tokens"], d["n_heads"], d["head_dim"], d["codec"],
-                           d["n_blocks"], d["source_dtype"], int(stored[i]))
+                           d["n_blocks"], d["source_dtype"], int(stored[i]), tuple(int(p) for p in d["positions"]))
                 for i, d in enumerate(self._s.tensor_infos())
             ]
         return self._tensors
