@@ -104,6 +104,12 @@ const Config kConfigs[] = {
     {"hadamard_b4_g64", "affine:bits=4,group=64,rotate=hadamard"},
     {"codebook_b2_channel_sink1", "sink1_channelwise_four_level_2bit"},
     {"codebook_b4_g32", "codebook:bits=4,group=32,levels=-2.73/-2.07/-1.62/-1.26/-0.94/-0.66/-0.39/-0.13/0.13/0.39/0.66/0.94/1.26/1.62/2.07/2.73"},
+    // Entropy-coded codes (format 1.3): one rANS stream per block. scalar = the spec's reference
+    // rANS decoder + the scalar dequantizer; an ISA = htscodecs' decoder (its own best SIMD path)
+    // + that ISA's 8-bit dequantizer.
+    {"rans_affine_l8_g64_meta4", "affine:levels=8,group=64,meta=4,entropy=rans"},
+    {"rans_affine_l6_channel_g64_meta4", "affine:levels=6,group=64,meta=4,axis=channel,entropy=rans"},
+    {"rans_hadamard_l6_g64_meta4", "affine:levels=6,group=64,meta=4,rotate=hadamard,entropy=rans"},
 };
 
 CodecSpec Spec(const char* text) {

@@ -107,6 +107,13 @@ MQKV_METHODS = [
     (f"rANS {n} levels: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
      f"affine:levels={n},group=64,meta=4,axis=channel,entropy=rans",
      f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for n in (8, 7, 6, 5)
+] + [
+    # Rate control (mqconvert --target-bits): the same codecs, each tensor's level count chosen so the
+    # file measures at most B bits/dim. Proxy queries (the keys) on both conversions, so the
+    # reference's Q tensors (used for the cosines below) are not what the allocation was fitted to.
+    (f"rate control {b} bits: K channel / V Hadamard affine g64 meta4 rANS",
+     "affine:group=64,meta=4,axis=channel,entropy=rans", "affine:group=64,meta=4,rotate=hadamard,entropy=rans", "entropy",
+     ["--target-bits", str(b), "--rate-queries", "proxy"]) for b in (2.3, 2.6, 3.2)
 ]
 LLAMA_MODELED = {"q8_0": 8.5, "q4_0": 4.5}  # ggml blocks: 32 values + one fp16 scale
 
@@ -139,20 +146,24 @@ def mqverify(tool: str, ref: str, path: str) -> dict:
 
 
 def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
+    # TEXT or TEXT:PREFIX (a longer text evaluated at its own prefix length)
+    m = re.fullmatch(r"(.*):(\d+)", text_path)
+    prefix_len = int(m.group(2)) if m else args.prefix
+    text_path = m.group(1) if m else text_path
     conv, verify = os.path.join(tools, "mqconvert"), os.path.join(tools, "mqverify")
     name = os.path.splitext(os.path.basename(text_path))[0]
     w = lambda f: os.path.join(work, f"{name}.{f}")
     t0 = time.time()
     ref_mq = w("ref.mqkv")
     subprocess.run([sys.executable, os.path.join(ROOT, "python", "mqdump.py"), "--model", args.model, "--text", text_path,
-                    "--tokens", str(args.prefix), "--out", ref_mq, "--codec", "f16", "--positions", "0.25,0.5,0.75,1"],
+                    "--tokens", str(prefix_len), "--out", ref_mq, "--codec", "f16", "--positions", "0.25,0.5,0.75,1"],
                    check=True)
-    n_ctx = args.prefix + args.cont + 16
+    n_ctx = prefix_len + args.cont + 16
     base = eng.load(args.model, n_ctx=n_ctx, flash_attn=True)
     tokens = base.tokenize(open(text_path, encoding="utf-8").read().encode(), add_bos=True)
-    if len(tokens) < args.prefix + args.cont:
-        raise SystemExit(f"{text_path}: {len(tokens)} tokens < {args.prefix} + {args.cont}")
-    prefix, cont = tokens[: args.prefix], tokens[args.prefix: args.prefix + args.cont]
+    if len(tokens) < prefix_len + args.cont:
+        raise SystemExit(f"{text_path}: {len(tokens)} tokens < {prefix_len} + {args.cont}")
+    prefix, cont = tokens[:prefix_len], tokens[prefix_len: prefix_len + args.cont]
     eng.evaluate(base, prefix)
     facts = eng.model_facts(base)
     eng.save_seq(base, w("orig.bin"), prefix)
@@ -182,15 +193,16 @@ def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
 
     r0 = compare(ref, ref, cont)
     print(f"{name}: {len(tokens)} tokens, prefix {len(prefix)}, cont {len(cont)}, reference ppl {r0['ppl']:.4f}", flush=True)
-    for method, kspec, vspec, family in MQKV_METHODS:
+    for method, kspec, vspec, family, *extra in MQKV_METHODS:
         if args.methods and not re.search(args.methods, method):
             continue
+        extra = extra[0] if extra else []
         try:
             mq = w("m.mqkv")
-            eng.run([conv, "-q", ref_mq, mq, "--k-codec", kspec, "--v-codec", vspec])
+            eng.run([conv, "-q", ref_mq, mq, "--k-codec", kspec, "--v-codec", vspec] + extra)
             v = mqverify(verify, ref_mq, mq)
             e2e_mq, back = w("e.mqkv"), w("e.bin")
-            eng.run([conv, "-q", w("orig.bin"), e2e_mq, "--k-codec", kspec, "--v-codec", vspec])
+            eng.run([conv, "-q", w("orig.bin"), e2e_mq, "--k-codec", kspec, "--v-codec", vspec] + extra)
             eng.run([conv, "-q", e2e_mq, back, "--to", "llama-seq"])
             m = compare(ref, restored(back, "f16"), cont)
             add(method, family, kspec, vspec, os.path.getsize(e2e_mq), m, v)
@@ -233,7 +245,7 @@ def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
     for f in os.listdir(work):
         if f.startswith(name + ".") and f.endswith((".bin", ".mqkv", ".safetensors")):
             os.remove(os.path.join(work, f))
-    return {"text": name, "tokens": len(tokens), "ref_ppl": r0["ppl"], "elems": elems, "seconds": time.time() - t0,
+    return {"text": name, "tokens": len(tokens), "prefix": len(prefix), "ref_ppl": r0["ppl"], "elems": elems, "seconds": time.time() - t0,
             "facts": f"{facts.n_layer} layers x {facts.n_head_kv} KV heads x {facts.head_dim_k}+{facts.head_dim_v} dims ({facts.architecture})"}
 
 
@@ -291,7 +303,9 @@ def main() -> int:
     ap.add_argument("--tools", required=True)
     ap.add_argument("--model", default=eng.default_model())
     ap.add_argument("--texts", nargs="+", default=["data/texts/pride-and-prejudice-ch1.txt",
-                                                    "data/texts/declaration-of-independence.txt"])
+                                                    "data/texts/declaration-of-independence.txt",
+                                                    "data/texts/coriolanus-opening.txt:4096"],
+                    help="TEXT or TEXT:PREFIX (that text at its own prefix length)")
     ap.add_argument("--prefix", type=int, default=1024)
     ap.add_argument("--cont", type=int, default=64)
     ap.add_argument("--work", required=True)
@@ -318,13 +332,14 @@ def main() -> int:
         pass
     with open(os.path.join(args.results, "frontier.md"), "w") as f:
         f.write("# Quality frontier on real KV caches (measured bytes)\n\n")
-        f.write(f"Command: `bench/frontier/run.sh` (runs `bench/frontier/frontier.py --prefix {args.prefix} --cont {args.cont}`)  \n")
+        f.write(f"Command: `bench/frontier/run.sh` (runs `bench/frontier/frontier.py --prefix {args.prefix} --cont {args.cont}"
+                f" --texts {' '.join(args.texts)}`)  \n")
         f.write(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  \n")
         f.write(f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; run time {elapsed:.0f} s  \n")
         f.write(f"Engine: llama-cpp-python {getattr(eng.llama_cpp, '__version__', '?')} (CPU), model {os.path.basename(args.model)}, "
                 "flash attention on, n_threads 2  \n")
         for i in infos:
-            f.write(f"Text `{i['text']}`: {i['tokens']} tokens, {i['facts']}, {i['elems']:,} K+V values in the prefix, "
+            f.write(f"Text `{i['text']}`: {i['tokens']} tokens (prefix {i['prefix']}), {i['facts']}, {i['elems']:,} K+V values in the prefix, "
                     f"reference ppl {i['ref_ppl']:.4f}  \n")
         f.write("\nColumns: *meas* = measured bits/dim of the re-encoded snapshot (mqverify `total.actual_bits_per_dim`: "
                 "K/V stored bytes + header + footer + tail, Q excluded); for llama.cpp rows the state file bytes x 8 / K+V values "
@@ -356,19 +371,27 @@ def main() -> int:
 def targets(rows) -> str:
     ok = [r for r in rows if "kl_mean" in r]
     out = ["## Targets (computed from the rows above)\n"]
+    listing = lambda rs, f: ", ".join(f(r) for r in rs) if rs else "**none**"
     for t in sorted({r["text"] for r in ok}):
         rs = [r for r in ok if r["text"] == t]
         q4 = next((r for r in rs if r["method"] == "llama.cpp q4_0 (engine cache)"), None)
         rot3 = next((r for r in rs if r["method"] == "turbo3"), None)
-        if q4:
-            win = [r for r in rs if r["measured_bpd"] <= 3.2 and r["kl_mean"] < q4["kl_mean"]]
-            out.append(f"- `{t}`: <= 3.2 bits/dim with KL below llama.cpp q4_0's ({q4['kl_mean']:.3e} at {q4['measured_bpd']:.2f} bits): "
-                       + (", ".join(f"{r['method']} ({r['measured_bpd']:.2f} bits, KL {r['kl_mean']:.3e})" for r in win) if win else "**none**"))
         if rot3:
             win = [r for r in rs if r["measured_bpd"] <= 2.3 and r["out_cos_mean"] >= rot3["out_cos_mean"]]
             out.append(f"- `{t}`: <= 2.3 bits/dim with attention-output cosine >= the 3-bit rotation baseline's "
-                       f"({rot3['out_cos_mean']:.5f}): "
-                       + (", ".join(f"{r['method']} ({r['measured_bpd']:.2f} bits, {r['out_cos_mean']:.5f})" for r in win) if win else "**none**"))
+                       f"(turbo3, {rot3['out_cos_mean']:.5f}): "
+                       + listing(win, lambda r: f"{r['method']} ({r['measured_bpd']:.2f} bits, {r['out_cos_mean']:.5f})"))
+            near = sorted((r for r in rs if r["measured_bpd"] <= 2.3 and r["family"] != "llama.cpp"), key=lambda r: -r["out_cos_mean"])[:1]
+            if near and not win:
+                out.append(f"  best at <= 2.3 bits: {near[0]['method']} ({near[0]['measured_bpd']:.2f} bits, {near[0]['out_cos_mean']:.5f})")
+        if q4:
+            for cap in (2.6, 3.2):
+                win = [r for r in rs if r["measured_bpd"] <= cap and r["kl_mean"] < q4["kl_mean"]]
+                out.append(f"- `{t}`: <= {cap} bits/dim with KL below llama.cpp q4_0's ({q4['kl_mean']:.3e} at {q4['measured_bpd']:.2f} bits): "
+                           + listing(win, lambda r: f"{r['method']} ({r['measured_bpd']:.2f} bits, KL {r['kl_mean']:.3e})"))
+        best = sorted((r for r in rs if r["measured_bpd"] <= 3.2 and r["family"] != "llama.cpp"), key=lambda r: r["kl_mean"])[:1]
+        if best:
+            out.append(f"- `{t}`: best KL at <= 3.2 bits/dim: {best[0]['method']} ({best[0]['measured_bpd']:.2f} bits, KL {best[0]['kl_mean']:.3e})")
     return "\n".join(out) + "\n"
 
 
