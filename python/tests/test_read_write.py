@@ -144,6 +144,8 @@ def test_query_tensors_need_positions(tmp_path, rows):
         w.add(0, "q", rows(t=2, h=9), positions=[3, 15], codec="f32")
     with mqkv.open(p) as s:
         assert s.find(0, "q").shape == (2, 9, 64)
+        assert s.find(0, "q").positions == (3, 15)
+        assert s.find(0, "k").positions == ()
 
 
 def test_an_abandoned_writer_leaves_the_old_file(tmp_path, rows):
