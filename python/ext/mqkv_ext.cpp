@@ -268,6 +268,10 @@ mqkv::ConvertOptions MakeConvertOptions(const nb::kwargs& kw) {
     else if (key == "dtype") o.dtype = nb::cast<std::string>(v);
     else if (key == "threads") o.threads = nb::cast<unsigned>(v);
     else if (key == "fsync") o.fsync = nb::cast<bool>(v);
+    else if (key == "target_bits") o.target_bits = nb::cast<double>(v);
+    else if (key == "rate_levels") o.rate_levels = nb::cast<std::vector<uint16_t>>(v);
+    else if (key == "rate_distortion") o.rate_distortion = nb::cast<std::string>(v);
+    else if (key == "rate_queries") o.rate_queries = nb::cast<std::string>(v);
     else Raise(mqkv::InvalidArgument("unknown option \"" + key + "\""));
   }
   return o;

@@ -49,3 +49,20 @@ def test_codec_spec():
     assert "turbo3" in mqkv.presets() and "affine_seven_level_3bit_g64_meta4" in mqkv.CodecSpec.presets()
     assert str(mqkv.CodecSpec("f16")) == "f16"
     assert mqkv.active_simd_arch() in mqkv.simd_archs()
+
+
+def test_rate_control_meets_its_target(sample, tmp_path):
+    out = tmp_path / "rate.mqkv"
+    summary = mqkv.convert(str(sample), str(out), k_codec="affine:group=64,meta=4,axis=channel,entropy=rans",
+                           v_codec="affine:group=64,meta=4,rotate=hadamard,entropy=rans", target_bits=2.6,
+                           rate_queries="proxy")
+    assert summary["k_codec"].startswith("rate-controlled affine:")
+    report = mqkv.verify(str(out))
+    assert report["total"]["actual_bits_per_dim"] <= 2.6
+    with mqkv.open(out) as s:
+        meta = s.model.metadata
+        assert meta["mqkv.rate_control"].startswith("target_bits=2.6;distortion=attention;queries=proxy-key;")
+        assert len({t.codec for t in s.tensors if t.kind != "q"}) > 2  # level counts chosen per tensor
+    with pytest.raises(ValueError, match="entropy=rans"):
+        mqkv.convert(str(sample), str(tmp_path / "bad.mqkv"), codec="affine:bits=3,group=64", target_bits=2.6)
+    assert not (tmp_path / "bad.mqkv").exists()
