@@ -107,6 +107,40 @@ TEST(Rans, EveryLevelCountRoundTripsAndBackendsAgree) {
   }
 }
 
+// The expanded codes of a rANS block go through a per-thread scratch block that is reused from one
+// decode to the next (lowbit.cpp): blocks of other sizes and layouts decoded in between must not
+// leak into a decode. The packed 3-bit twin of each block (no scratch) is the truth.
+TEST(Rans, ScratchReuseAcrossBlocksOfOtherSizes) {
+  struct Case {
+    BlockShape shape;
+    const char* base;
+  };
+  const Case cases[] = {{{512, 3, 64}, "affine:group=64,meta=4"},
+                        {{5, 1, 64}, "affine:group=32,axis=channel"},
+                        {{130, 2, 64}, "affine:group=64,meta=4,rotate=hadamard"},
+                        {{1, 3, 64}, "affine:group=64"}};
+  std::vector<Block> rans(std::size(cases)), packed(std::size(cases));
+  std::vector<std::vector<float>> truth;
+  for (size_t i = 0; i < std::size(cases); ++i) {
+    const std::vector<float> x = Gaussian(cases[i].shape.values(), 40 + uint32_t(i));
+    auto r = CodecSpec::Parse(std::string(cases[i].base) + ",levels=8,entropy=rans");
+    auto p = CodecSpec::Parse(std::string(cases[i].base) + ",bits=3");
+    ASSERT_TRUE(r.ok() && p.ok()) << cases[i].base;
+    ASSERT_TRUE(EncodeBlock(*r, x.data(), cases[i].shape, &rans[i].enc).ok());
+    ASSERT_TRUE(EncodeBlock(*p, x.data(), cases[i].shape, &packed[i].enc).ok());
+    truth.push_back(DecodeAll(packed[i], Backend::kScalar));
+  }
+  for (int round = 0; round < 2; ++round)
+    for (size_t k = 0; k < std::size(cases); ++k) {
+      const size_t i = round == 0 ? k : std::size(cases) - 1 - k;  // large to small, then back
+      for (Backend be : {Backend::kSimd, Backend::kScalar}) {
+        const std::vector<float> got = DecodeAll(rans[i], be);
+        ASSERT_EQ(got.size(), truth[i].size());
+        EXPECT_EQ(std::memcmp(got.data(), truth[i].data(), got.size() * 4), 0) << cases[i].base << " round " << round;
+      }
+    }
+}
+
 TEST(Rans, ReferenceDecoderMatchesEveryHtscodecsDecoder) {
   // Skewed symbols over 6 levels, sizes around the 4-way / 32-way switch and odd remainders.
   std::mt19937 rng(3);
@@ -126,7 +160,9 @@ TEST(Rans, ReferenceDecoderMatchesEveryHtscodecsDecoder) {
       EXPECT_EQ(got, codes) << n << " cpu " << cpu;
     }
     // A level count below a stored symbol is refused by the header rules.
-    if (n > 100) EXPECT_EQ(codec::rans::Decode(part.data(), part.size(), n, 3, true, ref.data()).code(), StatusCode::kFormatError);
+    if (n > 100) {
+      EXPECT_EQ(codec::rans::Decode(part.data(), part.size(), n, 3, true, ref.data()).code(), StatusCode::kFormatError);
+    }
     // A recorded size other than the block's.
     EXPECT_EQ(codec::rans::Decode(part.data(), part.size(), n + 1, 6, true, ref.data()).code(), StatusCode::kFormatError);
   }
