@@ -103,10 +103,11 @@ MQKV_METHODS = [
      "affine:bits=2,group=64,meta=4,axis=channel,sinks=1", "affine:bits=2,group=64,meta=4,rotate=hadamard,sinks=1", "explore"),
 ] + [
     # Entropy-coded codes (format 1.3, issue 17): the per-channel-K / Hadamard-V affine mix with its
-    # codes rANS-coded, at 8 levels (the 3-bit quantizer's values in fewer bytes) and fewer.
+    # codes rANS-coded, at 8 levels (the 3-bit quantizer's values in fewer bytes), fewer, and the
+    # 9 / 10 levels that only an entropy-coded code makes worth having (about 3.1 / 3.25 bits).
     (f"rANS {n} levels: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
      f"affine:levels={n},group=64,meta=4,axis=channel,entropy=rans",
-     f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for n in (8, 7, 6, 5)
+     f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for n in (10, 9, 8, 7, 6, 5)
 ] + [
     # Rate control (mqconvert --target-bits): the same codecs, each tensor's level count chosen so the
     # file measures at most B bits/dim. Proxy queries (the keys) on both conversions, so the
@@ -262,6 +263,23 @@ def fmt(v, nd=4):
     return str(v)
 
 
+def read_csv(path: str) -> list:
+    """Rows of a frontier.csv, numbers as floats (failed rows have no kl_mean), for --replot."""
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row = {}
+            for k, v in r.items():
+                if v == "":
+                    continue
+                try:
+                    row[k] = float(v) if k not in ("text", "method", "family", "k_spec", "v_spec", "note") else v
+                except ValueError:
+                    row[k] = v
+            rows.append(row)
+    return rows
+
+
 def plots(rows, out_dir):
     import matplotlib
     matplotlib.use("Agg")
@@ -270,7 +288,7 @@ def plots(rows, out_dir):
     texts = sorted({r["text"] for r in ok})
     markers = ["o", "s", "^", "D"]
     colors = {"seed": "tab:blue", "kivi": "tab:green", "rotation": "tab:red", "fp8": "tab:orange", "explore": "tab:purple",
-              "llama.cpp": "tab:gray"}
+              "entropy": "tab:cyan", "llama.cpp": "tab:gray"}
     for key, ylabel, fname, logy in (("kl_mean", "mean KL(original || restored), nats", "frontier_bits_vs_kl.png", True),
                                      ("out_cos_mean", "mean attention-output cosine", "frontier_bits_vs_attn_cosine.png", False)):
         fig, ax = plt.subplots(figsize=(9, 6))
@@ -300,7 +318,7 @@ def plots(rows, out_dir):
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tools", required=True)
+    ap.add_argument("--tools", help="folder with mqconvert and mqverify (required unless --replot)")
     ap.add_argument("--model", default=eng.default_model())
     ap.add_argument("--texts", nargs="+", default=["data/texts/pride-and-prejudice-ch1.txt",
                                                     "data/texts/declaration-of-independence.txt",
@@ -308,11 +326,17 @@ def main() -> int:
                     help="TEXT or TEXT:PREFIX (that text at its own prefix length)")
     ap.add_argument("--prefix", type=int, default=1024)
     ap.add_argument("--cont", type=int, default=64)
-    ap.add_argument("--work", required=True)
+    ap.add_argument("--work", help="scratch folder (required unless --replot)")
     ap.add_argument("--llama-types", nargs="*", default=["q8_0", "q4_0"], help="llama.cpp cache types to compare")
     ap.add_argument("--methods", default="", help="regex: run only the mqkv methods whose name matches (llama.cpp rows always run)")
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--replot", action="store_true", help="only redraw the plots from RESULTS/frontier.csv")
     args = ap.parse_args()
+    if args.replot:
+        plots(read_csv(os.path.join(args.results, "frontier.csv")), args.results)
+        return 0
+    if not args.tools or not args.work:
+        ap.error("--tools and --work are required")
     t0 = time.time()
     rows, infos = [], []
     for t in args.texts:
