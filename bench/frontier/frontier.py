@@ -109,6 +109,11 @@ MQKV_METHODS = [
      f"affine:levels={n},group=64,meta=4,axis=channel,entropy=rans",
      f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for n in (10, 9, 8, 7, 6, 5)
 ] + [
+    # Uneven K/V level counts near 2.6 bits: which half buys more (keys, on KL).
+    (f"rANS K {a} / V {b} levels: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
+     f"affine:levels={a},group=64,meta=4,axis=channel,entropy=rans",
+     f"affine:levels={b},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for a, b in ((7, 6), (6, 7), (8, 5), (7, 5), (10, 4), (9, 4), (8, 4))
+] + [
     # Rate control (mqconvert --target-bits): the same codecs, each tensor's level count chosen so the
     # file measures at most B bits/dim. Proxy queries (the keys) on both conversions, so the
     # reference's Q tensors (used for the cosines below) are not what the allocation was fitted to.
@@ -255,11 +260,11 @@ COLS = ["text", "method", "family", "measured_bpd", "e2e_file_bpd", "modeled_bpd
         "prefix", "cont", "k_spec", "v_spec", "checksums_ok", "accounting_ok", "verify_rc", "note"]
 
 
-def fmt(v, nd=4):
+def fmt(v):
     if v is None or v == "":
         return ""
-    if isinstance(v, float):
-        return f"{v:.6e}" if abs(v) < 1e-2 and v != 0 else f"{v:.{nd}f}"
+    if isinstance(v, float):  # six significant digits: --replot and comparisons read these back
+        return f"{v:.6e}" if abs(v) < 1e-2 and v != 0 else f"{v:.6g}"
     return str(v)
 
 
