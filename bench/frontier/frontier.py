@@ -114,6 +114,25 @@ MQKV_METHODS = [
      f"affine:levels={a},group=64,meta=4,axis=channel,entropy=rans",
      f"affine:levels={b},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for a, b in ((7, 6), (6, 7), (8, 5), (7, 5), (10, 4), (9, 4), (8, 4))
 ] + [
+    # The attention sink (token 0) kept in fp16 beside the entropy-coded codes (about 0.016 bit/dim at
+    # 1024 tokens).
+    (f"rANS {n} levels sink1: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
+     f"affine:levels={n},group=64,meta=4,axis=channel,entropy=rans,sinks=1",
+     f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy") for n in (6, 5)
+] + [
+    (f"rANS K {a} / V {b} levels sink1: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
+     f"affine:levels={a},group=64,meta=4,axis=channel,entropy=rans,sinks=1",
+     f"affine:levels={b},group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy")
+    for a, b in ((8, 5), (7, 6), (9, 9), (10, 6), (10, 8), (12, 6))
+] + [
+    ("rANS 5 levels sink4: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
+     "affine:levels=5,group=64,meta=4,axis=channel,entropy=rans,sinks=4",
+     "affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=4", "entropy"),
+] + [
+    (f"rate control {b} bits sink1: K channel / V Hadamard affine g64 meta4 rANS",
+     "affine:group=64,meta=4,axis=channel,entropy=rans,sinks=1", "affine:group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1",
+     "entropy", ["--target-bits", str(b), "--rate-queries", "proxy"]) for b in (2.3, 2.6)
+] + [
     # Rate control (mqconvert --target-bits): the same codecs, each tensor's level count chosen so the
     # file measures at most B bits/dim. Proxy queries (the keys) on both conversions, so the
     # reference's Q tensors (used for the cosines below) are not what the allocation was fitted to.
