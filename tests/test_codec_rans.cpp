@@ -108,8 +108,9 @@ TEST(Rans, EveryLevelCountRoundTripsAndBackendsAgree) {
 }
 
 // The expanded codes of a rANS block go through a per-thread scratch block that is reused from one
-// decode to the next (lowbit.cpp): blocks of other sizes and layouts decoded in between must not
-// leak into a decode. The packed 3-bit twin of each block (no scratch) is the truth.
+// decode to the next (ScratchExpandedBlock, codec/registry.h): blocks of other sizes and layouts
+// decoded in between must not leak into a decode. The packed 3-bit twin of each block (no scratch)
+// is the truth.
 TEST(Rans, ScratchReuseAcrossBlocksOfOtherSizes) {
   struct Case {
     BlockShape shape;

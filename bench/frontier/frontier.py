@@ -57,6 +57,19 @@ def tq_robust(bits: int, group: int = 64, axis: str = "token") -> str:
     return f"codebook:bits={bits},group={group},axis={axis},rotate=hadamard,scale=robust,levels={lv}"
 
 
+def rans_specs(k_levels, v_levels, sinks: int = 0) -> tuple[str, str]:
+    """K per-channel affine / V Hadamard affine, g64 meta4, codes rANS-coded; levels None: chosen by
+    the rate control."""
+    lv = lambda n: f"levels={n}," if n else ""
+    tail = f",sinks={sinks}" if sinks else ""
+    return (f"affine:{lv(k_levels)}group=64,meta=4,axis=channel,entropy=rans{tail}",
+            f"affine:{lv(v_levels)}group=64,meta=4,rotate=hadamard,entropy=rans{tail}")
+
+
+def rans_mix(label: str, k_levels: int, v_levels: int, sinks: int = 0) -> tuple:
+    return (f"{label}: K channel affine g64 meta4 / V Hadamard affine g64 meta4", *rans_specs(k_levels, v_levels, sinks), "entropy")
+
+
 # (name, K spec, V spec, family)
 MQKV_METHODS = [
     ("affine_seven_level_3bit_g64_meta4",) * 3 + ("seed",),
@@ -105,39 +118,26 @@ MQKV_METHODS = [
     # Entropy-coded codes (format 1.3, issue 17): the per-channel-K / Hadamard-V affine mix with its
     # codes rANS-coded, at 8 levels (the 3-bit quantizer's values in fewer bytes), fewer, and the
     # 9 / 10 levels that only an entropy-coded code makes worth having (about 3.1 / 3.25 bits).
-    (f"rANS {n} levels: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
-     f"affine:levels={n},group=64,meta=4,axis=channel,entropy=rans",
-     f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for n in (10, 9, 8, 7, 6, 5)
+    rans_mix(f"rANS {n} levels", n, n) for n in (10, 9, 8, 7, 6, 5)
 ] + [
     # Uneven K/V level counts near 2.6 bits: which half buys more (keys, on KL).
-    (f"rANS K {a} / V {b} levels: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
-     f"affine:levels={a},group=64,meta=4,axis=channel,entropy=rans",
-     f"affine:levels={b},group=64,meta=4,rotate=hadamard,entropy=rans", "entropy") for a, b in ((7, 6), (6, 7), (8, 5), (7, 5), (10, 4), (9, 4), (8, 4))
+    rans_mix(f"rANS K {a} / V {b} levels", a, b) for a, b in ((7, 6), (6, 7), (8, 5), (7, 5), (10, 4), (9, 4), (8, 4))
 ] + [
-    # The attention sink (token 0) kept in fp16 beside the entropy-coded codes (about 0.016 bit/dim at
+    # The attention sink (token 0) kept in fp16 beside the entropy-coded codes (about 0.013 bit/dim at
     # 1024 tokens).
-    (f"rANS {n} levels sink1: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
-     f"affine:levels={n},group=64,meta=4,axis=channel,entropy=rans,sinks=1",
-     f"affine:levels={n},group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy") for n in (6, 5)
+    rans_mix(f"rANS {n} levels sink1", n, n, sinks=1) for n in (6, 5)
 ] + [
-    (f"rANS K {a} / V {b} levels sink1: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
-     f"affine:levels={a},group=64,meta=4,axis=channel,entropy=rans,sinks=1",
-     f"affine:levels={b},group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy")
-    for a, b in ((8, 5), (7, 6), (9, 9), (10, 6), (10, 8), (12, 6))
+    rans_mix(f"rANS K {a} / V {b} levels sink1", a, b, sinks=1) for a, b in ((8, 5), (7, 6), (9, 9), (10, 6), (10, 8), (12, 6))
 ] + [
-    ("rANS 5 levels sink4: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
-     "affine:levels=5,group=64,meta=4,axis=channel,entropy=rans,sinks=4",
-     "affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=4", "entropy"),
+    rans_mix("rANS 5 levels sink4", 5, 5, sinks=4),
 ] + [
-    (f"rate control {b} bits sink1: K channel / V Hadamard affine g64 meta4 rANS",
-     "affine:group=64,meta=4,axis=channel,entropy=rans,sinks=1", "affine:group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1",
+    (f"rate control {b} bits sink1: K channel / V Hadamard affine g64 meta4 rANS", *rans_specs(None, None, sinks=1),
      "entropy", ["--target-bits", str(b), "--rate-queries", "proxy"]) for b in (2.3, 2.6)
 ] + [
     # Rate control (mqconvert --target-bits): the same codecs, each tensor's level count chosen so the
     # file measures at most B bits/dim. Proxy queries (the keys) on both conversions, so the
     # reference's Q tensors (used for the cosines below) are not what the allocation was fitted to.
-    (f"rate control {b} bits: K channel / V Hadamard affine g64 meta4 rANS",
-     "affine:group=64,meta=4,axis=channel,entropy=rans", "affine:group=64,meta=4,rotate=hadamard,entropy=rans", "entropy",
+    (f"rate control {b} bits: K channel / V Hadamard affine g64 meta4 rANS", *rans_specs(None, None), "entropy",
      ["--target-bits", str(b), "--rate-queries", "proxy"]) for b in (2.3, 2.6, 3.2)
 ]
 LLAMA_MODELED = {"q8_0": 8.5, "q4_0": 4.5}  # ggml blocks: 32 values + one fp16 scale

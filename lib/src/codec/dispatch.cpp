@@ -21,7 +21,8 @@ Status Codec::Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, vo
   switch (backend) {
     case Backend::kCuda: {
       used = Backend::kCuda;
-      ExpandedBlock e;
+      ScratchExpandedBlock scratch;
+      ExpandedBlock& e = scratch.block;
       if (Expand(b, &e, &st)) {  // rANS codes: decoded on the host (htscodecs), the rest on the GPU
         if (!st.ok()) break;
         if (e.header.codec == static_cast<uint8_t>(CodecId::kCodebook) && e.header.bits > 4) {

@@ -379,31 +379,12 @@ Status CheckFiniteMetadata(const BlockView& b) {
   return Status::OK();
 }
 
-namespace {
-// The expanded codes of a rANS block live in this thread's scratch block, whose storage is kept
-// between decodes: a restore of many blocks then does not fault in fresh pages for every block
-// (on a 16 Mi-value block the page faults and zeroing were ~15-20% of its decode time). Storage
-// above kKeepScratch is released after each use, so one huge block does not pin its size.
-constexpr uint64_t kKeepScratch = uint64_t(64) << 20;
-struct ScratchUse {
-  ExpandedBlock& block;
-  ScratchUse() : block(Slot()) {}
-  ~ScratchUse() {
-    if (block.payload.capacity() > kKeepScratch) std::vector<uint8_t>().swap(block.payload);
-  }
-  static ExpandedBlock& Slot() {
-    thread_local ExpandedBlock e;
-    return e;
-  }
-};
-}  // namespace
-
 Status LowBitCodec::PartSizes(const BlockHeader& h, std::array<uint64_t, kNumParts>* sizes) const {
   return lowbit::PartSizes(id_, h, sizes);
 }
 Status LowBitCodec::DecodeScalar(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) const {
   if (IsRans(*b.header)) {  // the spec's reference rANS decoder, then the packed-code reference
-    ScratchUse e;
+    ScratchExpandedBlock e;
     MQKV_RETURN_IF_ERROR(ExpandRans(b, true, &e.block));
     return lowbit::Decode(e.block.view, r0, r1, out, dst, rows_);
   }
@@ -415,7 +396,7 @@ bool LowBitCodec::DecodeSimd(const BlockView& b, uint32_t r0, uint32_t r1, DType
   // htscodecs' SIMD rANS decoder, then the SIMD code kernels (or, for a view they do not cover,
   // the reference row kernel: bit-identical either way). An error is reported by rerunning the
   // reference, which refuses the same parts (rans.h).
-  ScratchUse e;
+  ScratchExpandedBlock e;
   if (!ExpandRans(b, false, &e.block).ok()) return false;
   if (simd::Decode(e.block.view, r0, r1, out, dst)) return true;
   return lowbit::Decode(e.block.view, r0, r1, out, dst, rows_).ok();

@@ -7,6 +7,19 @@
 
 namespace mqkv {
 
+namespace {
+ExpandedBlock& ThreadScratch() {
+  thread_local ExpandedBlock e;
+  return e;
+}
+constexpr uint64_t kKeepScratch = uint64_t(64) << 20;
+}  // namespace
+
+ScratchExpandedBlock::ScratchExpandedBlock() : block(ThreadScratch()) {}
+ScratchExpandedBlock::~ScratchExpandedBlock() {
+  if (block.payload.capacity() > kKeepScratch) std::vector<uint8_t>().swap(block.payload);
+}
+
 const Codec* GetCodec(CodecId id) { return GetCodec(static_cast<uint8_t>(id)); }
 
 const Codec* GetCodec(uint8_t raw_id) {
