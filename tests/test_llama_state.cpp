@@ -264,7 +264,7 @@ TEST(LlamaState, ServerPackedTokenRecord) {
 // dequantize exactly and re-quantize to the same bytes.
 TEST(LlamaState, Q8_0AndQ4_0DequantizeExactlyAndRewriteIdentically) {
   TempDir d;
-  const uint32_t cells = 3, width = 32;  // head_dim 32: no Hadamard rotation (needs a multiple of 64)
+  const uint32_t cells = 3;  // one head of 32 dims: no Hadamard rotation (needs a multiple of 64)
   Bytes o;
   o.Put<uint32_t>(1).Put<uint32_t>(cells);
   for (uint32_t i = 0; i < cells; ++i) o.Put<int32_t>(int32_t(i)).Put<uint32_t>(1).Put<int32_t>(0);

@@ -422,7 +422,9 @@ TEST(MqconvertMemory, ConversionStreamsTensorByTensor) {
                        Run{{dir.Path("slot.bin"), dir.Path("slot.mqkv"), "--from", "llama-seq", "--threads", "2"}}}) {
     const long kib = PeakRssKiB(r.args, &code);
     EXPECT_EQ(code, 0) << r.args[0] << " -> " << r.args[1];
-    if (limit) EXPECT_LT(kib, limit) << r.args[0] << " -> " << r.args[1] << ": peak RSS " << kib << " KiB";
+    if (limit) {
+      EXPECT_LT(kib, limit) << r.args[0] << " -> " << r.args[1] << ": peak RSS " << kib << " KiB";
+    }
   }
   EXPECT_EQ(ReadFile(lb), ReadFile(src));
   // The state of the 3-bit snapshot, read back streaming, holds its f16 rows exactly.

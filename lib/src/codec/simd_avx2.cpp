@@ -42,6 +42,56 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
   static constexpr int kLutBits = 3;
   template <int B>
   MQKV_OP V LookupReg(I q, V table) { return {F(_mm256_permutevar8x32_ps(table.r[0], q.r[0]))}; }
+  // 16-bit results of a group's table (simd_kernels.h RowLut), codes of up to 3 bits: the 8
+  // table values converted once (vcvtps2ph, or StoreBF16's rounding) as 16 bytes in each lane,
+  // entry k at bytes 2k, 2k + 1, for pshufb. xsimd 8.1 has no fp16 conversion nor byte shuffle.
+  static constexpr uint32_t kLut16Codes = 16;
+  template <int B, bool BF>
+  MQKV_OP __m256i Table16(V table) {
+    static_assert(B <= 3, "Table16: 8 entries of 16 bits fill pshufb's 16-byte table");
+    __m128i h;
+    if constexpr (BF) {
+      const __m256i b = BF16Bits(table.r[0]);
+      h = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    } else {
+      h = _mm256_cvtps_ph(table.r[0], _MM_FROUND_TO_NEAREST_INT);
+    }
+    return _mm256_broadcastsi128_si256(h);
+  }
+  // 16 codes of B = 2, 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results. AVX2 has no
+  // 16-bit variable shift (vpsrlvw): each 16-bit lane takes a window of two code bytes in which
+  // its code starts at bit t in 1..8 (a code at a byte's bit 0 sits in the window's high byte,
+  // t = 8) and vpmulhuw by 2^(16 - t) shifts it down; then the byte pair (2k, 2k + 1) that
+  // pshufb reads the code's result from is 0x0202 k + 0x0100.
+  template <int B>
+  MQKV_OP void Lookup16(const uint8_t* p, __m256i table, uint16_t* d) {
+    struct Windows {
+      alignas(32) uint8_t bytes[32];
+      alignas(32) uint16_t mul[16];
+    };
+    static constexpr Windows kW = [] {
+      Windows w{};
+      for (int j = 0; j < 16; ++j) {
+        const int b = B * j / 8, s = B * j % 8;
+        if (s == 0) {
+          w.bytes[2 * j] = 0x80;
+          w.bytes[2 * j + 1] = static_cast<uint8_t>(b);
+          w.mul[j] = 1u << 8;
+        } else {
+          w.bytes[2 * j] = static_cast<uint8_t>(b);
+          w.bytes[2 * j + 1] = (B * j + B - 1) / 8 > b ? static_cast<uint8_t>(b + 1) : 0x80;
+          w.mul[j] = static_cast<uint16_t>(1u << (16 - s));
+        }
+      }
+      return w;
+    }();
+    const __m256i src = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i x = _mm256_shuffle_epi8(src, _mm256_load_si256(reinterpret_cast<const __m256i*>(kW.bytes)));
+    const __m256i k = _mm256_and_si256(_mm256_mulhi_epu16(x, _mm256_load_si256(reinterpret_cast<const __m256i*>(kW.mul))),
+                                       _mm256_set1_epi16((1 << B) - 1));
+    const __m256i idx = _mm256_add_epi16(_mm256_mullo_epi16(k, _mm256_set1_epi16(0x0202)), _mm256_set1_epi16(0x0100));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm256_shuffle_epi8(table, idx));
+  }
   // xsimd 8.1 has no run-time-index permute: vpermps.
   MQKV_OP V Lookup(I q, const float* L, int bits) {
     const __m256i i = q.r[0];

@@ -60,6 +60,42 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
   static constexpr int kLutBits = 4;
   template <int B>
   MQKV_OP V LookupReg(I q, V table) { return {F(_mm512_permutexvar_ps(q.r[0], table.r[0]))}; }
+  // 16-bit results of a group's table (simd_kernels.h RowLut): the 16 table values converted once
+  // (vcvtps2ph, or the bf16 rounding of StoreBF16) and replicated over 32 words (word i = entry
+  // i mod 2^B), so that vpermw, which reads 5 index bits, may see the next codes' bits above a
+  // code. xsimd 8.1 has no fp16 conversion and no 16-bit permute (vpermw).
+  static constexpr uint32_t kLut16Codes = 32;
+  template <int B, bool BF>
+  MQKV_OP __m512i Table16(V table) {
+    __m256i h;
+    if constexpr (BF) {
+      h = _mm512_cvtepi32_epi16(BF16Lanes(table.r[0]));
+    } else {
+      h = _mm512_cvtps_ph(table.r[0], _MM_FROUND_TO_NEAREST_INT);
+    }
+    alignas(64) static constexpr auto kRep = [] {
+      std::array<uint16_t, 32> t{};
+      for (int i = 0; i < 32; ++i) t[i] = static_cast<uint16_t>(i & ((1 << B) - 1));
+      return t;
+    }();
+    return _mm512_permutexvar_epi16(_mm512_load_si512(kRep.data()), _mm512_castsi256_si512(h));
+  }
+  // 32 codes of B = 2, 3, 4 bits (4B bytes, read as 16 at p) -> 32 16-bit results: one broadcast
+  // load, a byte shuffle into 16-bit lanes, a variable 16-bit shift, vpermw, one store.
+  template <int B>
+  MQKV_OP void Lookup16(const uint8_t* p, __m512i table, uint16_t* d) {
+    alignas(64) static constexpr auto kBytes = [] {
+      const auto w = Wide16UnpackBytes<B, 32>();
+      std::array<uint8_t, 64> t{};
+      for (int i = 0; i < 64; ++i) t[i] = w[i];  // absolute byte indices < 16: every lane holds the same 16 bytes
+      return t;
+    }();
+    alignas(64) static constexpr auto kShifts = Wide16UnpackShifts<B, 32>();
+    const __m512i src = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i x = _mm512_shuffle_epi8(src, _mm512_load_si512(kBytes.data()));
+    const __m512i k = _mm512_srlv_epi16(x, _mm512_load_si512(kShifts.data()));
+    _mm512_storeu_si512(d, _mm512_permutexvar_epi16(k, table));
+  }
   // xsimd 8.1 has no run-time-index permute: vpermps.
   MQKV_OP V Lookup(I q, const float* L, int) { return {F(_mm512_permutexvar_ps(q.r[0], _mm512_load_ps(L)))}; }
   // xsimd 8.1 has no fp16 conversions.
@@ -72,12 +108,15 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm512_cvtepi32_epi16(v[0]));
   }
   // xsimd 8.1's AVX-512 select on 32-bit integers runs as two AVX2 halves: a mask blend here.
-  MQKV_OP void StoreBF16(uint16_t* d, V v) {
-    const __m512i x = _mm512_castps_si512(v.r[0]);
+  MQKV_OP __m512i BF16Lanes(__m512 v) {  // bf16 bits in the low half of each 32-bit lane
+    const __m512i x = _mm512_castps_si512(v);
     const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(x, C(0x7FFFFFFF)), C(0x7F800000));
     const __m512i hi = _mm512_srli_epi32(x, 16);
     const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, C(0x7FFF)), _mm512_and_si512(hi, C(1))), 16);
-    const U o(_mm512_mask_blend_epi32(nan, r, _mm512_or_si512(hi, C(0x40))));
+    return _mm512_mask_blend_epi32(nan, r, _mm512_or_si512(hi, C(0x40)));
+  }
+  MQKV_OP void StoreBF16(uint16_t* d, V v) {
+    const U o(BF16Lanes(v.r[0]));
     Narrow16(d, &o);
   }
 

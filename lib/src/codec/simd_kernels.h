@@ -87,6 +87,27 @@ static constexpr std::array<uint32_t, lanes> WideUnpackShifts() {
   return t;
 }
 
+// Tables of the 16-bit unpack (K::Lookup16, optional): code j of B bits (B <= 4) starts at bit B*j
+// of the 16 bytes loaded at the first code byte; its 16-bit lane takes byte B*j/8 and, when the code
+// reaches into it, byte B*j/8 + 1 (0x80 zeroes a byte: the last code of a 16-byte window ends in
+// byte 15), and shifts right by B*j % 8. The bits above the code are the next codes': the lookup
+// ignores them (tables replicated, K::Table16).
+template <int B, uint32_t words>
+static constexpr std::array<uint8_t, 2 * words> Wide16UnpackBytes() {
+  std::array<uint8_t, 2 * words> t{};
+  for (uint32_t j = 0; j < words; ++j) {
+    t[2 * j] = static_cast<uint8_t>(B * j / 8);
+    t[2 * j + 1] = (B * j + B - 1) / 8 > B * j / 8 ? static_cast<uint8_t>(B * j / 8 + 1) : 0x80;
+  }
+  return t;
+}
+template <int B, uint32_t words>
+static constexpr std::array<uint16_t, words> Wide16UnpackShifts() {
+  std::array<uint16_t, words> t{};
+  for (uint32_t j = 0; j < words; ++j) t[j] = B * j % 8;
+  return t;
+}
+
 // Instantiated only with traits types from an anonymous namespace, so every instantiation has
 // internal linkage (simd.h).
 template <class K>
@@ -109,6 +130,7 @@ struct Impl {
   struct OutF16 {
     uint16_t* d;
     static constexpr uint32_t kSize = 2;
+    static constexpr bool kBF16 = false;
     void Put(uint64_t e, V v) const { K::StoreF16(d + e, v); }
     void Tail(uint64_t e, V v, uint32_t n) const {
       alignas(64) uint16_t t[16];
@@ -119,6 +141,7 @@ struct Impl {
   struct OutBF16 {
     uint16_t* d;
     static constexpr uint32_t kSize = 2;
+    static constexpr bool kBF16 = true;
     void Put(uint64_t e, V v) const { K::StoreBF16(d + e, v); }
     void Tail(uint64_t e, V v, uint32_t n) const {
       alignas(64) uint16_t t[16];
@@ -250,11 +273,14 @@ struct Impl {
   // Not for fp32 output: past the LLC that is bound by the output's writes, and there the table
   // form measured 4-10% slower than converting (bench/results/simd-xsimd.md); f16/bf16 gain.
   template <int B, bool CB, class Meta, class Out>
-  static constexpr bool kLut = !CB && std::is_same_v<Meta, MetaGroups> && !std::is_same_v<Out, OutF32> && B <= LutBits();
+  static constexpr bool kLut = std::is_same_v<Meta, MetaGroups> && !std::is_same_v<Out, OutF32> && B <= LutBits();
   alignas(64) static constexpr float kIota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  // The group's table for RowLut: float(k) * s + mn for every code k.
-  static inline __attribute__((always_inline)) V GroupTable(const MetaGroups& meta, uint32_t e) {
-    return K::Add(K::Mul(K::Load(kIota), meta.Scale(e)), meta.Min(e));
+  // The group's table for RowLut: float(k) * s + mn (affine) or L[k] * s (codebook; L holds 16
+  // levels, zero-padded) for every code k.
+  template <bool CB>
+  static inline __attribute__((always_inline)) V GroupTable(const MetaGroups& meta, uint32_t e, const float* L) {
+    if constexpr (CB) return K::Mul(K::Load(L), meta.Scale(e));
+    else return K::Add(K::Mul(K::Load(kIota), meta.Scale(e)), meta.Min(e));
   }
   // Value of the vector at element e of a row of codes c (row_bytes long): wide where it may.
   template <int B, bool CB, class Meta>
@@ -270,7 +296,7 @@ struct Impl {
   static inline __attribute__((always_inline)) void Row(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
     uint32_t e = 0;
-    if constexpr (kLut<B, CB, Meta, Out>) return RowLut<B>(p, c, meta, out);
+    if constexpr (kLut<B, CB, Meta, Out>) return RowLut<B, CB>(p, c, meta, out);
     // Every vector whose 16 loaded bytes stay inside this row. Not for fp32 output past the LLC:
     // measured 8% slower there on AVX-512 (bench/results/simd-xsimd.md), where writes bound it.
     if constexpr (kWide<B> && !std::is_same_v<Out, OutF32>) {
@@ -286,19 +312,38 @@ struct Impl {
     }
   }
 
-  // Affine rows with one scale and min per group of G >= N consecutive values (MetaGroups), on an
-  // ISA with a register table lookup (K::kLutBits, K::LookupReg): the 2^B values a code can take
-  // in a group, float(k) * s + mn for k < 2^B (the reference's two roundings, in its order), are
-  // computed once per group into a register, and each vector of codes looks them up with one
-  // permute instead of a conversion, a multiply and an add: the same bits, fewer operations.
+  // Rows with one scale (and min) per group of G >= N consecutive values (MetaGroups), on an ISA
+  // with a register table lookup (K::kLutBits, K::LookupReg): the 2^B values a code can take in a
+  // group, float(k) * s + mn (affine: the reference's two roundings, in its order) or L[k] * s
+  // (codebook) for k < 2^B, are computed once per group into a register, and each vector of codes
+  // looks them up with one permute instead of a conversion (or level lookup), a multiply and an
+  // add: the same bits, fewer operations.
+  //
+  // For f16 / bf16 output, on an ISA with a 16-bit table lookup (K::kLut16Codes, Table16,
+  // Lookup16), the table goes one step further: the 2^B 16-bit results (the group's values
+  // converted once, rounding as the per-element conversion would) are looked up directly, so a
+  // vector of codes costs a shuffle, a shift and a permute, with no per-element conversion.
+  // Lookup16 reads 16 bytes at the codes of its K::kLut16Codes values: used only where those stay
+  // inside the row (the row's last values go the per-N way).
   template <int B, class Out>
+  static constexpr bool kLut16 = requires { K::kLut16Codes; } && !std::is_same_v<Out, OutF32>;
+  template <int B, bool CB, class Out>
   static inline __attribute__((always_inline)) void RowLut(const DecodePlan& p, const uint8_t* c, const MetaGroups& meta,
                                                            const Out& out) {
     const uint32_t rv = p.row_values, G = 1u << meta.shift;
     const uint64_t row_bytes = uint64_t(rv) * B / 8;
     for (uint32_t g0 = 0; g0 < rv; g0 += G) {  // rv is a whole number of groups (token axis)
-      const V lut = GroupTable(meta, g0);
-      for (uint32_t e = g0; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
+      const V lut = GroupTable<CB>(meta, g0, p.levels);
+      uint32_t e = g0;
+      if constexpr (kLut16<B, Out>) {
+        constexpr uint32_t W = K::kLut16Codes;
+        if (G >= W) {  // G and W are powers of two: whole W-value steps
+          const auto t16 = K::template Table16<B, Out::kBF16>(lut);
+          for (; e < g0 + G && uint64_t(e) * B / 8 + 16 <= row_bytes; e += W)
+            K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
+        }
+      }
+      for (; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
     }
   }
 
@@ -334,7 +379,7 @@ struct Impl {
       for (int i = 0; i < BV; ++i) {
         const uint32_t e = b0 + i * N;
         if constexpr (kLut<B, CB, Meta, Out>) {
-          if ((e & ((1u << meta.shift) - 1)) == 0) lut = GroupTable(meta, e);
+          if ((e & ((1u << meta.shift) - 1)) == 0) lut = GroupTable<CB>(meta, e, p.levels);
           v[i] = K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut);
         } else {
           v[i] = ValueIn<B, CB>(c, row_bytes, meta, e, p.levels);

@@ -76,6 +76,40 @@ struct Neon : Ops<xsimd::neon64, 2> {
       o.r[i] = F(vreinterpretq_f32_u8(vqtbl2q_u8(t, vreinterpretq_u8_u32(vmlaq_u32(off, vreinterpretq_u32_s32(q.r[i]), mul)))));
     return o;
   }
+  // 16-bit results of a group's table (simd_kernels.h RowLut), codes of up to 3 bits: the 8
+  // table values converted once (FCVTN, or StoreBF16's rounding) as 16 bytes, entry k at bytes
+  // 2k, 2k + 1, for TBL. The twin of the x86 files' Table16 (vcvtps2ph + pshufb / vpermw).
+  static constexpr uint32_t kLut16Codes = 16;
+  template <int B, bool BF>
+  MQKV_OP uint8x16_t Table16(V table) {
+    static_assert(B <= 3, "Table16: 8 entries of 16 bits fill TBL's 16-byte table");
+    if constexpr (BF) {
+      return vreinterpretq_u8_u16(vmovn_high_u32(vmovn_u32(BF16Bits(table.r[0])), BF16Bits(table.r[1])));
+    } else {
+      return vreinterpretq_u8_f16(vcvt_high_f16_f32(vcvt_f16_f32(table.r[0]), table.r[1]));
+    }
+  }
+  // 16 codes of B = 2, 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results: per 8 codes a
+  // TBL into 16-bit lanes (simd_kernels.h Wide16UnpackBytes), USHL by minus the bit offset, the
+  // mask, the byte pair (2k, 2k + 1) as 0x0202 k + 0x0100, and a TBL of the table.
+  template <int B>
+  MQKV_OP void Lookup16(const uint8_t* p, uint8x16_t table, uint16_t* d) {
+    static constexpr auto kBytes = Wide16UnpackBytes<B, 16>();
+    static constexpr auto kShifts = [] {
+      const auto s = Wide16UnpackShifts<B, 16>();
+      std::array<int16_t, 16> t{};
+      for (int i = 0; i < 16; ++i) t[i] = static_cast<int16_t>(-s[i]);
+      return t;
+    }();
+    const uint8x16_t src = vld1q_u8(p);
+    const uint16x8_t m = vdupq_n_u16((1u << B) - 1u), mul = vdupq_n_u16(0x0202), off = vdupq_n_u16(0x0100);
+    for (int i = 0; i < 2; ++i) {
+      const uint16x8_t x = vreinterpretq_u16_u8(vqtbl1q_u8(src, vld1q_u8(kBytes.data() + 16 * i)));
+      const uint16x8_t k = vandq_u16(vshlq_u16(x, vld1q_s16(kShifts.data() + 8 * i)), m);
+      const uint8x16_t idx = vreinterpretq_u8_u16(vmlaq_u16(off, k, mul));
+      vst1q_u8(reinterpret_cast<uint8_t*>(d + 8 * i), vqtbl1q_u8(table, idx));
+    }
+  }
   // xsimd 8.1 has no fp16 conversions: FCVTN / FCVTL.
   MQKV_OP void StoreF16(uint16_t* d, V v) {
     const float16x8_t h = vcvt_high_f16_f32(vcvt_f16_f32(v.r[0]), v.r[1]);
