@@ -241,6 +241,52 @@ TEST(Adapters, WritersStoreTheSourceDtypeOrTheAskedOne) {
   }
 }
 
+// mqkv -> f16 safetensors, streamed: tensors are decoded as f16 (KvTensor::load_f16), which must
+// give the bytes of the fp32 path (the rows rounded to f16); a raw f16 NaN or infinity and a value
+// beyond f16's range go the fp32 way, so the file and the error are the same as without it.
+TEST(Adapters, StreamedF16OutputEqualsTheFp32Path) {
+  TempDir dir;
+  KvSet s = MakeSet("f16", false, 64);
+  uint32_t r = 7;
+  for (KvTensor& t : s.tensors)
+    for (float& x : t.data) {
+      r = r * 1664525u + 1013904223u;
+      x = float(int(r >> 9) % 20001 - 10000) / 997.0f;
+    }
+  WriteOptions w;
+  w.k_codec = CodecSpec::Parse("affine:bits=3,group=8").value();
+  w.v_codec = CodecSpec::Parse("codebook:bits=2,group=8,levels=-1.5/-0.45/0.45/1.5").value();
+  ASSERT_TRUE(WriteKvSet(s, dir.Path("q.mqkv"), FileFormat::kMqkv, w).ok());
+  ASSERT_TRUE(WriteKvSet(MakeSet("f16", false), dir.Path("l.mqkv"), FileFormat::kMqkv).ok());  // NaN, infinities
+  ReadOptions stream;
+  stream.stream = true;
+  for (const char* name : {"q", "l"}) {
+    const std::string src = dir.Path(std::string(name) + ".mqkv");
+    auto lazy = ReadKvSet(src, FileFormat::kMqkv, stream);
+    auto whole = ReadKvSet(src, FileFormat::kMqkv);
+    ASSERT_TRUE(lazy.ok() && whole.ok()) << name;
+    ASSERT_TRUE(lazy->tensors[0].load_f16) << name;
+    ASSERT_FALSE(whole->tensors[0].lazy()) << name;
+    ASSERT_TRUE(WriteKvSet(*lazy, dir.Path("a.safetensors"), FileFormat::kSafetensors).ok()) << name;
+    ASSERT_TRUE(WriteKvSet(*whole, dir.Path("b.safetensors"), FileFormat::kSafetensors).ok()) << name;
+    const std::vector<uint8_t> a = ReadFile(dir.Path("a.safetensors")), b = ReadFile(dir.Path("b.safetensors"));
+    EXPECT_NE(std::string(a.begin(), a.end()).find("\"dtype\":\"F16\""), std::string::npos) << name;
+    EXPECT_EQ(a, b) << name;
+  }
+  KvSet f32 = MakeSet("f32", false);
+  f32.tensors[1].data[0] = 70000.0f;
+  WriteOptions raw32;
+  raw32.k_codec = raw32.v_codec = CodecSpec::Parse("f32").value();
+  ASSERT_TRUE(WriteKvSet(f32, dir.Path("big.mqkv"), FileFormat::kMqkv, raw32).ok());
+  auto lazy = ReadKvSet(dir.Path("big.mqkv"), FileFormat::kMqkv, stream);
+  ASSERT_TRUE(lazy.ok());
+  WriteOptions o;
+  o.dtype = "f16";
+  const Status big = WriteKvSet(*lazy, dir.Path("big.safetensors"), FileFormat::kSafetensors, o);
+  EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(big.message().find("beyond f16's range"), std::string::npos) << big.ToString();
+}
+
 TEST(Adapters, SafetensorsDataIsEightByteAlignedAndWritesAreAtomic) {
   TempDir dir;
   const std::string p = dir.Path("x.safetensors");

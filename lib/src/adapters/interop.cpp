@@ -418,6 +418,20 @@ Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& me
   return set;
 }
 
+bool AllFiniteF16(const uint16_t* v, uint64_t n) {
+  // Four values per 64-bit word: a lane's exponent field plus 0x0400 carries into its bit 15
+  // exactly when the field is all ones (0x7C00 + 0x0400 = 0x8000, and no lane carries further).
+  constexpr uint64_t kExp = 0x7C007C007C007C00ull, kOne = 0x0400040004000400ull, kTop = 0x8000800080008000ull;
+  uint64_t bad = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {
+    uint64_t w;
+    std::memcpy(&w, v + i, 8);
+    bad |= (w & kExp) + kOne;
+  }
+  for (; i < n; ++i) bad |= (v[i] & 0x7C00u) + 0x0400u;
+  return (bad & kTop) == 0;
+}
+
 void ArrayOut::Encode(uint8_t* dst) const {
   switch (type) {
     case ElemType::kF32: std::memcpy(dst, f32, count * 4); break;

@@ -46,6 +46,9 @@ void ToF32(const ArrayView& a, uint64_t first, uint64_t n, float* dst);
 Result<KvSet> Assemble(const std::vector<ArrayView>& arrays, const StringMap& meta, std::string_view origin,
                        bool lazy = false, std::function<void(const uint8_t*, uint64_t)> release = {});
 
+// Whether no value of n f16 values is an infinity or a NaN (exponent field all ones).
+bool AllFiniteF16(const uint16_t* v, uint64_t n);
+
 // One array to write: its bytes are produced on demand so a writer holds one tensor at a time.
 struct ArrayOut {
   std::string name;

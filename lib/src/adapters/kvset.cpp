@@ -47,6 +47,7 @@ Status Materialize(KvSet* set) {
     MQKV_RETURN_IF_ERROR(RowsOf(t, &rows).status());  // a lazy tensor's rows land in `rows`
     t.data = std::move(rows);
     t.load = nullptr;
+    t.load_f16 = nullptr;
   }
   set->backing.reset();
   return Status::OK();
@@ -160,6 +161,7 @@ Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end) {
   for (KvTensor& t : set->tensors) {
     if (t.desc.kind == Kind::kQ) continue;
     if (t.lazy()) {  // cut when loaded
+      t.load_f16 = nullptr;  // serves the whole tensor only
       t.load = [load = std::move(t.load), b = begin * row(t), e = end * row(t)]() -> Result<std::vector<float>> {
         MQKV_ASSIGN_OR_RETURN(std::vector<float> all, load());
         if (all.size() < e) return Internal("loaded rows are fewer than the tensor's shape");

@@ -3,6 +3,7 @@
 
 #include "../format/container.h"
 #include "adapters.h"
+#include "interop.h"
 #include "util/parallel.h"
 
 namespace mqkv::adapters {
@@ -64,6 +65,16 @@ Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pai
         return rows;
       };
       if (t.codec == "f16" || t.codec == "bf16") kt.exact_in = t.codec;
+      // f16 output decoded as f16: by the spec the same bits as the f32 rows rounded to nearest
+      // even; a value that is not finite in f16 (an overflow, or a NaN whose payload the fp32
+      // path would quiet) sends the caller to the fp32 path.
+      kt.load_f16 = [snap, i, begin, end](uint16_t* dst) -> Result<bool> {
+        const TensorInfo& ti = snap->tensors()[i];
+        Status st = snap->Decode(i, begin, end, DType::kF16, dst);
+        snap->ReleaseBlocks(ti.first_block, ti.first_block + ti.n_blocks);
+        MQKV_RETURN_IF_ERROR(st);
+        return interop::AllFiniteF16(dst, uint64_t(end - begin) * ti.n_heads * ti.head_dim);
+      };
     }
     set.tensors.push_back(std::move(kt));
   }

@@ -195,6 +195,11 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
       direct[j] = nullptr;
       std::vector<float> hold;
       if (a.source && a.source->lazy()) {
+        if (a.type == ElemType::kF16 && a.source->load_f16) {  // decoded as f16: no fp32 rows, no conversion
+          enc[j].resize(a.bytes());
+          MQKV_ASSIGN_OR_RETURN(bool served, a.source->load_f16(reinterpret_cast<uint16_t*>(enc[j].data())));
+          if (served) return Status::OK();
+        }
         MQKV_ASSIGN_OR_RETURN(const std::vector<float>* rows, RowsOf(*a.source, &hold));
         a.f32 = rows->data();
         enc[j].resize(a.bytes());
