@@ -139,6 +139,7 @@ bool Decode(const BlockView& b, uint32_t r0, uint32_t r1, DType out, void* dst) 
     constexpr uint32_t kPad = 16;
     DecodePlan p;
     p.codes = b.payload + h.parts[kPartCodes].offset;
+    p.code_bytes = h.parts[kPartCodes].bytes;
     p.bits = h.bits;
     p.row_values = g.row_values;
     p.codebook = codebook;

@@ -29,6 +29,7 @@ struct DecodePlan {
   // Code stream of the quantized rows (row t starts at byte t * row_values * bits / 8; every
   // row_values is a multiple of 8, so rows start on bytes).
   const uint8_t* codes = nullptr;
+  uint64_t code_bytes = 0;  // readable from codes (the code part): wide loads may pass a row's end, not this
   uint32_t bits = 0;
   uint32_t row_values = 0;  // n_heads * head_dim
   bool codebook = false;

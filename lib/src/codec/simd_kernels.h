@@ -323,8 +323,9 @@ struct Impl {
   // Lookup16), the table goes one step further: the 2^B 16-bit results (the group's values
   // converted once, rounding as the per-element conversion would) are looked up directly, so a
   // vector of codes costs a shuffle, a shift and a permute, with no per-element conversion.
-  // Lookup16 reads 16 bytes at the codes of its K::kLut16Codes values: used only where those stay
-  // inside the row (the row's last values go the per-N way).
+  // Lookup16 reads 16 bytes at the codes of its K::kLut16Codes values: used wherever those stay
+  // inside the code part (the next row's codes are there to read; only the block's last values
+  // go the per-N way).
   template <int B, class Out>
   static constexpr bool kLut16 = requires { K::kLut16Codes; } && !std::is_same_v<Out, OutF32>;
   template <int B, bool CB, class Out>
@@ -332,6 +333,7 @@ struct Impl {
                                                            const Out& out) {
     const uint32_t rv = p.row_values, G = 1u << meta.shift;
     const uint64_t row_bytes = uint64_t(rv) * B / 8;
+    const uint64_t readable = p.code_bytes - uint64_t(c - p.codes);  // >= row_bytes
     for (uint32_t g0 = 0; g0 < rv; g0 += G) {  // rv is a whole number of groups (token axis)
       const V lut = GroupTable<CB>(meta, g0, p.levels);
       uint32_t e = g0;
@@ -339,7 +341,7 @@ struct Impl {
         constexpr uint32_t W = K::kLut16Codes;
         if (G >= W) {  // G and W are powers of two: whole W-value steps
           const auto t16 = K::template Table16<B, Out::kBF16>(lut);
-          for (; e < g0 + G && uint64_t(e) * B / 8 + 16 <= row_bytes; e += W)
+          for (; e < g0 + G && uint64_t(e) * B / 8 + 16 <= readable; e += W)
             K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
         }
       }
