@@ -175,7 +175,7 @@ struct PySnapshot {
   // mapping, keeping the snapshot alive) when the rows lie in one uncompressed raw block stored
   // in the asked type and the file is in memory; a decoded copy otherwise.
   std::pair<nb::object, bool> Decode(size_t tensor, uint32_t r0, uint32_t r1, const std::string& dtype_name, bool allow_view,
-                                const std::string& backend_name) const {
+                                const std::string& backend_name, unsigned threads) const {
     const mqkv::Snapshot& snap = get();
     CheckRows(tensor, r0, r1);
     const mqkv::DType dt = ParseDType(dtype_name);
@@ -214,7 +214,7 @@ struct PySnapshot {
     std::unique_ptr<uint8_t[]> buf(new uint8_t[std::max<size_t>(1, bytes)]);
     if (r1 > r0) {
       nb::gil_scoped_release unlock;
-      Check(snap.Decode(tensor, r0, r1, dt, buf.get(), backend));
+      Check(snap.Decode(tensor, r0, r1, dt, buf.get(), backend, threads));
     }
     return {nb::cast(OwnedArray(std::move(buf), shape, NumpyDType(dt))), false};
   }
@@ -388,7 +388,8 @@ NB_MODULE(_mqkv, m) {
         auto i = p.get().FindTensor(layer, ParseKind(kind));
         return i ? nb::object(nb::int_(*i)) : nb::none();
       })
-      .def("decode", &PySnapshot::Decode, "tensor"_a, "row_begin"_a, "row_end"_a, "dtype"_a, "allow_view"_a, "backend"_a)
+      .def("decode", &PySnapshot::Decode, "tensor"_a, "row_begin"_a, "row_end"_a, "dtype"_a, "allow_view"_a, "backend"_a,
+           "threads"_a = 1)
       .def("io_stats", [](const PySnapshot& p) {
         const mqkv::IoStats st = p.get().io_stats();
         nb::dict d;

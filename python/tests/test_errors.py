@@ -105,6 +105,24 @@ def test_threads_decode_concurrently(tmp_path, rows):
         assert not errors and len(results) == 4
 
 
+def test_decode_threads_give_the_same_rows(tmp_path, rows):
+    """decode(threads=N) splits the rows over N threads (0: all cores): the same array for every N,
+    for row ranges inside and across blocks; a negative count is refused."""
+    p = tmp_path / "m.mqkv"
+    with mqkv.Writer(p, max_block_tokens=300) as w:
+        w.add(0, "k", rows(t=1000, seed=3), codec="affine_seven_level_3bit_g64_meta4")
+        w.add(0, "v", rows(t=1000, seed=4), codec="turbo3")
+    with mqkv.open(p) as s:
+        for kind in ("k", "v"):
+            for r in (None, slice(5, 990), slice(100, 260)):
+                for dtype in ("float16", "float32"):
+                    want = s.decode(0, kind, rows=r, dtype=dtype)
+                    for n in (0, 2, 3, 16):
+                        assert np.array_equal(s.decode(0, kind, rows=r, dtype=dtype, threads=n), want), (kind, r, dtype, n)
+        with pytest.raises(mqkv.InvalidArgument, match="threads"):
+            s.decode(0, "k", threads=-1)
+
+
 def test_unavailable_simd_choice_is_a_python_warning(tmp_path):
     """MQKV_SIMD naming an ISA this machine lacks: the package raises a RuntimeWarning at import
     (the library itself prints nothing) and decodes with the best available ISA."""

@@ -169,7 +169,7 @@ class Snapshot:
         return "float32"
 
     def decode(self, layer: int, kind: str = "k", rows: slice | None = None, dtype: Any = None, *,
-               copy: bool = False, backend: str = "auto") -> np.ndarray:
+               copy: bool = False, backend: str = "auto", threads: int = 1) -> np.ndarray:
         """Rows of one tensor as an array [rows, heads, head_dim].
 
         rows: a slice of token rows (step 1; negative bounds count from the end); all rows when None.
@@ -179,6 +179,9 @@ class Snapshot:
         uncompressed block of a local file, comes back zero-copy: a read-only view of the mapped
         file that keeps it mapped (copy=True gives a decoded copy instead).
         backend: "auto", "scalar", "simd" or "cuda" (all bit-identical; spec/CODECS.md).
+        threads: decode on this many threads (0: all cores; the rows are split into one range per
+        thread, at least 64 rows each), for restores that want the machine's memory bandwidth;
+        the result is the same for every count. The GIL is released while decoding.
         """
         t = self.find(layer, kind)
         if t is None:
@@ -192,7 +195,9 @@ class Snapshot:
                 raise InvalidArgument("rows: only step 1 is supported")
             r1 = max(r0, r1)
         name = self.default_dtype(t) if dtype is None else _dtype_name(dtype)
-        arr, _view = self._s.decode(t.index, r0, r1, name, not copy, backend)
+        if threads < 0:
+            raise InvalidArgument(f"threads: expected 0 (all cores) or more, got {threads}")
+        arr, _view = self._s.decode(t.index, r0, r1, name, not copy, backend, threads)
         return arr
 
     def is_view(self, array: np.ndarray) -> bool:
