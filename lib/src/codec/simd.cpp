@@ -102,9 +102,12 @@ void F16ToF32(const uint8_t* src, uint64_t n, float* dst) {
 
 void MetaValues(const DecodePlan& p, int field, uint64_t index0, uint32_t gc0, uint32_t n, float* dst) {
   const uint8_t* part = field == 0 ? p.scales : p.mins;
+  // Called per group row when a row has fewer groups than a vector has lanes (SmolLM2: 3), so its
+  // cost is per row: the column wraps by a compare instead of a division per value.
+  uint32_t gc = gc0 % p.group_cols;
   for (uint32_t k = 0; k < n; ++k) {
-    const uint32_t gc = (gc0 + k) % p.group_cols;
     dst[k] = elem::meta_value(elem::read_code(part, index0 + k, p.meta_bits), p.col_lo[field][gc], p.col_step[field][gc]);
+    if (++gc == p.group_cols) gc = 0;
   }
 }
 
