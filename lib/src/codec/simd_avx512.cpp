@@ -90,7 +90,7 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
       for (int i = 0; i < 64; ++i) t[i] = w[i];  // absolute byte indices < 16: every lane holds the same 16 bytes
       return t;
     }();
-    alignas(64) static constexpr auto kShifts = Wide16UnpackShifts<B, 32>();
+    alignas(64) static constexpr auto kShifts = WideUnpackShifts<B, 32, uint16_t>();
     const __m512i src = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     const __m512i x = _mm512_shuffle_epi8(src, _mm512_load_si512(kBytes.data()));
     const __m512i k = _mm512_srlv_epi16(x, _mm512_load_si512(kShifts.data()));

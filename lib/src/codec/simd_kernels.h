@@ -80,18 +80,19 @@ static constexpr std::array<uint8_t, 4 * lanes> WideUnpackBytes() {
   }
   return t;
 }
-template <int B, uint32_t lanes>
-static constexpr std::array<uint32_t, lanes> WideUnpackShifts() {
-  std::array<uint32_t, lanes> t{};
-  for (uint32_t j = 0; j < lanes; ++j) t[j] = B * j % 8;
+// (T: the lane type, uint32_t here and uint16_t for the 16-bit unpack below.)
+template <int B, uint32_t lanes, class T = uint32_t>
+static constexpr std::array<T, lanes> WideUnpackShifts() {
+  std::array<T, lanes> t{};
+  for (uint32_t j = 0; j < lanes; ++j) t[j] = static_cast<T>(B * j % 8);
   return t;
 }
 
 // Tables of the 16-bit unpack (K::Lookup16, optional): code j of B bits (B <= 4) starts at bit B*j
 // of the 16 bytes loaded at the first code byte; its 16-bit lane takes byte B*j/8 and, when the code
 // reaches into it, byte B*j/8 + 1 (0x80 zeroes a byte: the last code of a 16-byte window ends in
-// byte 15), and shifts right by B*j % 8. The bits above the code are the next codes': the lookup
-// ignores them (tables replicated, K::Table16).
+// byte 15), and shifts right by B*j % 8 (WideUnpackShifts<B, words, uint16_t>). The bits above the
+// code are the next codes': the lookup ignores them (tables replicated, K::Table16).
 template <int B, uint32_t words>
 static constexpr std::array<uint8_t, 2 * words> Wide16UnpackBytes() {
   std::array<uint8_t, 2 * words> t{};
@@ -99,12 +100,6 @@ static constexpr std::array<uint8_t, 2 * words> Wide16UnpackBytes() {
     t[2 * j] = static_cast<uint8_t>(B * j / 8);
     t[2 * j + 1] = (B * j + B - 1) / 8 > B * j / 8 ? static_cast<uint8_t>(B * j / 8 + 1) : 0x80;
   }
-  return t;
-}
-template <int B, uint32_t words>
-static constexpr std::array<uint16_t, words> Wide16UnpackShifts() {
-  std::array<uint16_t, words> t{};
-  for (uint32_t j = 0; j < words; ++j) t[j] = B * j % 8;
   return t;
 }
 

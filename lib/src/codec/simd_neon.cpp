@@ -96,7 +96,7 @@ struct Neon : Ops<xsimd::neon64, 2> {
   MQKV_OP void Lookup16(const uint8_t* p, uint8x16_t table, uint16_t* d) {
     static constexpr auto kBytes = Wide16UnpackBytes<B, 16>();
     static constexpr auto kShifts = [] {
-      const auto s = Wide16UnpackShifts<B, 16>();
+      const auto s = WideUnpackShifts<B, 16, uint16_t>();
       std::array<int16_t, 16> t{};
       for (int i = 0; i < 16; ++i) t[i] = static_cast<int16_t>(-s[i]);
       return t;
