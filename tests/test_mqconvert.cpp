@@ -419,7 +419,10 @@ TEST(MqconvertMemory, ConversionStreamsTensorByTensor) {
                        Run{{q, back, "--threads", "2"}}, Run{{src, l, "--threads", "2"}}, Run{{l, lb, "--threads", "2"}},
                        Run{{src, dir.Path("part.mqkv"), "--tokens", "100:1900", "--threads", "2"}},
                        Run{{q, dir.Path("slot.bin"), "--to", "llama-seq", "--threads", "2"}},
-                       Run{{dir.Path("slot.bin"), dir.Path("slot.mqkv"), "--from", "llama-seq", "--threads", "2"}}}) {
+                       Run{{dir.Path("slot.bin"), dir.Path("slot.mqkv"), "--from", "llama-seq", "--threads", "2"}},
+                       Run{{l, dir.Path("big.npz"), "--threads", "2"}}, Run{{dir.Path("big.npz"), dir.Path("z.mqkv"), "--threads", "2"}},
+                       Run{{dir.Path("z.mqkv"), dir.Path("zb.safetensors"), "--threads", "2"}},
+                       Run{{q, dir.Path("big.npy"), "--threads", "2"}}, Run{{dir.Path("big.npy"), dir.Path("y.mqkv"), "--threads", "2"}}}) {
     const long kib = PeakRssKiB(r.args, &code);
     EXPECT_EQ(code, 0) << r.args[0] << " -> " << r.args[1];
     if (limit) {
@@ -427,6 +430,17 @@ TEST(MqconvertMemory, ConversionStreamsTensorByTensor) {
     }
   }
   EXPECT_EQ(ReadFile(lb), ReadFile(src));
+  EXPECT_EQ(ReadFile(dir.Path("zb.safetensors")), ReadFile(src));  // through npz (streamed both ways), every byte kept
+  {  // through npy (one array, no metadata): the 3-bit rows as f16, exactly
+    auto y = Snapshot::Open(dir.Path("y.mqkv"));
+    auto three = Snapshot::Open(q);
+    ASSERT_TRUE(y.ok() && three.ok());
+    EXPECT_EQ((*y)->tensors()[5].codec, "f16");
+    std::vector<uint16_t> a(2048 * 8 * 64), b(a.size());
+    ASSERT_TRUE((*y)->Decode(5, 0, 2048, DType::kF16, a.data()).ok());
+    ASSERT_TRUE((*three)->Decode(5, 0, 2048, DType::kF16, b.data()).ok());
+    EXPECT_EQ(a, b);
+  }
   // The state of the 3-bit snapshot, read back streaming, holds its f16 rows exactly.
   auto fromslot = Snapshot::Open(dir.Path("slot.mqkv"));
   auto three = Snapshot::Open(q);
@@ -464,7 +478,7 @@ TEST(MqconvertMemory, ACorruptTensorMidStreamLosesNothing) {
     bytes[last.offset + 128 + 5] ^= 0x21;
   }
   WriteFile(in, bytes);
-  for (const char* out_name : {"out.safetensors", "out.mqkv"}) {
+  for (const char* out_name : {"out.safetensors", "out.mqkv", "out.npz", "out.npy"}) {
     const std::string out = dir.Path(out_name);
     WriteFile(out, std::vector<uint8_t>{'o', 'l', 'd'});
     RunResult r = Exec(dir, in + " " + out + " --threads 2");

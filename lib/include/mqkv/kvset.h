@@ -69,9 +69,10 @@ Result<FileFormat> DetectFileFormat(const std::string& path);
 struct ReadOptions {
   std::optional<std::pair<uint32_t, uint32_t>> tokens;  // keep rows [first, second) only
   unsigned threads = 1;  // mqkv input: tensors decoded on this many threads (0: all cores)
-  // mqkv and safetensors input: K/V tensors are lazy (KvTensor::load; Q rows are read at once),
-  // so that WriteKvSet to mqkv or safetensors holds one tensor per thread, not the snapshot.
-  // Other formats are read whole (stream is ignored).
+  // mqkv, safetensors, npy, npz and llama.cpp state input: K/V tensors are lazy (KvTensor::load;
+  // Q rows are read at once), so that WriteKvSet holds one tensor per thread, not the snapshot
+  // (an npz's deflated members are the exception: inflated at read and held). Other formats are
+  // read whole (stream is ignored).
   bool stream = false;
 };
 

@@ -31,6 +31,10 @@ Result<KvSet> ReadMqkvRows(const std::string& path, uint32_t begin, uint32_t end
 // converted from the mapped safetensors file when loaded; Q tensors read at once.
 Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pair<uint32_t, uint32_t>>& tokens);
 Result<KvSet> ReadSafetensorsLazy(const std::string& path);
+// npy.cpp: the same for .npy and .npz (stored members mapped and converted when loaded; deflated
+// members are inflated when the file is read and held until the set is dropped).
+Result<KvSet> ReadNpyLazy(const std::string& path);
+Result<KvSet> ReadNpzLazy(const std::string& path);
 // llama/state.cpp: a llama.cpp state file's layers converted (to_float, rotation undone) when loaded.
 Result<KvSet> ReadLlamaLazy(const std::string& path, FileFormat format, const LlamaReadOptions& opts);
 

@@ -78,7 +78,8 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   ropts.tokens = o.tokens;
   // Tensor by tensor where both sides can (README "Memory"): mqkv or safetensors in; mqkv,
   // safetensors or a llama.cpp state out.
-  ropts.stream = sum.to == FileFormat::kMqkv || sum.to == FileFormat::kSafetensors || IsLlamaFormat(sum.to);
+  ropts.stream = sum.to == FileFormat::kMqkv || sum.to == FileFormat::kSafetensors || sum.to == FileFormat::kNpy ||
+                 sum.to == FileFormat::kNpz || IsLlamaFormat(sum.to);
 
   Result<KvSet> set = Status(StatusCode::kInternal, "unread");
   if (IsLlamaFormat(sum.from) && (o.head_dim_k || o.head_dim_v)) {

@@ -122,6 +122,8 @@ Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOp
            : format == FileFormat::kMqkv && opts.tokens ? adapters::ReadMqkvRows(path, opts.tokens->first, opts.tokens->second)
            : format == FileFormat::kMqkv                ? adapters::ReadMqkv(path, opts.threads)
            : format == FileFormat::kSafetensors && opts.stream ? adapters::ReadSafetensorsLazy(path)
+           : format == FileFormat::kNpy && opts.stream         ? adapters::ReadNpyLazy(path)
+           : format == FileFormat::kNpz && opts.stream         ? adapters::ReadNpzLazy(path)
            : IsLlamaFormat(format) && opts.stream               ? adapters::ReadLlamaLazy(path, format, {})
                                                           : a.read(path, format);
   if (!r.ok()) {
@@ -136,12 +138,7 @@ Result<KvSet> ReadKvSet(const std::string& path, FileFormat format, const ReadOp
 }
 
 Status WriteKvSet(const KvSet& set, const std::string& path, FileFormat format, const WriteOptions& opts) {
-  // mqkv, safetensors and the llama.cpp states write a lazy set tensor by tensor; npy and npz take it loaded.
-  if (set.lazy() && (format == FileFormat::kNpy || format == FileFormat::kNpz)) {
-    KvSet loaded = set;
-    MQKV_RETURN_IF_ERROR(Materialize(&loaded));
-    return WriteKvSet(loaded, path, format, opts);
-  }
+  // Every writer takes a lazy set tensor by tensor (loading each when it writes it).
   Status s = AdapterFor(format).write(set, path, format, opts);
   return s.WithFile(path);
 }

@@ -251,8 +251,13 @@ Result<interop::ArrayView> NumericView(const NpyArray& a, std::string name) {
   return v;
 }
 
-Result<KvSet> ReadNpy(const std::string& path, FileFormat) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
+// A lazy read's release of converted bytes: a mapped file drops their pages (ByteSource::Release);
+// bytes outside the mapping (an inflated npz member) are left alone.
+std::function<void(const uint8_t*, uint64_t)> ReleaseIn(const io::WholeFile* f) {
+  return [f](const uint8_t* p, uint64_t n) { f->Release(p, n); };
+}
+
+Result<KvSet> ParseNpyFile(std::unique_ptr<io::WholeFile> f, bool lazy) {
   MQKV_ASSIGN_OR_RETURN(NpyArray a, ParseNpy(f->data(), f->size()));
   if (a.is_unicode || !interop::IsFloat(a.type)) return FormatError("npy array must hold floating-point K/V values");
   const auto& s = a.shape;
@@ -273,7 +278,15 @@ Result<KvSet> ReadNpy(const std::string& path, FileFormat) {
       v.big_endian = a.big_endian;
       views.push_back(std::move(v));
     }
-  return interop::Assemble(views, {}, "npy");
+  if (!lazy) return interop::Assemble(views, {}, "npy");
+  MQKV_ASSIGN_OR_RETURN(KvSet set, interop::Assemble(views, {}, "npy", true, ReleaseIn(f.get())));
+  set.backing = std::move(f);
+  return set;
+}
+
+Result<KvSet> ReadNpy(const std::string& path, FileFormat) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
+  return ParseNpyFile(std::move(f), false);
 }
 
 Status WriteNpy(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
@@ -312,10 +325,14 @@ Status WriteNpy(const KvSet& set, const std::string& path, FileFormat, const Wri
   const std::string header = NpyHeader(NpyDescr(type), shape);
   MQKV_RETURN_IF_ERROR(out->Write(header.data(), header.size()));
   std::vector<uint8_t> buf;
+  std::vector<float> hold;
   for (const auto& [key, t] : kv) {
-    interop::ArrayOut a{"", type, {}, t->data.data(), nullptr, t->data.size()};
+    // A lazy tensor is loaded here, one at a time (and range-checked, as OutputType does for the rest).
+    MQKV_ASSIGN_OR_RETURN(const std::vector<float>* rows, RowsOf(*t, &hold));
+    if (t->lazy()) MQKV_RETURN_IF_ERROR(interop::CheckRange(*t, *rows, type));
+    interop::ArrayOut a{"", type, {}, rows->data(), nullptr, rows->size()};
     if (type == ElemType::kF32) {
-      MQKV_RETURN_IF_ERROR(out->Write(t->data.data(), a.bytes()));
+      MQKV_RETURN_IF_ERROR(out->Write(rows->data(), a.bytes()));
       continue;
     }
     buf.resize(a.bytes());
@@ -360,8 +377,14 @@ std::vector<uint32_t> Utf8ToUtf32(std::string_view s) {
   return o;
 }
 
-Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
-  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
+// What a lazy npz read keeps alive (KvSet::backing): the mapping, and the deflated members,
+// which are inflated when the file is read.
+struct NpzBacking {
+  std::unique_ptr<io::WholeFile> file;
+  std::vector<std::vector<uint8_t>> owned;
+};
+
+Result<KvSet> ParseNpzFile(std::unique_ptr<io::WholeFile> f, bool lazy) {
   const uint8_t* d = f->data();
   const uint64_t n = f->size();
   MQKV_ASSIGN_OR_RETURN(std::vector<zip::Member> members, zip::ReadCentralDirectory(d, n));
@@ -376,6 +399,7 @@ Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
     const std::string name = m.name.substr(0, m.name.size() - 4);
     if (!seen.emplace(name, true).second) return FormatError("zip member \"" + m.name + "\" appears twice");
     MQKV_ASSIGN_OR_RETURN(auto bytes, zip::MemberBytes(d, n, m, &owned[i]));
+    if (lazy && m.method == 0 && name != kMetadataMember) f->Release(bytes.first, bytes.second);  // CRC read; loaded again later
     auto parsed = ParseNpy(bytes.first, bytes.second);
     if (!parsed.ok()) {
       // Offsets from ParseNpy are inside the (possibly inflated) member, not the file.
@@ -397,7 +421,18 @@ Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
     MQKV_ASSIGN_OR_RETURN(interop::ArrayView v, NumericView(a, name));
     arrays.push_back(std::move(v));
   }
-  return interop::Assemble(arrays, meta, "npz");
+  if (!lazy) return interop::Assemble(arrays, meta, "npz");
+  MQKV_ASSIGN_OR_RETURN(KvSet set, interop::Assemble(arrays, meta, "npz", true, ReleaseIn(f.get())));
+  auto backing = std::make_shared<NpzBacking>();
+  backing->file = std::move(f);
+  backing->owned = std::move(owned);  // the inner buffers (and the views into them) stay where they are
+  set.backing = std::move(backing);
+  return set;
+}
+
+Result<KvSet> ReadNpz(const std::string& path, FileFormat) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
+  return ParseNpzFile(std::move(f), false);
 }
 
 Status WriteNpz(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
@@ -422,7 +457,13 @@ Status WriteNpz(const KvSet& set, const std::string& path, FileFormat, const Wri
   MQKV_RETURN_IF_ERROR(zip.Add(std::string(kMetadataMember) + ".npy", NpyHeader(udescr.c_str(), {plan.metadata.size(), 2}), meta_bytes.data(),
                                meta_bytes.size()));
   std::vector<uint8_t> buf;
-  for (const interop::ArrayOut& a : plan.arrays) {
+  for (interop::ArrayOut a : plan.arrays) {
+    std::vector<float> hold;  // a lazy tensor's rows, loaded here one at a time
+    if (a.source && a.source->lazy()) {
+      MQKV_ASSIGN_OR_RETURN(const std::vector<float>* rows, RowsOf(*a.source, &hold));
+      MQKV_RETURN_IF_ERROR(interop::CheckRange(*a.source, *rows, a.type));
+      a.f32 = rows->data();
+    }
     const uint8_t* body;
     if (a.type == ElemType::kF32 || a.type == ElemType::kI32) {
       body = a.f32 ? reinterpret_cast<const uint8_t*>(a.f32) : reinterpret_cast<const uint8_t*>(a.i32);
@@ -447,6 +488,16 @@ const Adapter& NpyAdapter() {
 const Adapter& NpzAdapter() {
   static const Adapter a{FileFormat::kNpz, SniffNpz, ReadNpz, WriteNpz};
   return a;
+}
+
+Result<KvSet> ReadNpyLazy(const std::string& path) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
+  return ParseNpyFile(std::move(f), true);
+}
+
+Result<KvSet> ReadNpzLazy(const std::string& path) {
+  MQKV_ASSIGN_OR_RETURN(std::unique_ptr<io::WholeFile> f, io::WholeFile::Open(path));
+  return ParseNpzFile(std::move(f), true);
 }
 
 }  // namespace mqkv::adapters
