@@ -76,15 +76,14 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
   ReadOptions ropts;
   ropts.threads = o.threads;
   ropts.tokens = o.tokens;
-  // Tensor by tensor where both sides can (README "Memory"): mqkv or safetensors in; mqkv,
-  // safetensors or a llama.cpp state out.
-  ropts.stream = sum.to == FileFormat::kMqkv || sum.to == FileFormat::kSafetensors || sum.to == FileFormat::kNpy ||
-                 sum.to == FileFormat::kNpz || IsLlamaFormat(sum.to);
+  // Tensor by tensor (README "Memory"): every writer takes a lazy set, and every format but an
+  // npz's deflated members is read lazily.
+  ropts.stream = true;
 
   Result<KvSet> set = Status(StatusCode::kInternal, "unread");
   if (IsLlamaFormat(sum.from) && (o.head_dim_k || o.head_dim_v)) {
     const LlamaReadOptions lo{o.head_dim_k, o.head_dim_v ? o.head_dim_v : o.head_dim_k};
-    set = ropts.stream ? adapters::ReadLlamaLazy(in, sum.from, lo) : ReadLlamaKvSet(in, sum.from, lo);
+    set = adapters::ReadLlamaLazy(in, sum.from, lo);
     if (set.ok() && ropts.tokens) {
       Status st = SliceTokens(&*set, ropts.tokens->first, ropts.tokens->second);
       if (!st.ok()) set = st.WithFile(in);

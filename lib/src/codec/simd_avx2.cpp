@@ -58,7 +58,7 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
     }
     return _mm256_broadcastsi128_si256(h);
   }
-  // 16 codes of B = 2, 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results. AVX2 has no
+  // 16 codes of B <= 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results. AVX2 has no
   // 16-bit variable shift (vpsrlvw): each 16-bit lane takes a window of two code bytes in which
   // its code starts at bit t in 1..8 (a code at a byte's bit 0 sits in the window's high byte,
   // t = 8) and vpmulhuw by 2^(16 - t) shifts it down; then the byte pair (2k, 2k + 1) that

@@ -80,16 +80,12 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
     }();
     return _mm512_permutexvar_epi16(_mm512_load_si512(kRep.data()), _mm512_castsi256_si512(h));
   }
-  // 32 codes of B = 2, 3, 4 bits (4B bytes, read as 16 at p) -> 32 16-bit results: one broadcast
-  // load, a byte shuffle into 16-bit lanes, a variable 16-bit shift, vpermw, one store.
+  // 32 codes of B <= 4 bits (4B bytes, read as 16 at p) -> 32 16-bit results: one broadcast load,
+  // a byte shuffle into 16-bit lanes (absolute byte indices < 16: every 128-bit lane holds the same
+  // 16 bytes), a variable 16-bit shift, vpermw, one store.
   template <int B>
   MQKV_OP void Lookup16(const uint8_t* p, __m512i table, uint16_t* d) {
-    alignas(64) static constexpr auto kBytes = [] {
-      const auto w = Wide16UnpackBytes<B, 32>();
-      std::array<uint8_t, 64> t{};
-      for (int i = 0; i < 64; ++i) t[i] = w[i];  // absolute byte indices < 16: every lane holds the same 16 bytes
-      return t;
-    }();
+    alignas(64) static constexpr auto kBytes = Wide16UnpackBytes<B, 32>();
     alignas(64) static constexpr auto kShifts = WideUnpackShifts<B, 32, uint16_t>();
     const __m512i src = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     const __m512i x = _mm512_shuffle_epi8(src, _mm512_load_si512(kBytes.data()));

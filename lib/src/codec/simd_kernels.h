@@ -321,7 +321,7 @@ struct Impl {
   // Lookup16 reads 16 bytes at the codes of its K::kLut16Codes values: used wherever those stay
   // inside the code part (the next row's codes are there to read; only the block's last values
   // go the per-N way).
-  template <int B, class Out>
+  template <class Out>
   static constexpr bool kLut16 = requires { K::kLut16Codes; } && !std::is_same_v<Out, OutF32>;
   template <int B, bool CB, class Out>
   static inline __attribute__((always_inline)) void RowLut(const DecodePlan& p, const uint8_t* c, const MetaGroups& meta,
@@ -332,7 +332,7 @@ struct Impl {
     for (uint32_t g0 = 0; g0 < rv; g0 += G) {  // rv is a whole number of groups (token axis)
       const V lut = GroupTable<CB>(meta, g0, p.levels);
       uint32_t e = g0;
-      if constexpr (kLut16<B, Out>) {
+      if constexpr (kLut16<Out>) {
         constexpr uint32_t W = K::kLut16Codes;
         if (G >= W) {  // G and W are powers of two: whole W-value steps
           const auto t16 = K::template Table16<B, Out::kBF16>(lut);

@@ -89,7 +89,7 @@ struct Neon : Ops<xsimd::neon64, 2> {
       return vreinterpretq_u8_f16(vcvt_high_f16_f32(vcvt_f16_f32(table.r[0]), table.r[1]));
     }
   }
-  // 16 codes of B = 2, 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results: per 8 codes a
+  // 16 codes of B <= 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results: per 8 codes a
   // TBL into 16-bit lanes (simd_kernels.h Wide16UnpackBytes), USHL by minus the bit offset, the
   // mask, the byte pair (2k, 2k + 1) as 0x0202 k + 0x0100, and a TBL of the table.
   template <int B>
