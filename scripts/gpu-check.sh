@@ -67,9 +67,9 @@ if grep -q 'no CUDA device' "$gtest_log"; then t="SKIPPED: $(grep -m1 -o 'no CUD
 printf '\nGPU tests (tests/cuda/test_cuda_gpu.cu): **%s** (%s)\n\n' "$t" \
   "$(grep -E '^\[  (PASSED|SKIPPED|FAILED)  \] [0-9]+ test' "$gtest_log" | tr -s ' ' | tr '\n' ' ')" >>"$results"
 if [ -f "$stage/affine_b2_g16.mqkv" ]; then
-  echo "== mqverify --backend cuda" | tee -a "$log"
-  if "$stage/mqverify" --backend cuda "$stage/affine_b2_g16.mqkv" >>"$log" 2>&1; then v=agrees; else v=FAILED; status=1; fi
-  printf 'mqverify --backend cuda on spec/vectors/codecs/affine_b2_g16.mqkv: **%s**\n\n' "$v" >>"$results"
+  echo "== mqverify --backend cuda --compare all" | tee -a "$log"
+  if "$stage/mqverify" --backend cuda --compare all "$stage/affine_b2_g16.mqkv" >>"$log" 2>&1; then v=agrees; else v=FAILED; status=1; fi
+  printf 'mqverify --backend cuda --compare all on spec/vectors/codecs/affine_b2_g16.mqkv: **%s**\n\n' "$v" >>"$results"
 fi
 echo "== benchmark" | tee -a "$log"
 for o in f16 f32; do

@@ -29,7 +29,10 @@ std::string Quote(const std::string& s) {
 
 Outcome Exec(const TempDir& dir, const std::vector<std::string>& args, const std::string& tool = kTool) {
   std::string cmd = Quote(tool);
-  for (const std::string& a : args) cmd += " " + Quote(a);
+  for (const std::string& a : args) {
+    cmd += ' ';
+    cmd += Quote(a);
+  }
   const std::string out = dir.Path("stdout.txt"), err = dir.Path("stderr.txt");
   cmd += " >" + Quote(out) + " 2>" + Quote(err);
   Outcome r;
@@ -270,6 +273,53 @@ TEST_F(MqverifyTest, ThreadCountsGiveTheSameReport) {
   EXPECT_NE(bad_err.find("block 1 "), std::string::npos) << bad_err;  // the first bad block is named
 }
 
+// The default compares each block's first and last 64 rows with the scalar reference and
+// decodes every row; --compare all compares every row. Both say what they did.
+TEST_F(MqverifyTest, CompareSampleOrAllRows) {
+  const std::string f = dir.Path("s.mqkv");
+  {
+    WriteOptions o;
+    o.k_codec = CodecSpec::Parse("affine:bits=3,group=32").value();
+    o.v_codec = CodecSpec::Parse("f16").value();
+    o.writer.fsync = false;
+    o.writer.max_block_tokens = 200;  // blocks of 200 and 100 rows: one sampled, one compared whole
+    ASSERT_TRUE(WriteKvSet(MakeSet(300), f, FileFormat::kMqkv, o).ok());
+  }
+  auto snap = Snapshot::Open(f);
+  ASSERT_TRUE(snap.ok());
+  uint64_t rows = 0;
+  for (size_t b = 0; b < (*snap)->blocks().size(); ++b) rows += (*snap)->BlockHeaderAt(b).value()->n_tokens;
+  const uint64_t blocks_of_200 = (*snap)->blocks().size() / 2, sampled = rows - blocks_of_200 * (200 - 128);
+  snap->reset();
+  Outcome s = Exec(dir, {f, "--json", "--backend", "simd"});
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_NE(s.out.find("\"compare\":\"sample\""), std::string::npos) << s.out;
+  Outcome a = Exec(dir, {f, "--json", "--backend", "simd", "--compare", "all"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_NE(a.out.find("\"compare\":\"all\""), std::string::npos) << a.out;
+  // The reference decodes the sampled rows only, or every row.
+  const auto counts = [](uint64_t c, uint64_t d) {
+    return "\"reference\":true,\"blocks\":8,\"rows_compared\":" + std::to_string(c) + ",\"rows_decoded\":" + std::to_string(d);
+  };
+  ASSERT_EQ(rows, 1200u);
+  EXPECT_NE(s.out.find(counts(sampled, sampled)), std::string::npos) << s.out;
+  EXPECT_NE(a.out.find(counts(rows, rows)), std::string::npos) << a.out;
+  if (!BackendAvailable(Backend::kSimd)) GTEST_SKIP() << "no SIMD ISA on this machine";
+  // simd serves the affine K blocks (half the rows); it decodes every row in both modes.
+  Outcome t = Exec(dir, {f, "--backend", "simd"});
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find(std::to_string(sampled / 2) + " of " + std::to_string(rows) + " rows compared, all " + std::to_string(rows) +
+                       " rows decoded"),
+            std::string::npos)
+      << t.out;
+  Outcome u = Exec(dir, {f, "--backend", "simd", "--compare", "all"});
+  ASSERT_EQ(u.code, 0) << u.err;
+  EXPECT_NE(u.out.find(std::to_string(rows / 2) + " of " + std::to_string(rows) + " rows compared, all " + std::to_string(rows) +
+                       " rows decoded"),
+            std::string::npos)
+      << u.out;
+}
+
 // Block headers are checked on first access, not at open (spec/FORMAT.md section 8, steps
 // 17-19); a bad one is still malformed input: exit 3 with one line naming file, byte and block.
 TEST_F(MqverifyTest, CorruptBlockHeaderExitsThree) {
@@ -299,6 +349,8 @@ TEST_F(MqverifyTest, ExitCodes) {
   EXPECT_EQ(Exec(dir, {f, "--positions", "abc"}).code, 2);
   EXPECT_EQ(Exec(dir, {f, "--backend", "fast"}).code, 2);
   EXPECT_EQ(Exec(dir, {f, "--backend", "scalar"}).code, 0);
+  EXPECT_EQ(Exec(dir, {f, "--compare", "some"}).code, 2);
+  EXPECT_EQ(Exec(dir, {f, "--compare", "all"}).code, 0);
   EXPECT_EQ(Exec(dir, {f, "--from", "npy"}).code, 2);
   EXPECT_EQ(Exec(dir, {dir.Path("missing.mqkv")}).code, 5);
   const std::string junk = dir.Path("junk.mqkv");

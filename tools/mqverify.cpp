@@ -50,7 +50,13 @@ struct Printed {
   const std::string& ref_fmt_name;
   const std::vector<double>& positions;
   const VerifyReport& R;
+  uint64_t rows = 0;  // rows of every block together
 };
+
+// "all 4096 rows" or "512 of 4096 rows".
+std::string Rows(uint64_t n, uint64_t of) {
+  return (n == of ? "all " + std::to_string(n) : std::to_string(n) + " of " + std::to_string(of)) + " rows";
+}
 
 // The text report.
 std::string ReportText(const Printed& p, size_t n_blocks) {
@@ -106,9 +112,11 @@ std::string ReportText(const Printed& p, size_t n_blocks) {
   for (const BackendReport& r : *reps) {
     o << "backend     " << BackendName(r.backend) << ": ";
     if (!r.available) o << "not available";
-    else if (r.backend == Backend::kScalar) o << (r.agrees() ? "reference, decoded " + std::to_string(r.blocks) + " blocks" : "DECODE FAILED: " + Printable(r.first_problem));
+    else if (r.backend == Backend::kScalar)
+      o << (r.agrees() ? "reference, decoded " + std::to_string(r.blocks) + " blocks (" + Rows(r.rows_decoded, p.rows) + ")" : "DECODE FAILED: " + Printable(r.first_problem));
     else {
-      o << (r.agrees() ? "bit-identical to scalar on " + std::to_string(r.blocks) + " blocks (f32 and f16)" : "DISAGREES on " + std::to_string(r.mismatched) + " block(s): " + Printable(r.first_problem));
+      o << (r.agrees() ? "bit-identical to scalar on " + std::to_string(r.blocks) + " blocks (f32 and f16; " + Rows(r.rows_compared, p.rows) + " compared, " + Rows(r.rows_decoded, p.rows) + " decoded)"
+                       : "DISAGREES on " + std::to_string(r.mismatched) + " block(s): " + Printable(r.first_problem));
       if (r.no_path)
         o << "; " << r.no_path << " block(s) have no " << BackendName(r.backend) << " path (" << Printable(r.no_path_what) << ")";
     }
@@ -123,7 +131,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Verify an mqkv snapshot: checksums, actual bytes vs modeled bits, fidelity against a reference, "
                "and bit-for-bit agreement of every decode backend (spec/MEASURE.md).",
                kProg};
-  std::string path, ref_path, ref_format, positions_text = "0.25,0.5,0.75,1", backend_text = "all";
+  std::string path, ref_path, ref_format, positions_text = "0.25,0.5,0.75,1", backend_text = "all", compare_text = "sample";
   bool json = false;
   app.add_option("FILE", path, "mqkv file, or an s3:// / http(s):// URL")->required();
   app.add_option("--reference", ref_path, "reference K/V (any format mqconvert reads) for fidelity");
@@ -131,6 +139,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print one JSON object instead of text");
   app.add_option("--positions", positions_text, "query positions as fractions of the prefix (p = round(f*n) - 1)")->capture_default_str();
   app.add_option("--backend", backend_text, "decoders to compare with scalar: all, scalar, simd or cuda")->capture_default_str();
+  app.add_option("--compare", compare_text,
+                 "rows compared bit for bit with scalar: sample (each block's first and last 64; every row still decoded) or all")
+      ->capture_default_str();
   unsigned threads = 0;
   app.add_option("--threads", threads, "threads for checksums, backend comparison and decoding (0: all cores); the report is the same for every count")
       ->capture_default_str();
@@ -139,6 +150,8 @@ int main(int argc, char** argv) {
     if (!positions.ok()) return tool::Fail(kProg, positions.status());
     auto backends = ParseBackendList(backend_text);
     if (!backends.ok()) return tool::Fail(kProg, backends.status());
+    auto compare = ParseCompareRows(compare_text);
+    if (!compare.ok()) return tool::Fail(kProg, compare.status());
     if (!ref_format.empty() && ref_path.empty()) return tool::Fail(kProg, InvalidArgument("--from needs --reference"));
 
     auto opened = Snapshot::Open(path);
@@ -160,6 +173,7 @@ int main(int argc, char** argv) {
     }
     VerifyOptions vo;
     vo.backends = *backends;
+    vo.compare = *compare;
     vo.reference = reference ? &*reference : nullptr;
     vo.reference_name = ref_path;
     vo.fidelity.positions = *positions;
@@ -167,7 +181,9 @@ int main(int argc, char** argv) {
     auto report = VerifySnapshot(s, vo);
     if (!report.ok()) return tool::Fail(kProg, report.status());
     const VerifyReport& R = *report;
-    const Printed printed{path, ref_path, ref_fmt_name, *positions, R};
+    uint64_t rows = 0;
+    for (size_t b = 0; b < s.blocks().size(); ++b) rows += s.BlockHeaderAt(b).value()->n_tokens;
+    const Printed printed{path, ref_path, ref_fmt_name, *positions, R, rows};
     std::cout << (json ? VerifyReportJson(R, path, vo, ref_fmt_name) : ReportText(printed, s.blocks().size())) << std::flush;
     // Exit policy: any checksum mismatch, backend disagreement or unexplained excess is exit 4.
     if (!R.checksums_ok()) std::fprintf(stderr, "%s: %s\n", kProg, Printable(R.checksum_errors[0]).c_str());

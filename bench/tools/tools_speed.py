@@ -5,8 +5,9 @@ x 8 heads x 128 dims, f16 = 512 MiB), in /dev/shm (no disk), against `cp` of the
     PYTHONPATH=build/python ${MQKV_CACHE:-~/.cache/mqkv}/venv/bin/python bench/tools/tools_speed.py [--tools build/tools]
 
 Rows: mqconvert safetensors (f16) -> mqkv lossless and -> the 3-bit main preset; mqkv 3-bit ->
-safetensors (f16, the recorded source dtype); mqverify of the 3-bit file (every block decoded by
-the scalar reference and by SIMD, to f32 and f16), by --threads. GB/s are of f16 data (input for
+safetensors (f16, the recorded source dtype); mqverify of the 3-bit file by --threads (default
+--compare sample: every block decoded by SIMD to f16, its first and last 64 rows also by the
+scalar reference, to f32 and f16, and compared; --compare all: every row compared). GB/s are of f16 data (input for
 encodes, output for decodes and verification). Values are synthetic (normal, per-channel scales
 like real keys; speed does not depend on them). Peak RSS from wait4. Prints Markdown on stdout.
 """
@@ -69,6 +70,8 @@ print(mqkv.active_simd_arch())
             ("mqconvert mqkv 3-bit -> f16 safetensors", [tool("mqconvert"), p["q.mqkv"], p["back.safetensors"]]),
             ("mqverify mqkv 3-bit, --threads 1", [tool("mqverify"), p["q.mqkv"], "--threads", "1"]),
             ("mqverify mqkv 3-bit, --threads 2", [tool("mqverify"), p["q.mqkv"], "--threads", "2"]),
+            ("mqverify mqkv 3-bit --compare all, --threads 2",
+             [tool("mqverify"), p["q.mqkv"], "--compare", "all", "--threads", "2"]),
         ]
         rows = []
         for name, cmd in cases:

@@ -548,8 +548,9 @@ NB_MODULE(_mqkv, m) {
   m.def(
       "verify_json",
       [](const std::string& path, const std::string& reference, const std::string& reference_format, std::vector<double> positions,
-         const std::string& backends, unsigned threads) {
+         const std::string& backends, unsigned threads, const std::string& compare) {
         const std::vector<mqkv::Backend> bs = Take(mqkv::ParseBackendList(backends));
+        const mqkv::CompareRows cmp = Take(mqkv::ParseCompareRows(compare));
         nb::gil_scoped_release unlock;
         auto snap = Take(mqkv::Snapshot::Open(path));
         std::optional<mqkv::KvSet> ref;
@@ -563,6 +564,7 @@ NB_MODULE(_mqkv, m) {
         }
         mqkv::VerifyOptions vo;
         vo.backends = bs;
+        vo.compare = cmp;
         vo.threads = threads;
         vo.reference = ref ? &*ref : nullptr;
         vo.reference_name = reference;
@@ -570,7 +572,7 @@ NB_MODULE(_mqkv, m) {
         const mqkv::VerifyReport r = Take(mqkv::VerifySnapshot(*snap, vo));
         return mqkv::VerifyReportJson(r, path, vo, ref_fmt);
       },
-      "path"_a, "reference"_a, "reference_format"_a, "positions"_a, "backends"_a, "threads"_a = 0);
+      "path"_a, "reference"_a, "reference_format"_a, "positions"_a, "backends"_a, "threads"_a = 0, "compare"_a = "sample");
 
   m.def(
       "quantize",

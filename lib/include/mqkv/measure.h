@@ -162,12 +162,27 @@ double Cosine(const double* a, const double* b, size_t n);
 // ---------------------------------------------------------------------------------------------
 // Backend agreement
 
+// Which rows of a block the backend comparison decodes with the scalar reference and compares
+// (spec/MEASURE.md, "Backend agreement").
+enum class CompareRows : uint8_t {
+  // The first and last kCompareSampleRows rows of every block are compared (f32 and f16); every
+  // row of every block is still decoded, to f16, by each compared backend (by the scalar
+  // reference when none is), so a block that does not decode is found. mqverify's default.
+  kSample,
+  kAll,  // every row of every block is compared (mqverify --compare all)
+};
+inline constexpr uint32_t kCompareSampleRows = 64;
+const char* CompareRowsName(CompareRows c);                     // "sample", "all"
+Result<CompareRows> ParseCompareRows(std::string_view text);    // "sample" | "all"
+
 struct BackendReport {
   Backend backend = Backend::kScalar;
   bool available = false;
   // Blocks this backend really decoded (served every f32 and f16 decode of) and compared with
   // kScalar; for kScalar, the blocks decoded.
   uint64_t blocks = 0;
+  uint64_t rows_compared = 0;  // rows of those blocks compared with kScalar (each to f32 and f16)
+  uint64_t rows_decoded = 0;   // rows this backend decoded in all (compared or, with kSample, decoded only)
   uint64_t mismatched = 0;  // of those, blocks whose f32 or f16 output differs from kScalar in any bit
   // Blocks that passed their checksum but that this backend has no implementation for (the
   // dispatcher served them with the scalar reference): not counted in `blocks`.
@@ -178,14 +193,15 @@ struct BackendReport {
 };
 
 // Decodes every block that passes its checksum with every backend in `backends` (kScalar is
-// the reference and is always included) to f32 and to f16 and compares the bytes with kScalar.
+// the reference and is always included) to f32 and to f16 and compares the bytes with kScalar:
+// every row with CompareRows::kAll, the sampled rows with kSample (see CompareRows).
 // Only decodes the backend itself served count (Codec::Decode reports the implementation): a
 // block it has no kernel for is counted in no_path, never as agreement. A decode error of an
 // available backend counts as a mismatch. Unavailable backends are reported with
 // available = false and not compared.
 // Blocks are compared on `threads` threads (0: all cores); the report does not depend on the count.
 Result<std::vector<BackendReport>> CompareBackends(const Snapshot& snapshot, const std::vector<Backend>& backends,
-                                                   unsigned threads = 1);
+                                                   unsigned threads = 1, CompareRows rows = CompareRows::kAll);
 
 // ---------------------------------------------------------------------------------------------
 // The whole verification (what mqverify reports; spec/MEASURE.md)
@@ -196,6 +212,7 @@ Result<std::vector<Backend>> ParseBackendList(std::string_view text);
 
 struct VerifyOptions {
   std::vector<Backend> backends;     // compared with kScalar (always included); kAuto is refused
+  CompareRows compare = CompareRows::kSample;  // mqverify --compare
   const KvSet* reference = nullptr;  // fidelity against this K/V when set
   std::string reference_name;        // for messages ("comparing with reference NAME: ...")
   FidelityOptions fidelity;

@@ -1,6 +1,7 @@
 // Backend agreement (spec/MEASURE.md, "Backend agreement"): every block that passes its
 // checksum is decoded by the scalar reference and by each other available backend, to f32 and
-// to f16, and the output bytes are compared. Rows are decoded in chunks to bound memory.
+// to f16, and the output bytes are compared: all rows, or (CompareRows::kSample) each block's
+// first and last rows while the other rows are only decoded. Rows are decoded in chunks to bound memory.
 #include <algorithm>
 #include <cstring>
 #include <mutex>
@@ -15,7 +16,8 @@
 namespace mqkv {
 
 namespace {
-constexpr uint64_t kChunkValues = uint64_t(1) << 22;  // 16 MiB of f32 per buffer
+constexpr uint64_t kChunkValues = uint64_t(1) << 22;        // 16 MiB of f32 per buffer
+constexpr uint64_t kDecodeChunkValues = uint64_t(1) << 18;  // 512 KiB of f16: decode-only rows stay in cache
 
 std::string Where(const BlockHeader& h, size_t b, uint32_t r0, DType dt) {
   return "block " + std::to_string(b) + " (layer " + std::to_string(h.layer) + " " +
@@ -36,7 +38,16 @@ std::string CodecLayoutName(const BlockHeader& h) {
 }
 }  // namespace
 
-Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std::vector<Backend>& wanted, unsigned threads) {
+const char* CompareRowsName(CompareRows c) { return c == CompareRows::kAll ? "all" : "sample"; }
+
+Result<CompareRows> ParseCompareRows(std::string_view text) {
+  if (text == "sample") return CompareRows::kSample;
+  if (text == "all") return CompareRows::kAll;
+  return InvalidArgument("--compare \"" + std::string(text) + "\": expected sample or all");
+}
+
+Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std::vector<Backend>& wanted, unsigned threads,
+                                                   CompareRows rows) {
   std::vector<BackendReport> reports;
   auto add = [&](Backend b) {
     for (const BackendReport& r : reports)
@@ -58,6 +69,8 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
     std::vector<uint8_t> bad;                 // per backend: some f32/f16 output differed or failed
     std::vector<std::string> first_problem;   // per backend: this block's first problem
     std::vector<uint8_t> unserved;            // per backend: bit (1 << DType) not served
+    uint64_t rows_compared = 0;               // rows compared (every backend, f32 and f16)
+    std::vector<uint64_t> decoded_only;       // per backend: rows decoded but not compared (kSample)
     bool compared = false;                    // false: failed its checksum (the verify pass reports it)
   };
   std::vector<Outcome> outcomes(s.blocks().size());
@@ -72,6 +85,7 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
     out.bad.assign(reports.size(), 0);
     out.first_problem.assign(reports.size(), "");
     out.unserved.assign(reports.size(), 0);
+    out.decoded_only.assign(reports.size(), 0);
     std::vector<uint8_t>& ref = refs[w];
     std::vector<uint8_t>& got = gots[w];
     const BlockHeader& h = *data.view.header;
@@ -82,40 +96,75 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
       out.bad[i] = 1;
       if (out.first_problem[i].empty()) out.first_problem[i] = where + ": " + problem;
     };
-    for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(step, h.n_tokens - r0)) {
-      const uint32_t r1 = r0 + std::min(step, h.n_tokens - r0);
-      for (DType dt : {DType::kF32, DType::kF16}) {
-        const uint64_t bytes = (r1 - r0) * row * DTypeSize(dt);
-        ref.assign(bytes, 0);
-        Status st = codec->Decode(data.view, r0, r1, dt, ref.data(), Backend::kScalar);
-        if (!st.ok()) {
-          note(0, Where(h, b, r0, dt), st.ToString());
-          continue;
-        }
-        for (size_t i = 1; i < reports.size(); ++i) {
-          const BackendReport& r = reports[i];
-          if (!r.available) continue;
-          got.assign(bytes, 0xA5);  // not zero: a decoder that writes nothing must not pass
-          Backend served = Backend::kScalar;
-          Status gs;
-          if (r.backend == Backend::kCuda) {
-            std::lock_guard<std::mutex> lock(device);
-            gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
-          } else {
-            gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
-          }
-          if (gs.ok() && served != r.backend) {  // no kernel of this backend ran: nothing to compare
-            out.unserved[i] |= uint8_t(1u << static_cast<int>(dt));
+    // Rows [a, z) decoded by every backend to f32 and f16 and compared with the reference.
+    auto compare = [&](uint32_t a, uint32_t z) {
+      out.rows_compared += z - a;
+      for (uint32_t r0 = a; r0 < z; r0 += std::min(step, z - r0)) {
+        const uint32_t r1 = r0 + std::min(step, z - r0);
+        for (DType dt : {DType::kF32, DType::kF16}) {
+          const uint64_t bytes = (r1 - r0) * row * DTypeSize(dt);
+          ref.assign(bytes, 0);
+          Status st = codec->Decode(data.view, r0, r1, dt, ref.data(), Backend::kScalar);
+          if (!st.ok()) {
+            note(0, Where(h, b, r0, dt), st.ToString());
             continue;
           }
-          if (!gs.ok()) {
-            note(i, Where(h, b, r0, dt), gs.ToString());
-          } else if (std::memcmp(ref.data(), got.data(), bytes) != 0) {
-            uint64_t at = 0;
-            while (ref[at] == got[at]) ++at;
-            note(i, Where(h, b, r0, dt), "differs from scalar first at output byte " + std::to_string(at));
+          for (size_t i = 1; i < reports.size(); ++i) {
+            const BackendReport& r = reports[i];
+            if (!r.available) continue;
+            got.assign(bytes, 0xA5);  // not zero: a decoder that writes nothing must not pass
+            Backend served = Backend::kScalar;
+            Status gs;
+            if (r.backend == Backend::kCuda) {
+              std::lock_guard<std::mutex> lock(device);
+              gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
+            } else {
+              gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
+            }
+            if (gs.ok() && served != r.backend) {  // no kernel of this backend ran: nothing to compare
+              out.unserved[i] |= uint8_t(1u << static_cast<int>(dt));
+              continue;
+            }
+            if (!gs.ok()) {
+              note(i, Where(h, b, r0, dt), gs.ToString());
+            } else if (std::memcmp(ref.data(), got.data(), bytes) != 0) {
+              uint64_t at = 0;
+              while (ref[at] == got[at]) ++at;
+              note(i, Where(h, b, r0, dt), "differs from scalar first at output byte " + std::to_string(at));
+            }
           }
         }
+      }
+    };
+    if (rows == CompareRows::kAll || h.n_tokens <= 2 * kCompareSampleRows) {
+      compare(0, h.n_tokens);
+    } else {
+      compare(0, kCompareSampleRows);
+      compare(h.n_tokens - kCompareSampleRows, h.n_tokens);
+      // Every row still decodes: with each compared backend (the reference when none is), to f16,
+      // in chunks that stay in the core's cache.
+      bool any = false;
+      for (size_t i = 1; i < reports.size(); ++i) any = any || reports[i].available;
+      const uint32_t fstep = static_cast<uint32_t>(std::max<uint64_t>(1, kDecodeChunkValues / std::max<uint64_t>(row, 1)));
+      for (size_t i = any ? 1 : 0; i < reports.size(); ++i) {
+        if (!reports[i].available) continue;
+        const Backend be = reports[i].backend;
+        for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(fstep, h.n_tokens - r0)) {
+          const uint32_t r1 = r0 + std::min(fstep, h.n_tokens - r0);
+          got.resize((r1 - r0) * row * DTypeSize(DType::kF16));
+          Status gs;
+          if (be == Backend::kCuda) {
+            std::lock_guard<std::mutex> lock(device);
+            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be);
+          } else {
+            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be);
+          }
+          if (!gs.ok()) {
+            note(i, Where(h, b, r0, DType::kF16), gs.ToString());
+            break;
+          }
+        }
+        out.decoded_only[i] = h.n_tokens - out.rows_compared;
       }
     }
     s.ReleaseBlocks(b, b + 1);
@@ -132,8 +181,10 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
       if (out.bad[i]) ++r.mismatched;
       if (r.first_problem.empty()) r.first_problem = out.first_problem[i];
       if (!r.available) continue;
+      r.rows_decoded += out.rows_compared + out.decoded_only[i];
       if (!out.unserved[i]) {
         ++r.blocks;
+        r.rows_compared += out.rows_compared;
         continue;
       }
       ++r.no_path;

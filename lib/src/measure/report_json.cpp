@@ -100,13 +100,14 @@ std::string VerifyReportJson(const VerifyReport& R, const std::string& path, con
   } else {
     o << "null";
   }
-  o << ",\"backends\":[";
+  o << ",\"compare\":\"" << CompareRowsName(opts.compare) << "\",\"backends\":[";
   for (size_t i = 0; i < reps->size(); ++i) {
     const BackendReport& r = (*reps)[i];
     o << (i ? "," : "") << "{\"backend\":\"" << BackendName(r.backend) << "\",\"available\":" << (r.available ? "true" : "false")
       << ",\"reference\":" << (r.backend == Backend::kScalar ? "true" : "false");
     if (r.available)
-      o << ",\"blocks\":" << r.blocks << ",\"mismatched_blocks\":" << r.mismatched << ",\"agrees\":" << (r.agrees() ? "true" : "false")
+      o << ",\"blocks\":" << r.blocks << ",\"rows_compared\":" << r.rows_compared << ",\"rows_decoded\":" << r.rows_decoded
+        << ",\"mismatched_blocks\":" << r.mismatched << ",\"agrees\":" << (r.agrees() ? "true" : "false")
         << ",\"no_path_blocks\":" << r.no_path << ",\"no_path\":" << (r.no_path_what.empty() ? "null" : JsonString(r.no_path_what))
         << ",\"problem\":" << (r.first_problem.empty() ? "null" : JsonString(r.first_problem));
     o << "}";

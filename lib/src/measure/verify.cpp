@@ -50,7 +50,7 @@ Result<VerifyReport> VerifySnapshot(const Snapshot& s, const VerifyOptions& opts
   // 2. Accounting.
   MQKV_ASSIGN_OR_RETURN(r.accounting, AccountSnapshot(s));
   // 3. Backends.
-  MQKV_ASSIGN_OR_RETURN(r.backends, CompareBackends(s, opts.backends, opts.threads));
+  MQKV_ASSIGN_OR_RETURN(r.backends, CompareBackends(s, opts.backends, opts.threads, opts.compare));
   // 4. Fidelity.
   if (opts.reference) {
     if (!r.checksums_ok()) {

@@ -299,14 +299,17 @@ def convert(src: str, dst: str, *, codec: str | None = None, k_codec: str | None
 
 
 def verify(path: str, reference: str | None = None, *, reference_format: str | None = None,
-           positions: Sequence[float] | None = None, backends: str = "all", threads: int = 0) -> dict[str, Any]:
+           positions: Sequence[float] | None = None, backends: str = "all", threads: int = 0,
+           compare: str = "sample") -> dict[str, Any]:
     """What `mqverify --json PATH [--reference REF]` prints, as a dict (spec/MEASURE.md):
     checksums, accounting (actual bytes against modeled bits), backend agreement and, with a
     reference in any format convert() reads, fidelity. A problem found (a checksum mismatch, a
     disagreeing backend) is in the report (checksums_ok, backends_ok, accounting_ok); only a
-    file that cannot be read raises. threads: as mqverify --threads (0: all cores; same report)."""
+    file that cannot be read raises. threads: as mqverify --threads (0: all cores; same report).
+    compare: as mqverify --compare, "sample" (each block's first and last 64 rows compared with
+    the scalar reference, every row decoded) or "all" (every row compared)."""
     text = _ext.verify_json(str(path), "" if reference is None else str(reference), reference_format or "",
-                            [float(p) for p in positions] if positions else [], backends, threads)
+                            [float(p) for p in positions] if positions else [], backends, threads, compare)
     return _json.loads(text)
 
 
