@@ -182,41 +182,56 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
   const uint64_t hlen = h.size();
   MQKV_RETURN_IF_ERROR(out->Write(&hlen, 8));
   MQKV_RETURN_IF_ERROR(out->Write(h.data(), h.size()));
-  // Arrays are produced `threads` at a time (a lazy tensor loaded, then encoded to its element
-  // type) and written in file order, so at most `threads` tensors are held at once. (Producing
-  // the next window while writing this one was tried: no faster on 2 cores, twice the memory.)
+  // Each array is produced by one thread (a lazy tensor loaded, then encoded to its element
+  // type) into that thread's buffer, so at most `threads` arrays are held at once.
   const unsigned threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::vector<uint8_t>> enc(threads);
-  std::vector<const void*> direct(threads);  // written straight from memory (loaded f32, ints)
-  for (size_t w0 = 0; w0 < plan.arrays.size(); w0 += threads) {
-    const size_t k = std::min<size_t>(threads, plan.arrays.size() - w0);
-    MQKV_RETURN_IF_ERROR(util::ParallelFor(k, unsigned(k), [&](size_t j, unsigned) -> Status {
-      interop::ArrayOut a = plan.arrays[w0 + j];
-      direct[j] = nullptr;
-      std::vector<float> hold;
-      if (a.source && a.source->lazy()) {
-        if (a.type == ElemType::kF16 && a.source->load_f16) {  // decoded as f16: no fp32 rows, no conversion
-          enc[j].resize(a.bytes());
-          MQKV_ASSIGN_OR_RETURN(bool served, a.source->load_f16(reinterpret_cast<uint16_t*>(enc[j].data())));
-          if (served) return Status::OK();
-        }
-        MQKV_ASSIGN_OR_RETURN(const std::vector<float>* rows, RowsOf(*a.source, &hold));
-        a.f32 = rows->data();
-        enc[j].resize(a.bytes());
-        // To f16 with SIMD when every value comes out finite (so none is beyond f16's range);
-        // otherwise checked (an error names the tensor) and converted by the reference.
-        if (a.type == ElemType::kF16 && codec::simd::F32ToF16(a.f32, a.count, enc[j].data())) return Status::OK();
-        MQKV_RETURN_IF_ERROR(interop::CheckRange(*a.source, *rows, a.type));
-      } else if (a.type == ElemType::kF32 || a.type == ElemType::kI32) {
-        direct[j] = a.f32 ? static_cast<const void*>(a.f32) : a.i32;
-        return Status::OK();
+  auto produce = [&](size_t i, std::vector<uint8_t>& buf) -> Result<const void*> {
+    interop::ArrayOut a = plan.arrays[i];
+    std::vector<float> hold;
+    if (a.source && a.source->lazy()) {
+      if (a.type == ElemType::kF16 && a.source->load_f16) {  // decoded as f16: no fp32 rows, no conversion
+        buf.resize(a.bytes());
+        MQKV_ASSIGN_OR_RETURN(bool served, a.source->load_f16(reinterpret_cast<uint16_t*>(buf.data())));
+        if (served) return static_cast<const void*>(buf.data());
       }
-      enc[j].resize(a.bytes());
-      a.Encode(enc[j].data());
-      return Status::OK();
+      MQKV_ASSIGN_OR_RETURN(const std::vector<float>* rows, RowsOf(*a.source, &hold));
+      a.f32 = rows->data();
+      buf.resize(a.bytes());
+      // To f16 with SIMD when every value comes out finite (so none is beyond f16's range);
+      // otherwise checked (an error names the tensor) and converted by the reference.
+      if (a.type == ElemType::kF16 && codec::simd::F32ToF16(a.f32, a.count, buf.data())) return static_cast<const void*>(buf.data());
+      MQKV_RETURN_IF_ERROR(interop::CheckRange(*a.source, *rows, a.type));
+    } else if (a.type == ElemType::kF32 || a.type == ElemType::kI32) {
+      return a.f32 ? static_cast<const void*>(a.f32) : static_cast<const void*>(a.i32);  // written straight from memory
+    }
+    buf.resize(a.bytes());
+    a.Encode(buf.data());
+    return static_cast<const void*>(buf.data());
+  };
+  // A local file (or memory) takes the data section as one reserved range that every thread
+  // writes its arrays into at their offsets (pwrite): the kernel's copy into the page cache, most
+  // of the time of a decode into tmpfs, then runs on every thread too. Otherwise (an S3 upload)
+  // arrays are produced `threads` at a time and written in file order.
+  std::vector<uint64_t> offsets(plan.arrays.size() + 1, 0);
+  for (size_t i = 0; i < plan.arrays.size(); ++i) offsets[i + 1] = offsets[i] + plan.arrays[i].bytes();
+  const uint64_t data_start = out->position();
+  MQKV_ASSIGN_OR_RETURN(bool reserved, out->Reserve(offsets.back()));
+  if (reserved) {
+    MQKV_RETURN_IF_ERROR(util::ParallelFor(plan.arrays.size(), threads, [&](size_t i, unsigned w) -> Status {
+      MQKV_ASSIGN_OR_RETURN(const void* p, produce(i, enc[w]));
+      return out->WriteReserved(data_start + offsets[i], p, plan.arrays[i].bytes());
     }));
-    for (size_t j = 0; j < k; ++j)
-      MQKV_RETURN_IF_ERROR(direct[j] ? out->Write(direct[j], plan.arrays[w0 + j].bytes()) : out->Write(enc[j].data(), enc[j].size()));
+  } else {
+    std::vector<const void*> ready(threads);
+    for (size_t w0 = 0; w0 < plan.arrays.size(); w0 += threads) {
+      const size_t k = std::min<size_t>(threads, plan.arrays.size() - w0);
+      MQKV_RETURN_IF_ERROR(util::ParallelFor(k, unsigned(k), [&](size_t j, unsigned) -> Status {
+        MQKV_ASSIGN_OR_RETURN(ready[j], produce(w0 + j, enc[j]));
+        return Status::OK();
+      }));
+      for (size_t j = 0; j < k; ++j) MQKV_RETURN_IF_ERROR(out->Write(ready[j], plan.arrays[w0 + j].bytes()));
+    }
   }
   return out->Commit();
 }

@@ -253,14 +253,10 @@ Status AtomicFile::Write(const void* data, uint64_t n) {
   return Status::OK();
 }
 
-Status AtomicFile::WriteAt(uint64_t offset, const void* data, uint64_t n) {
-  if (fd_ < 0) return Internal("write after commit");
-  if (offset > pos_ || n > pos_ - offset) return Internal("WriteAt past the written end of the file");
-  MQKV_RETURN_IF_ERROR(Flush());
-  const char* p = static_cast<const char*>(data);
+Status AtomicFile::PwriteAll(uint64_t offset, const char* p, uint64_t n) {
   uint64_t done = 0;
   while (done < n) {
-    ssize_t w = ::pwrite(fd_, p + done, n - done, static_cast<off_t>(offset + done));
+    ssize_t w = ::pwrite(fd_, p + done, static_cast<size_t>(std::min<uint64_t>(n - done, 1u << 30)), static_cast<off_t>(offset + done));
     if (w < 0) {
       if (errno == EINTR) continue;
       return Errno("write failed", path_);
@@ -268,6 +264,28 @@ Status AtomicFile::WriteAt(uint64_t offset, const void* data, uint64_t n) {
     done += static_cast<uint64_t>(w);
   }
   return Status::OK();
+}
+
+Status AtomicFile::WriteAt(uint64_t offset, const void* data, uint64_t n) {
+  if (fd_ < 0) return Internal("write after commit");
+  if (offset > pos_ || n > pos_ - offset) return Internal("WriteAt past the written end of the file");
+  MQKV_RETURN_IF_ERROR(Flush());
+  return PwriteAll(offset, static_cast<const char*>(data), n);
+}
+
+Result<bool> AtomicFile::Reserve(uint64_t n) {
+  if (fd_ < 0) return Internal("write after commit");
+  MQKV_RETURN_IF_ERROR(Flush());
+  if (::ftruncate(fd_, static_cast<off_t>(pos_ + n)) != 0) return Errno("cannot extend the file", path_);
+  if (::lseek(fd_, static_cast<off_t>(pos_ + n), SEEK_SET) < 0) return Errno("seek failed", path_);
+  pos_ += n;
+  return true;
+}
+
+Status AtomicFile::WriteReserved(uint64_t offset, const void* data, uint64_t n) {
+  if (fd_ < 0) return Internal("write after commit");
+  if (offset > pos_ || n > pos_ - offset) return Internal("WriteReserved past the reserved end of the file");
+  return PwriteAll(offset, static_cast<const char*>(data), n);
 }
 
 Status AtomicFile::Skip(uint64_t n) {
@@ -313,6 +331,15 @@ Status MemoryOutput::WriteAt(uint64_t offset, const void* data, uint64_t n) {
   std::memcpy(buf_.data() + offset, data, n);
   return Status::OK();
 }
+
+Result<bool> MemoryOutput::Reserve(uint64_t n) {
+  if (n > buf_.max_size() - buf_.size()) return IoError("snapshot too large for memory").WithFile(path_);
+  buf_.resize(buf_.size() + n);
+  pos_ += n;
+  return true;
+}
+
+Status MemoryOutput::WriteReserved(uint64_t offset, const void* data, uint64_t n) { return WriteAt(offset, data, n); }
 
 Status MemoryOutput::Commit() {
   *dst_ = std::move(buf_);

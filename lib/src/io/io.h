@@ -58,6 +58,13 @@ class OutputFile {
   // the first 5 MiB, which they hold back until Commit().
   virtual Status WriteAt(uint64_t offset, const void* data, uint64_t n) = 0;
   uint64_t position() const { return pos_; }
+  // Reserves the next n bytes (position() advances by n) for WriteReserved, which fills them in
+  // any order and from several threads at once. Returns false, changing nothing, when this output
+  // cannot (an S3 upload streams its parts in order): the caller then writes in order.
+  virtual Result<bool> Reserve(uint64_t) { return false; }
+  // n bytes at `offset` inside a range Reserve returned true for; safe to call concurrently for
+  // disjoint ranges (and with nothing else on this output).
+  virtual Status WriteReserved(uint64_t, const void*, uint64_t) { return Internal("WriteReserved without Reserve").WithFile(path_); }
   virtual Status Commit() = 0;
   const std::string& path() const { return path_; }
 
@@ -76,6 +83,8 @@ class MemoryOutput : public OutputFile {
   MemoryOutput(std::vector<uint8_t>* dst, std::string name) : dst_(dst) { path_ = std::move(name); }
   Status Write(const void* data, uint64_t n) override;
   Status WriteAt(uint64_t offset, const void* data, uint64_t n) override;
+  Result<bool> Reserve(uint64_t n) override;
+  Status WriteReserved(uint64_t offset, const void* data, uint64_t n) override;
   Status Commit() override;
 
  private:
@@ -92,12 +101,15 @@ class AtomicFile : public OutputFile {
   Status Write(const void* data, uint64_t n) override;
   Status WriteAt(uint64_t offset, const void* data, uint64_t n) override;
   Status Skip(uint64_t n) override;
+  Result<bool> Reserve(uint64_t n) override;  // a hole of n bytes (ftruncate), filled by pwrite
+  Status WriteReserved(uint64_t offset, const void* data, uint64_t n) override;
   Status Commit() override;
   const std::string& temp_path() const { return tmp_; }
 
  private:
   AtomicFile() = default;
   Status Flush();
+  Status PwriteAll(uint64_t offset, const char* p, uint64_t n);
   Status WriteAll(const char* p, uint64_t n);
   std::string tmp_;
   int fd_ = -1;
