@@ -235,6 +235,66 @@ TEST(LlamaState, SeqBlobWithAndWithoutMagic) {
   EXPECT_EQ(ReadFile(d.Path("b2.bin")), Memory(s));
 }
 
+// A state whose token list does not number its cells (a blob has none; an application may save
+// none): the container holds positions and seq ids only per token, so they travel in metadata
+// (llama.cell_positions, llama.cell_seq_sets) and come back byte-identical through an mqkv file.
+TEST(LlamaState, CellsWithoutTokensRoundTripThroughMqkv) {
+  TempDir d;
+  Spec multi;
+  multi.seqs = {{0}, {0}, {2}, {0, 1}, {0}};
+  struct Case {
+    std::string name;
+    std::vector<uint8_t> bytes;
+    FileFormat fmt;
+    std::string positions, seqs;  // expected metadata ("<unset>": not recorded)
+  };
+  std::vector<Case> cases = {
+      {"seq file, no tokens", SeqFile(Spec{}, {}), FileFormat::kLlamaSeq, "10+5", "<unset>"},
+      {"seq file, other tokens", SeqFile(Spec{}, {7, 8}), FileFormat::kLlamaSeq, "10+5", "<unset>"},
+      {"seq blob", Memory(Spec{}), FileFormat::kLlamaSeqState, "10+5", "<unset>"},
+      {"state blob", StateBlob(multi), FileFormat::kLlamaState, "10+5", "0;0;2;0,1;0"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    WriteFile(d.Path("in.bin"), c.bytes);
+    auto r = ReadKvSet(d.Path("in.bin"), c.fmt);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_TRUE(r->model.positions.empty());
+    EXPECT_TRUE(r->model.seq_ids.empty());
+    EXPECT_EQ(Meta(*r, "llama.cell_positions"), c.positions);
+    EXPECT_EQ(Meta(*r, "llama.cell_seq_sets"), c.seqs);
+    ASSERT_TRUE(WriteKvSet(*r, d.Path("m.mqkv"), FileFormat::kMqkv).ok());
+    auto m = ReadKvSet(d.Path("m.mqkv"), FileFormat::kMqkv);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    ASSERT_TRUE(WriteKvSet(*m, d.Path("out.bin"), c.fmt).ok());
+    EXPECT_EQ(ReadFile(d.Path("out.bin")), c.bytes);
+  }
+  // Positions 0..n-1 and seq id 0 everywhere are what a writer assumes: nothing is recorded.
+  Bytes plain;
+  plain.Put<uint32_t>(1).Put<uint32_t>(2);
+  for (int32_t i = 0; i < 2; ++i) plain.Put<int32_t>(i).Put<uint32_t>(1).Put<int32_t>(0);
+  Spec two;
+  two.cells = 2;
+  const std::vector<uint8_t> mem = Memory(two);
+  plain.b.insert(plain.b.end(), mem.begin() + 8 + 2 * 12, mem.end());
+  WriteFile(d.Path("p.bin"), plain.b);
+  auto p = ReadKvSet(d.Path("p.bin"), FileFormat::kLlamaSeqState);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(Meta(*p, "llama.cell_positions"), "<unset>");
+  EXPECT_EQ(Meta(*p, "llama.cell_seq_sets"), "<unset>");
+  ASSERT_TRUE(WriteKvSet(*p, d.Path("p2.bin"), FileFormat::kLlamaSeqState).ok());
+  EXPECT_EQ(ReadFile(d.Path("p2.bin")), plain.b);
+  // A bad run list is an error naming the key, not a crash.
+  KvSet bad = *p;
+  for (auto& kv : bad.model.metadata)
+    if (kv.first == "llama.state_version") kv.second = kv.second;
+  bad.model.metadata.emplace_back("llama.cell_positions", "0+3");
+  std::sort(bad.model.metadata.begin(), bad.model.metadata.end());
+  Status st = WriteKvSet(bad, d.Path("bad.bin"), FileFormat::kLlamaSeqState);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("llama.cell_positions"), std::string::npos) << st.ToString();
+}
+
 TEST(LlamaState, ServerPackedTokenRecord) {
   TempDir d;
   Spec s;

@@ -10,7 +10,10 @@
 // writing the KvSet back in the same cache types gives the same bytes.
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -343,15 +346,64 @@ Status ParseArchitecture(Cursor& c, ModelInfo& mi) {
   return Status::OK();
 }
 
-// Cell positions and sequence ids (single ids as seq_ids, sets as metadata), in cell order.
+// Cell positions as runs "start+count" separated by ',' (e.g. "10+5,40+2" for 10..14, 40, 41).
+std::string PositionRuns(const std::vector<int32_t>& pos) {
+  std::string out;
+  for (size_t i = 0; i < pos.size();) {
+    size_t j = i + 1;
+    while (j < pos.size() && int64_t(pos[j]) == int64_t(pos[j - 1]) + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += std::to_string(pos[i]) + "+" + std::to_string(j - i);
+    i = j;
+  }
+  return out;
+}
+
+Result<std::vector<int32_t>> ParsePositionRuns(const std::string& text, uint32_t n) {
+  std::vector<int32_t> pos;
+  pos.reserve(n);
+  const char* p = text.c_str();
+  while (*p) {
+    char* e = nullptr;
+    errno = 0;
+    const long long start = std::strtoll(p, &e, 10);
+    if (e == p || *e != '+' || errno) return InvalidArgument("llama.cell_positions: bad run at \"" + std::string(p).substr(0, 24) + "\"");
+    p = e + 1;
+    const long long count = std::strtoll(p, &e, 10);
+    if (e == p || count < 1 || errno || start < INT32_MIN || start + count - 1 > INT32_MAX || uint64_t(count) > n - pos.size())
+      return InvalidArgument("llama.cell_positions: bad run length, or more positions than the " + std::to_string(n) + " cells");
+    for (long long k = 0; k < count; ++k) pos.push_back(int32_t(start + k));
+    p = e;
+    if (*p == ',') ++p;
+    else if (*p) return InvalidArgument("llama.cell_positions: expected ',' at \"" + std::string(p).substr(0, 24) + "\"");
+  }
+  if (pos.size() != n) return InvalidArgument("llama.cell_positions lists " + std::to_string(pos.size()) + " positions, the snapshot holds " + std::to_string(n) + " cells");
+  return pos;
+}
+
+// Cell positions and sequence ids, in cell order: as the snapshot's per-token positions and
+// seq ids (seq id sets as metadata) when the file's token list numbers its cells. Otherwise (a
+// state blob has no token list; an application may save none, or other tokens) the container
+// cannot hold them per token (FORMAT.md 3.1: as many as the tokens), so positions that are not
+// 0..n-1 go to metadata llama.cell_positions and seq ids other than all 0 to llama.cell_seq_sets;
+// the writer restores both (spec/LLAMA.md).
 void RecordCells(const Memory& m, ModelInfo& mi) {
   mi.n_layer = static_cast<uint32_t>(m.layers.size());
-  mi.positions = m.pos;
-  bool simple = true;
-  for (const auto& s : m.seqs) simple = simple && s.size() == 1;
-  mi.seq_ids.resize(m.cell_count);
-  for (uint32_t i = 0; i < m.cell_count; ++i) mi.seq_ids[i] = m.seqs[i].empty() ? -1 : m.seqs[i][0];
-  if (!simple) {
+  bool simple = true, zero = true, iota = true;
+  for (const auto& s : m.seqs) {
+    simple = simple && s.size() == 1;
+    zero = zero && s.size() == 1 && s[0] == 0;
+  }
+  for (uint32_t i = 0; i < m.cell_count; ++i) iota = iota && m.pos[i] == int32_t(i);
+  const bool per_token = mi.tokens.size() == m.cell_count;
+  if (per_token) {
+    mi.positions = m.pos;
+    mi.seq_ids.resize(m.cell_count);
+    for (uint32_t i = 0; i < m.cell_count; ++i) mi.seq_ids[i] = m.seqs[i].empty() ? -1 : m.seqs[i][0];
+  } else if (!iota) {
+    SetMeta(mi, "llama.cell_positions", PositionRuns(m.pos));
+  }
+  if (per_token ? !simple : !zero) {
     std::string sets;
     for (uint32_t i = 0; i < m.cell_count; ++i) {
       if (i) sets += ';';
@@ -362,7 +414,6 @@ void RecordCells(const Memory& m, ModelInfo& mi) {
     }
     SetMeta(mi, "llama.cell_seq_sets", sets);
   }
-
 }
 
 // The head split (spec/LLAMA.md, "Head split") and every layer's K and V decoded to fp32 rows,
@@ -749,6 +800,10 @@ Result<StatePlan> PlanState(const KvSet& set, FileFormat format, const WriteOpti
   const bool one_seq = format == FileFormat::kLlamaSeq || format == FileFormat::kLlamaSeqState;
   if (!mi.positions.empty() && mi.positions.size() != cells)
     return InvalidArgument("snapshot has " + std::to_string(mi.positions.size()) + " positions for " + std::to_string(cells) + " tokens");
+  std::vector<int32_t> positions = mi.positions;  // empty: 0..n-1
+  if (const std::string* runs = GetMeta(mi, "llama.cell_positions"); runs && positions.empty()) {
+    MQKV_ASSIGN_OR_RETURN(positions, ParsePositionRuns(*runs, cells));
+  }
   MQKV_ASSIGN_OR_RETURN(auto seqs, CellSeqs(mi, cells));
   if (one_seq)
     for (uint32_t i = 0; i < cells; ++i)
@@ -766,7 +821,7 @@ Result<StatePlan> PlanState(const KvSet& set, FileFormat format, const WriteOpti
   o.Put<uint32_t>(1);  // n_stream
   o.Put<uint32_t>(cells);
   for (uint32_t i = 0; i < cells; ++i) {
-    o.Put<int32_t>(mi.positions.empty() ? int32_t(i) : mi.positions[i]);
+    o.Put<int32_t>(positions.empty() ? int32_t(i) : positions[i]);
     o.Put<uint32_t>(static_cast<uint32_t>(seqs[i].size()));
     for (int32_t s : seqs[i]) o.Put<int32_t>(s);
   }
