@@ -258,9 +258,17 @@ TEST(Adapters, StreamedF16OutputEqualsTheFp32Path) {
   w.v_codec = CodecSpec::Parse("codebook:bits=2,group=8,levels=-1.5/-0.45/0.45/1.5").value();
   ASSERT_TRUE(WriteKvSet(s, dir.Path("q.mqkv"), FileFormat::kMqkv, w).ok());
   ASSERT_TRUE(WriteKvSet(MakeSet("f16", false), dir.Path("l.mqkv"), FileFormat::kMqkv).ok());  // NaN, infinities
+  // Tensors of several 256 KiB row ranges (the writer's f16 chunks): all finite, except one NaN
+  // and one infinity in the last rows of two tensors, found after earlier ranges were written.
+  KvSet chunked = MakeSet("f16", false, 20000);
+  for (KvTensor& t : chunked.tensors)
+    for (int j = 0; j < 6; ++j) t.data[j] = 0.25f * float(j);
+  chunked.tensors[1].data.back() = std::numeric_limits<float>::quiet_NaN();
+  chunked.tensors[2].data[chunked.tensors[2].data.size() - 20] = -std::numeric_limits<float>::infinity();
+  ASSERT_TRUE(WriteKvSet(chunked, dir.Path("c.mqkv"), FileFormat::kMqkv).ok());
   ReadOptions stream;
   stream.stream = true;
-  for (const char* name : {"q", "l"}) {
+  for (const char* name : {"q", "l", "c"}) {
     const std::string src = dir.Path(std::string(name) + ".mqkv");
     auto lazy = ReadKvSet(src, FileFormat::kMqkv, stream);
     auto whole = ReadKvSet(src, FileFormat::kMqkv);

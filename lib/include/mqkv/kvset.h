@@ -23,12 +23,14 @@ struct KvTensor {
   // the rows on demand (again on every call; safe from several threads), so that a writer holds
   // one tensor at a time instead of the snapshot. RowsOf gives either kind's rows.
   std::function<Result<std::vector<float>>()> load;
-  // Optional beside `load`: the same rows written as f16 straight into dst (n_tokens x n_heads x
-  // head_dim values), for writers of f16 arrays, without the fp32 rows in between. Returns false
-  // (dst then holds nothing useful) when some value does not come out finite in f16: the caller
-  // takes the fp32 path, which says why (a value beyond f16's range) or keeps the non-finite
-  // source values. When it returns true, dst holds exactly the f32 rows rounded to f16.
-  std::function<Result<bool>(uint16_t* dst)> load_f16;
+  // Optional beside `load`: rows [r0, r1) of the same rows written as f16 straight into dst
+  // ((r1 - r0) x n_heads x head_dim values), for writers of f16 arrays, without the fp32 rows in
+  // between; a writer may take the tensor in row ranges (the source's pages are released after
+  // the range that ends at n_tokens). Returns false (dst then holds nothing useful) when some
+  // value of the range does not come out finite in f16: the caller takes the fp32 path for the
+  // tensor, which says why (a value beyond f16's range) or keeps the non-finite source values.
+  // When it returns true, dst holds exactly those f32 rows rounded to f16.
+  std::function<Result<bool>(uint32_t r0, uint32_t r1, uint16_t* dst)> load_f16;
   // The rows are exactly representable in this type without a scan ("f16", "bf16"; "" unknown):
   // a streamed tensor read from storage of that type.
   std::string exact_in;

@@ -158,7 +158,7 @@ Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end) {
   for (KvTensor& t : set->tensors) {
     if (t.desc.kind == Kind::kQ) continue;
     if (t.lazy()) {  // cut when loaded
-      t.load_f16 = nullptr;  // serves the whole tensor only
+      t.load_f16 = nullptr;  // its row ranges are the unsliced tensor's (the fp32 path cuts them)
       t.load = [load = std::move(t.load), b = begin * row(t), e = end * row(t)]() -> Result<std::vector<float>> {
         MQKV_ASSIGN_OR_RETURN(std::vector<float> all, load());
         if (all.size() < e) return Internal("loaded rows are fewer than the tensor's shape");

@@ -68,12 +68,13 @@ Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pai
       // f16 output decoded as f16: by the spec the same bits as the f32 rows rounded to nearest
       // even; a value that is not finite in f16 (an overflow, or a NaN whose payload the fp32
       // path would quiet) sends the caller to the fp32 path.
-      kt.load_f16 = [snap, i, begin, end](uint16_t* dst) -> Result<bool> {
+      kt.load_f16 = [snap, i, begin, end](uint32_t r0, uint32_t r1, uint16_t* dst) -> Result<bool> {
         const TensorInfo& ti = snap->tensors()[i];
-        Status st = snap->Decode(i, begin, end, DType::kF16, dst);
-        snap->ReleaseBlocks(ti.first_block, ti.first_block + ti.n_blocks);
+        if (r0 > r1 || r1 > end - begin) return Internal("f16 row range beyond the tensor");
+        Status st = snap->Decode(i, begin + r0, begin + r1, DType::kF16, dst);
+        if (!st.ok() || r1 == end - begin) snap->ReleaseBlocks(ti.first_block, ti.first_block + ti.n_blocks);
         MQKV_RETURN_IF_ERROR(st);
-        return interop::AllFiniteF16(dst, uint64_t(end - begin) * ti.n_heads * ti.head_dim);
+        return interop::AllFiniteF16(dst, uint64_t(r1 - r0) * ti.n_heads * ti.head_dim);
       };
     }
     set.tensors.push_back(std::move(kt));

@@ -147,6 +147,9 @@ Result<KvSet> Read(const std::string& path, FileFormat) {
   return Parse(std::move(f), false);
 }
 
+// f16 rows decoded and written per range of about this many bytes (in a core's L2 cache).
+constexpr uint64_t kChunkBytes = 256 << 10;
+
 Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteOptions& opts) {
   MQKV_ASSIGN_OR_RETURN(interop::WritePlan plan, interop::Plan(set, /*allow_bf16=*/true, opts.dtype));
   std::string h = "{\"__metadata__\":{";
@@ -186,13 +189,13 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
   // type) into that thread's buffer, so at most `threads` arrays are held at once.
   const unsigned threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::vector<uint8_t>> enc(threads);
-  auto produce = [&](size_t i, std::vector<uint8_t>& buf) -> Result<const void*> {
+  auto produce = [&](size_t i, std::vector<uint8_t>& buf, bool skip_f16 = false) -> Result<const void*> {
     interop::ArrayOut a = plan.arrays[i];
     std::vector<float> hold;
     if (a.source && a.source->lazy()) {
-      if (a.type == ElemType::kF16 && a.source->load_f16) {  // decoded as f16: no fp32 rows, no conversion
+      if (a.type == ElemType::kF16 && a.source->load_f16 && !skip_f16) {  // decoded as f16: no fp32 rows, no conversion
         buf.resize(a.bytes());
-        MQKV_ASSIGN_OR_RETURN(bool served, a.source->load_f16(reinterpret_cast<uint16_t*>(buf.data())));
+        MQKV_ASSIGN_OR_RETURN(bool served, a.source->load_f16(0, a.source->desc.n_tokens, reinterpret_cast<uint16_t*>(buf.data())));
         if (served) return static_cast<const void*>(buf.data());
       }
       MQKV_ASSIGN_OR_RETURN(const std::vector<float>* rows, RowsOf(*a.source, &hold));
@@ -219,8 +222,27 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
   MQKV_ASSIGN_OR_RETURN(bool reserved, out->Reserve(offsets.back()));
   if (reserved) {
     MQKV_RETURN_IF_ERROR(util::ParallelFor(plan.arrays.size(), threads, [&](size_t i, unsigned w) -> Status {
+      const interop::ArrayOut& a = plan.arrays[i];
+      // An f16 decode goes in row ranges of about kChunkBytes, each written while it is still in
+      // the core's cache (the kernel's copy from a cache-resident buffer is the fast one); if a
+      // range does not come out finite, the whole array is redone the fp32 way over the same bytes.
+      if (a.type == ElemType::kF16 && a.source && a.source->lazy() && a.source->load_f16) {
+        const uint32_t n = a.source->desc.n_tokens;
+        const uint64_t row_bytes = n ? a.bytes() / n : 0;
+        const uint32_t step = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkBytes / std::max<uint64_t>(row_bytes, 1)));
+        enc[w].resize(std::min<uint64_t>(n, step) * row_bytes);
+        bool served = true;
+        for (uint32_t r0 = 0; r0 < n && served; r0 += std::min(step, n - r0)) {
+          const uint32_t r1 = r0 + std::min(step, n - r0);
+          MQKV_ASSIGN_OR_RETURN(served, a.source->load_f16(r0, r1, reinterpret_cast<uint16_t*>(enc[w].data())));
+          if (served) MQKV_RETURN_IF_ERROR(out->WriteReserved(data_start + offsets[i] + r0 * row_bytes, enc[w].data(), (r1 - r0) * row_bytes));
+        }
+        if (served) return Status::OK();
+        MQKV_ASSIGN_OR_RETURN(const void* p, produce(i, enc[w], /*skip_f16=*/true));
+        return out->WriteReserved(data_start + offsets[i], p, a.bytes());
+      }
       MQKV_ASSIGN_OR_RETURN(const void* p, produce(i, enc[w]));
-      return out->WriteReserved(data_start + offsets[i], p, plan.arrays[i].bytes());
+      return out->WriteReserved(data_start + offsets[i], p, a.bytes());
     }));
   } else {
     std::vector<const void*> ready(threads);
