@@ -23,6 +23,9 @@ struct KvTensor {
   // the rows on demand (again on every call; safe from several threads), so that a writer holds
   // one tensor at a time instead of the snapshot. RowsOf gives either kind's rows.
   std::function<Result<std::vector<float>>()> load;
+  // Optional beside `load`: the same rows written into dst (n_tokens x n_heads x head_dim
+  // floats), for writers that keep one buffer per thread instead of a fresh vector per tensor.
+  std::function<Status(float* dst)> load_into;
   // Optional beside `load`: rows [r0, r1) of the same rows written as f16 straight into dst
   // ((r1 - r0) x n_heads x head_dim values), for writers of f16 arrays, without the fp32 rows in
   // between; a writer may take the tensor in row ranges (the source's pages are released after

@@ -200,6 +200,10 @@ class Writer {
     // Produces the rows when `rows` is null: called by the encoding thread, the rows dropped once
     // encoded, so at most `threads` loaded tensors (and 2 x threads encoded ones) exist at a time.
     std::function<Result<std::vector<float>>()> load = nullptr;
+    // Optional beside `load`, preferred when set: the same rows written into dst
+    // (n_tokens x n_heads x head_dim floats), a buffer each encoding thread keeps for the call
+    // (no allocation and zero-fill per tensor).
+    std::function<Status(float* dst)> load_into = nullptr;
   };
   Status AddTensors(const std::vector<TensorInput>& tensors, unsigned threads);
   // Appends already-encoded blocks as one tensor (transcoding without decoding).

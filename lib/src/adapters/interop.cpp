@@ -229,6 +229,11 @@ Result<KvTensor> KvFromArray(const ArrayView& a, const Name& nm, bool lazy,
       if (release) release(a.data, T * H * D * ElemSize(a.type));
       return rows;
     };
+    t.load_into = [a, hf, T, H, D, release](float* dst) -> Status {
+      FillRows(a, hf, T, H, D, dst);
+      if (release) release(a.data, T * H * D * ElemSize(a.type));
+      return Status::OK();
+    };
     if (a.type == ElemType::kF16 || a.type == ElemType::kBF16) t.exact_in = ElemName(a.type);
     return t;
   }

@@ -47,6 +47,7 @@ Status Materialize(KvSet* set) {
     MQKV_RETURN_IF_ERROR(RowsOf(t, &rows).status());  // a lazy tensor's rows land in `rows`
     t.data = std::move(rows);
     t.load = nullptr;
+    t.load_into = nullptr;
     t.load_f16 = nullptr;
   }
   set->backing.reset();
@@ -158,6 +159,7 @@ Status SliceTokens(KvSet* set, uint32_t begin, uint32_t end) {
   for (KvTensor& t : set->tensors) {
     if (t.desc.kind == Kind::kQ) continue;
     if (t.lazy()) {  // cut when loaded
+      t.load_into = nullptr;  // the whole tensor's rows
       t.load_f16 = nullptr;  // its row ranges are the unsliced tensor's (the fp32 path cuts them)
       t.load = [load = std::move(t.load), b = begin * row(t), e = end * row(t)]() -> Result<std::vector<float>> {
         MQKV_ASSIGN_OR_RETURN(std::vector<float> all, load());

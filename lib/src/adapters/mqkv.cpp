@@ -99,6 +99,7 @@ Status AddTensorsTo(Writer& w, const KvSet& set, const WriteOptions& opts, const
         MQKV_RETURN_IF_ERROR(RowsOf(t, &rows).status());
         return rows;
       };
+      if (t.load_into) ti.load_into = [&t](float* dst) { return t.load_into(dst); };
     }
     in.push_back(std::move(ti));
   }

@@ -268,8 +268,14 @@ Result<std::vector<RowBlock>> EncodeTensor(const TensorDesc& desc, const float* 
   return out;
 }
 
-// A tensor input's rows (given, or loaded now and dropped on return), encoded.
-Result<std::vector<RowBlock>> EncodeInput(const Writer::TensorInput& t, uint32_t max_block_tokens) {
+// A tensor input's rows (given, or loaded now and dropped on return), encoded. `buf` is the
+// calling thread's buffer for load_into (grown, never shrunk, during one AddTensors call).
+Result<std::vector<RowBlock>> EncodeInput(const Writer::TensorInput& t, uint32_t max_block_tokens, std::vector<float>* buf) {
+  if (!t.rows && t.load_into) {
+    buf->resize(uint64_t(t.desc->n_tokens) * t.desc->n_heads * t.desc->head_dim);
+    MQKV_RETURN_IF_ERROR(t.load_into(buf->data()));
+    return EncodeTensor(*t.desc, buf->data(), t.spec, max_block_tokens);
+  }
   if (t.rows || !t.load) return EncodeTensor(*t.desc, t.rows, t.spec, max_block_tokens);
   MQKV_ASSIGN_OR_RETURN(std::vector<float> rows, t.load());
   if (rows.size() != uint64_t(t.desc->n_tokens) * t.desc->n_heads * t.desc->head_dim)
@@ -314,8 +320,9 @@ Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned thre
     return w.AddBlocks(*tensors[i].desc, tensors[i].spec, refs);
   };
   if (threads <= 1) {
+    std::vector<float> buf;
     for (size_t i = 0; i < tensors.size(); ++i) {
-      MQKV_ASSIGN_OR_RETURN(std::vector<RowBlock> blocks, EncodeInput(tensors[i], w.opts.max_block_tokens));
+      MQKV_ASSIGN_OR_RETURN(std::vector<RowBlock> blocks, EncodeInput(tensors[i], w.opts.max_block_tokens, &buf));
       MQKV_RETURN_IF_ERROR(write(i, blocks));
     }
     return Status::OK();
@@ -331,6 +338,7 @@ Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned thre
   std::vector<std::thread> pool;
   for (unsigned k = 0; k < threads; ++k)
     pool.emplace_back([&] {
+      std::vector<float> buf;  // this worker's load_into rows
       for (;;) {
         size_t i;
         {
@@ -339,7 +347,7 @@ Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned thre
           if (stop || next >= tensors.size()) return;
           i = next++;
         }
-        auto r = EncodeInput(tensors[i], w.opts.max_block_tokens);
+        auto r = EncodeInput(tensors[i], w.opts.max_block_tokens, &buf);
         std::lock_guard<std::mutex> lock(mu);
         done[i] = std::move(r);
         cv.notify_all();
