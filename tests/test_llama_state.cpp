@@ -284,7 +284,24 @@ TEST(LlamaState, CellsWithoutTokensRoundTripThroughMqkv) {
   EXPECT_EQ(Meta(*p, "llama.cell_seq_sets"), "<unset>");
   ASSERT_TRUE(WriteKvSet(*p, d.Path("p2.bin"), FileFormat::kLlamaSeqState).ok());
   EXPECT_EQ(ReadFile(d.Path("p2.bin")), plain.b);
-  // A bad run list is an error naming the key, not a crash.
+  // Slicing cells [1, 4) keeps their positions and seq ids, recorded or implied 0..n-1.
+  {
+    WriteFile(d.Path("in.bin"), StateBlob(multi));
+    auto r = ReadKvSet(d.Path("in.bin"), FileFormat::kLlamaState);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(SliceTokens(&*r, 1, 4).ok());
+    EXPECT_EQ(Meta(*r, "llama.cell_positions"), "11+3");
+    EXPECT_EQ(Meta(*r, "llama.cell_seq_sets"), "0;2;0,1");
+    auto q = ReadKvSet(d.Path("p.bin"), FileFormat::kLlamaSeqState);
+    ASSERT_TRUE(q.ok());
+    ASSERT_TRUE(SliceTokens(&*q, 1, 2).ok());
+    EXPECT_EQ(Meta(*q, "llama.cell_positions"), "1+1");
+    ASSERT_TRUE(WriteKvSet(*q, d.Path("q1.bin"), FileFormat::kLlamaSeqState).ok());
+    auto back = ReadKvSet(d.Path("q1.bin"), FileFormat::kLlamaSeqState);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(Meta(*back, "llama.cell_positions"), "1+1");
+  }
+  // A bad run list is an error naming the key, not a crash; so is an absurd one.
   KvSet bad = *p;
   for (auto& kv : bad.model.metadata)
     if (kv.first == "llama.state_version") kv.second = kv.second;
@@ -293,6 +310,14 @@ TEST(LlamaState, CellsWithoutTokensRoundTripThroughMqkv) {
   Status st = WriteKvSet(bad, d.Path("bad.bin"), FileFormat::kLlamaSeqState);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("llama.cell_positions"), std::string::npos) << st.ToString();
+  for (const char* runs : {"9000000000000000000+9000000000000000000", "0+2147483647,0+2147483647", "", "x", "1+", "0+1,", "0+1;1+1"}) {
+    KvSet odd = bad;
+    for (auto& kv : odd.model.metadata)
+      if (kv.first == "llama.cell_positions") kv.second = runs;
+    st = WriteKvSet(odd, d.Path("bad.bin"), FileFormat::kLlamaSeqState);
+    EXPECT_FALSE(st.ok()) << runs;
+    EXPECT_NE(st.message().find("llama.cell_positions"), std::string::npos) << st.ToString();
+  }
 }
 
 TEST(LlamaState, ServerPackedTokenRecord) {

@@ -34,6 +34,10 @@ struct KvTensor {
   // tensor, which says why (a value beyond f16's range) or keeps the non-finite source values.
   // When it returns true, dst holds exactly those f32 rows rounded to f16.
   std::function<Result<bool>(uint32_t r0, uint32_t r1, uint16_t* dst)> load_f16;
+  // load_f16 serves a row range at the cost of its rows (uncompressed blocks in memory); when
+  // false a range costs its whole blocks (a zstd frame inflated, a remote range fetched again),
+  // so writers take the tensor in one call.
+  bool load_f16_ranges = false;
   // The rows are exactly representable in this type without a scan ("f16", "bf16"; "" unknown):
   // a streamed tensor read from storage of that type.
   std::string exact_in;

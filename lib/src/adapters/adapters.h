@@ -43,6 +43,10 @@ Status CheckTokenRange(uint32_t begin, uint32_t end, uint32_t n_tokens);
 // kvset.cpp: the part of SliceTokens after the K/V rows are cut: Q rows whose position lies in
 // [begin, end) (re-based to begin), and the token / position / sequence-id vectors.
 Status SliceQueriesAndPrefix(KvSet* set, uint32_t begin, uint32_t end);
+// llama/state.cpp: cuts the per-cell metadata of a set read from a llama.cpp state
+// (llama.cell_positions, llama.cell_seq_sets) to cells [begin, end), and records the cut cells'
+// positions when they were the implied 0..n-1 (spec/LLAMA.md); a no-op for other sets.
+Status SliceLlamaCells(ModelInfo* model, uint32_t begin, uint32_t end);
 
 // rate.cpp: mqkv output under WriteOptions::target_bits. Chooses each K/V tensor's level count,
 // builds the file in memory with write_to (the set's tensors, tensor i with specs[i]) and writes

@@ -49,6 +49,7 @@ Status Materialize(KvSet* set) {
     t.load = nullptr;
     t.load_into = nullptr;
     t.load_f16 = nullptr;
+    t.load_f16_ranges = false;
   }
   set->backing.reset();
   return Status::OK();
@@ -198,6 +199,7 @@ Status adapters::SliceQueriesAndPrefix(KvSet* set, uint32_t begin, uint32_t end)
     if (end > v.size()) v.clear();
     else v = std::vector<int32_t>(v.begin() + begin, v.begin() + end);
   };
+  MQKV_RETURN_IF_ERROR(SliceLlamaCells(&set->model, begin, end));  // before positions are cut
   cut(set->model.tokens);
   cut(set->model.positions);
   cut(set->model.seq_ids);

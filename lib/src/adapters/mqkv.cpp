@@ -68,6 +68,11 @@ Result<KvSet> ReadMqkvLazy(const std::string& path, const std::optional<std::pai
       // f16 output decoded as f16: by the spec the same bits as the f32 rows rounded to nearest
       // even; a value that is not finite in f16 (an overflow, or a NaN whose payload the fp32
       // path would quiet) sends the caller to the fp32 path.
+      kt.load_f16_ranges = true;
+      for (uint32_t b = t.first_block; b < t.first_block + t.n_blocks && kt.load_f16_ranges; ++b) {
+        auto h = snap->BlockHeaderAt(b);
+        kt.load_f16_ranges = snap->BlockBytes(b) != nullptr && h.ok() && (*h)->compression == 0;
+      }
       kt.load_f16 = [snap, i, begin, end](uint32_t r0, uint32_t r1, uint16_t* dst) -> Result<bool> {
         const TensorInfo& ti = snap->tensors()[i];
         if (r0 > r1 || r1 > end - begin) return Internal("f16 row range beyond the tensor");

@@ -226,7 +226,7 @@ Status Write(const KvSet& set, const std::string& path, FileFormat, const WriteO
       // An f16 decode goes in row ranges of about kChunkBytes, each written while it is still in
       // the core's cache (the kernel's copy from a cache-resident buffer is the fast one); if a
       // range does not come out finite, the whole array is redone the fp32 way over the same bytes.
-      if (a.type == ElemType::kF16 && a.source && a.source->lazy() && a.source->load_f16) {
+      if (a.type == ElemType::kF16 && a.source && a.source->lazy() && a.source->load_f16 && a.source->load_f16_ranges) {
         const uint32_t n = a.source->desc.n_tokens;
         const uint64_t row_bytes = n ? a.bytes() / n : 0;
         const uint32_t step = static_cast<uint32_t>(std::max<uint64_t>(1, kChunkBytes / std::max<uint64_t>(row_bytes, 1)));

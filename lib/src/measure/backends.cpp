@@ -145,26 +145,33 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
       // in chunks that stay in the core's cache.
       bool any = false;
       for (size_t i = 1; i < reports.size(); ++i) any = any || reports[i].available;
-      const uint32_t fstep = static_cast<uint32_t>(std::max<uint64_t>(1, kDecodeChunkValues / std::max<uint64_t>(row, 1)));
       for (size_t i = any ? 1 : 0; i < reports.size(); ++i) {
         if (!reports[i].available) continue;
         const Backend be = reports[i].backend;
+        // Device decodes in the comparison's larger chunks (fewer transfers under the lock).
+        const uint64_t chunk = be == Backend::kCuda ? kChunkValues : kDecodeChunkValues;
+        const uint32_t fstep = static_cast<uint32_t>(std::max<uint64_t>(1, chunk / std::max<uint64_t>(row, 1)));
+        uint64_t decoded = 0;
         for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(fstep, h.n_tokens - r0)) {
           const uint32_t r1 = r0 + std::min(fstep, h.n_tokens - r0);
           got.resize((r1 - r0) * row * DTypeSize(DType::kF16));
           Status gs;
+          Backend served = Backend::kScalar;
           if (be == Backend::kCuda) {
             std::lock_guard<std::mutex> lock(device);
-            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be);
+            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be, &served);
           } else {
-            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be);
+            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be, &served);
           }
           if (!gs.ok()) {
             note(i, Where(h, b, r0, DType::kF16), gs.ToString());
             break;
           }
+          if (served == be) decoded += r1 - r0;
         }
-        out.decoded_only[i] = h.n_tokens - out.rows_compared;
+        // Rows decoded beyond the compared ones (those are counted with the comparison).
+        const uint64_t compared_in_range = 2 * uint64_t(kCompareSampleRows);
+        out.decoded_only[i] = decoded > compared_in_range ? decoded - compared_in_range : 0;
       }
     }
     s.ReleaseBlocks(b, b + 1);
@@ -181,10 +188,10 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
       if (out.bad[i]) ++r.mismatched;
       if (r.first_problem.empty()) r.first_problem = out.first_problem[i];
       if (!r.available) continue;
-      r.rows_decoded += out.rows_compared + out.decoded_only[i];
       if (!out.unserved[i]) {
         ++r.blocks;
         r.rows_compared += out.rows_compared;
+        r.rows_decoded += out.rows_compared + out.decoded_only[i];
         continue;
       }
       ++r.no_path;

@@ -359,9 +359,11 @@ std::string PositionRuns(const std::vector<int32_t>& pos) {
   return out;
 }
 
-Result<std::vector<int32_t>> ParsePositionRuns(const std::string& text, uint32_t n) {
+// The positions of the first n cells; the list must hold exactly n (or, with at_least, n or more,
+// the rest only checked for form).
+Result<std::vector<int32_t>> ParsePositionRuns(const std::string& text, uint32_t n, bool at_least = false) {
+  uint64_t listed = 0;
   std::vector<int32_t> pos;
-  pos.reserve(n);
   const char* p = text.c_str();
   while (*p) {
     char* e = nullptr;
@@ -370,14 +372,16 @@ Result<std::vector<int32_t>> ParsePositionRuns(const std::string& text, uint32_t
     if (e == p || *e != '+' || errno) return InvalidArgument("llama.cell_positions: bad run at \"" + std::string(p).substr(0, 24) + "\"");
     p = e + 1;
     const long long count = std::strtoll(p, &e, 10);
-    if (e == p || count < 1 || errno || start < INT32_MIN || start + count - 1 > INT32_MAX || uint64_t(count) > n - pos.size())
+    if (e == p || count < 1 || errno || start < INT32_MIN || start > INT32_MAX || count > INT32_MAX ||
+        start + count - 1 > INT32_MAX || (!at_least && uint64_t(count) > n - listed))
       return InvalidArgument("llama.cell_positions: bad run length, or more positions than the " + std::to_string(n) + " cells");
-    for (long long k = 0; k < count; ++k) pos.push_back(int32_t(start + k));
+    for (long long k = 0; k < count && pos.size() < n; ++k) pos.push_back(int32_t(start + k));
+    listed += uint64_t(count);
     p = e;
     if (*p == ',') ++p;
     else if (*p) return InvalidArgument("llama.cell_positions: expected ',' at \"" + std::string(p).substr(0, 24) + "\"");
   }
-  if (pos.size() != n) return InvalidArgument("llama.cell_positions lists " + std::to_string(pos.size()) + " positions, the snapshot holds " + std::to_string(n) + " cells");
+  if (at_least ? listed < n : listed != n) return InvalidArgument("llama.cell_positions lists " + std::to_string(listed) + " positions, the snapshot holds " + std::to_string(n) + " cells");
   return pos;
 }
 
@@ -927,6 +931,30 @@ Status Write(const KvSet& set, const std::string& path, FileFormat format, const
 }
 
 }  // namespace
+
+Status SliceLlamaCells(ModelInfo* mi, uint32_t begin, uint32_t end) {
+  if (!GetMeta(*mi, "llama.n_stream")) return Status::OK();  // not read from a llama.cpp state
+  if (const std::string* runs = GetMeta(*mi, "llama.cell_positions")) {
+    MQKV_ASSIGN_OR_RETURN(std::vector<int32_t> pos, ParsePositionRuns(*runs, end, /*at_least=*/true));
+    SetMeta(*mi, "llama.cell_positions", PositionRuns(std::vector<int32_t>(pos.begin() + begin, pos.begin() + end)));
+  } else if (mi->positions.empty() && begin > 0 && end > begin) {  // cells 0..n-1, cut: begin..end-1
+    SetMeta(*mi, "llama.cell_positions", std::to_string(begin) + "+" + std::to_string(end - begin));
+  }
+  if (const std::string* sets = GetMeta(*mi, "llama.cell_seq_sets")) {
+    std::vector<std::string> cells;
+    size_t start = 0;
+    for (size_t p = 0; p <= sets->size(); ++p)
+      if (p == sets->size() || (*sets)[p] == ';') {
+        cells.push_back(sets->substr(start, p - start));
+        start = p + 1;
+      }
+    if (end > cells.size()) return InvalidArgument("llama.cell_seq_sets lists " + std::to_string(cells.size()) + " cells, fewer than the " + std::to_string(end) + " kept");
+    std::string cut;
+    for (uint32_t i = begin; i < end; ++i) cut += (i > begin ? ";" : "") + cells[i];
+    SetMeta(*mi, "llama.cell_seq_sets", cut);
+  }
+  return Status::OK();
+}
 
 const Adapter& LlamaAdapter(FileFormat f) {
   static const Adapter session{FileFormat::kLlamaSession, SniffSession, ReadDefault, Write};
