@@ -96,6 +96,12 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
       out.bad[i] = 1;
       if (out.first_problem[i].empty()) out.first_problem[i] = where + ": " + problem;
     };
+    // Rows [r0, r1) into `got` with backend `be` (the CUDA device one thread at a time).
+    auto decode = [&](Backend be, uint32_t r0, uint32_t r1, DType dt, Backend* served) {
+      std::unique_lock<std::mutex> lock(device, std::defer_lock);
+      if (be == Backend::kCuda) lock.lock();
+      return codec->Decode(data.view, r0, r1, dt, got.data(), be, served);
+    };
     // Rows [a, z) decoded by every backend to f32 and f16 and compared with the reference.
     auto compare = [&](uint32_t a, uint32_t z) {
       out.rows_compared += z - a;
@@ -114,13 +120,7 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
             if (!r.available) continue;
             got.assign(bytes, 0xA5);  // not zero: a decoder that writes nothing must not pass
             Backend served = Backend::kScalar;
-            Status gs;
-            if (r.backend == Backend::kCuda) {
-              std::lock_guard<std::mutex> lock(device);
-              gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
-            } else {
-              gs = codec->Decode(data.view, r0, r1, dt, got.data(), r.backend, &served);
-            }
+            const Status gs = decode(r.backend, r0, r1, dt, &served);
             if (gs.ok() && served != r.backend) {  // no kernel of this backend ran: nothing to compare
               out.unserved[i] |= uint8_t(1u << static_cast<int>(dt));
               continue;
@@ -155,14 +155,8 @@ Result<std::vector<BackendReport>> CompareBackends(const Snapshot& s, const std:
         for (uint32_t r0 = 0; r0 < h.n_tokens; r0 += std::min(fstep, h.n_tokens - r0)) {
           const uint32_t r1 = r0 + std::min(fstep, h.n_tokens - r0);
           got.resize((r1 - r0) * row * DTypeSize(DType::kF16));
-          Status gs;
           Backend served = Backend::kScalar;
-          if (be == Backend::kCuda) {
-            std::lock_guard<std::mutex> lock(device);
-            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be, &served);
-          } else {
-            gs = codec->Decode(data.view, r0, r1, DType::kF16, got.data(), be, &served);
-          }
+          const Status gs = decode(be, r0, r1, DType::kF16, &served);
           if (!gs.ok()) {
             note(i, Where(h, b, r0, DType::kF16), gs.ToString());
             break;
