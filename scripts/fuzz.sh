@@ -13,6 +13,7 @@ secs=${1:-10}
 shift || true
 bash scripts/setup-deps.sh
 mqkv_apt_install clang libclang-rt-14-dev
+mqkv_use_ccache "$PWD"
 build=${MQKV_FUZZ_BUILD_DIR:-build-fuzz}
 CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQKV_FUZZ=ON -DMQKV_SANITIZE=ON \
   -DMQKV_CUDA=OFF -DMQKV_BUILD_TESTS=OFF -DMQKV_BUILD_BENCH=OFF -DMQKV_BUILD_TOOLS=OFF >/dev/null

@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${MQKV_JOBS:-$(nproc)}
 . scripts/lib/common.sh   # MQKV_PY: the cache's venv
+mqkv_use_ccache "$PWD"    # every build below (and the wheel's) compiles through $MQKV_CACHE/ccache
 
 py_args=()
 if [ "${MQKV_SKIP_PYTHON:-0}" != 1 ]; then

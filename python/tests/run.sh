@@ -20,11 +20,16 @@ echo "-- pytest (build tree: $BUILD_DIR/python)"
 MQKV_BUILD_DIR="$BUILD_DIR" PYTHONPATH="$BUILD_DIR/python" "$MQKV_PY" -m pytest -q -p no:cacheprovider python/tests
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" "$ROOT/build-wheel"' EXIT
 echo "-- pip wheel . (scikit-build-core)"
 t0=$SECONDS
+# A fixed build folder inside the checkout (made afresh) so that ccache, when scripts/test.sh
+# turned it on, finds the same relative paths as in earlier runs; scikit-build-core's default is a
+# new temporary folder each time.
+rm -rf "$ROOT/build-wheel"
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-  "$MQKV_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >&2
+  "$MQKV_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" \
+  --config-settings=build-dir="$ROOT/build-wheel" "$ROOT" >&2
 echo "   built $(cd "$WORK/dist" && ls) in $((SECONDS - t0)) s"
 "$MQKV_PY" -m venv "$WORK/venv"   # a clean venv: the wheel and what it declares (numpy), plus pytest
 "$WORK/venv/bin/python" -m pip install --quiet "$WORK/dist"/mqkv-*.whl "pytest==$MQKV_PYTEST_VERSION" >&2

