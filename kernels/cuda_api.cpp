@@ -97,6 +97,10 @@ Status CudaDecodeTensor(const Snapshot& snapshot, size_t tensor, uint32_t row_be
     return OutOfRange("rows [" + std::to_string(row_begin) + ", " + std::to_string(row_end) + ") outside tensor " +
                       std::to_string(tensor) + "'s " + std::to_string(t.n_tokens) + " rows")
         .WithFile(snapshot.path());
+  if (!t.rope.empty())  // the rotation back is a host pass (spec/CODECS.md, "Keys before RoPE")
+    return Unsupported("tensor " + std::to_string(tensor) + " holds keys stored before RoPE (prerope=1): no device decoder "
+                       "re-applies RoPE yet; decode it with Snapshot::Decode (any backend, host memory) and upload")
+        .WithFile(snapshot.path());
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const uint64_t rv = uint64_t(t.n_heads) * t.head_dim;
   auto* o = static_cast<uint8_t*>(d_dst);

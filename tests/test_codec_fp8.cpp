@@ -415,12 +415,12 @@ TEST(Fp8File, WriterDeclaresFeatureAndVersion1_1) {
   {
     auto w = Writer::Create(dir.Path("future.mqkv"), {.fsync = false});
     ASSERT_TRUE(w.ok());
-    WriterTestHooks::SetRequiredFeatures(**w, 1ull << 6);
+    WriterTestHooks::SetRequiredFeatures(**w, 1ull << 7);
     ASSERT_TRUE((*w)->Finish().ok());
     auto s = Snapshot::Open(dir.Path("future.mqkv"));
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.status().code(), StatusCode::kUnsupported);
-    EXPECT_NE(s.status().message().find("bit 6 unknown to this reader (knows zstd|affine|codebook|hadamard|fp8|rans)"), std::string::npos)
+    EXPECT_NE(s.status().message().find("bit 7 unknown to this reader (knows zstd|affine|codebook|hadamard|fp8|rans|rope_undo)"), std::string::npos)
         << s.status().message();
   }
   // A writer asked to declare fp8 without an fp8 block still writes 1.1 (the lowest version
@@ -469,7 +469,7 @@ TEST(Fp8File, MqconvertAndMqverifyTakeTheCodec) {
   set.model.head_dim_k = set.model.head_dim_v = 32;
   for (Kind k : {Kind::kK, Kind::kV}) {
     KvTensor t;
-    t.desc = {0, k, 2, 32, 24, {}, "f32"};
+    t.desc = {0, k, 2, 32, 24, {}, "f32", {}};
     t.data = mqkv::testing::RandomRows(24 * 64, 30 + uint32_t(k));
     set.tensors.push_back(std::move(t));
   }

@@ -186,7 +186,7 @@ TEST(PublicApi, BlockBytesOutOfRangeIsNullNotAThrow) {
   auto w = mqkv::Writer::Create(path, {.zstd_level = 3, .max_block_tokens = 0, .fsync = false});
   ASSERT_TRUE(w.ok());
   std::vector<float> rows(4 * 8, 0.25f);
-  mqkv::TensorDesc d{.layer = 0, .kind = mqkv::Kind::kK, .n_heads = 1, .head_dim = 8, .n_tokens = 4, .positions = {}, .source_dtype = ""};
+  mqkv::TensorDesc d{.layer = 0, .kind = mqkv::Kind::kK, .n_heads = 1, .head_dim = 8, .n_tokens = 4, .positions = {}, .source_dtype = "", .rope = {}};
   ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *mqkv::CodecSpec::Parse("f16")).ok());
   ASSERT_TRUE((*w)->Finish().ok());
   auto s = mqkv::Snapshot::Open(path);

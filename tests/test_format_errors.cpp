@@ -38,7 +38,7 @@ std::vector<uint8_t> BaseFile(const TempDir& dir, int zstd_level = 0) {
   for (size_t i = 0; i < rows.size(); ++i) rows[i] = zstd_level ? float(i % 4) : float(int(i) - 40) / 16.0f;
   for (uint32_t l = 0; l < 2; ++l)
     for (Kind k : {Kind::kK, Kind::kV}) {
-      TensorDesc d{.layer = l, .kind = k, .n_heads = 2, .head_dim = 8, .n_tokens = 6, .positions = {}, .source_dtype = ""};
+      TensorDesc d{.layer = l, .kind = k, .n_heads = 2, .head_dim = 8, .n_tokens = 6, .positions = {}, .source_dtype = "", .rope = {}};
       EXPECT_TRUE((*w)->AddTensor(d, rows.data(), *CodecSpec::Parse("f16")).ok());
     }
   EXPECT_TRUE((*w)->Finish().ok());
@@ -221,8 +221,33 @@ TEST_F(FormatErrors, UnknownRequiredFeatureNamesTheBit) {
   c.f.required_features |= 1ull << 9;
   Expect(c.Build(), StatusCode::kUnsupported, "feature(s) bit 9 unknown to this reader");
   Crafted d(base);
-  d.f.required_features |= 1ull << 63 | 1ull << 6;  // bit 4 is fp8 since 1.1, bit 5 rans since 1.3
-  Expect(d.Build(), StatusCode::kUnsupported, "bit 6|bit 63");
+  d.f.required_features |= 1ull << 63 | 1ull << 7;  // bit 4 is fp8 since 1.1, bit 5 rans since 1.3, bit 6 rope_undo since 1.4
+  Expect(d.Build(), StatusCode::kUnsupported, "bit 7|bit 63");
+}
+
+// Keys stored before RoPE (format 1.4; FORMAT.md section 8 step 14, CODECS.md "Keys before RoPE").
+TEST_F(FormatErrors, RopeUndoTablesAreChecked) {
+  ASSERT_EQ(Crafted(base).f.tensors[0].kind, Kind::kK);
+  ASSERT_EQ(Crafted(base).f.tensors[1].kind, Kind::kV);
+  auto with = [&](size_t tensor, RopeUndo r, bool declare = true) {
+    Crafted c(base);
+    c.f.tensors[tensor].rope = std::move(r);
+    if (declare) c.f.required_features |= kFeatureRopeUndo;  // (readers gate on features, not the minor)
+    return c;
+  };
+  const RopeUndo ok{RopeUndo::kNeox, {1.0, 0.1, 0.01, 0.001}};
+  const Status good = OpenStatus(with(0, ok).Build());
+  EXPECT_TRUE(good.ok()) << good.ToString();
+  Expect(with(1, ok).Build(), StatusCode::kFormatError, "only key tensors are stored before RoPE");
+  Expect(with(0, ok, false).Build(), StatusCode::kFormatError, "does not declare feature rope_undo");
+  Expect(with(0, {RopeUndo::kNorm, {1.0, 1.5}}).Build(), StatusCode::kFormatError, "rope_undo.theta holds 1.500000, outside [0, 1]");
+  Expect(with(0, {RopeUndo::kNorm, {1.0, std::nan("")}}).Build(), StatusCode::kFormatError, "outside [0, 1]");
+  Expect(with(0, {RopeUndo::kNorm, {1, 1, 1, 1, 1}}).Build(), StatusCode::kFormatError, "rope_undo has 5 pairs for head_dim 8");
+  Expect(with(0, {2, {1.0}}).Build(), StatusCode::kFormatError, "rope_undo.style 2 is unknown");
+  Crafted few = with(0, ok);
+  few.f.model.tokens = {1, 2, 3};
+  few.f.model.positions = {0, 1, 2};
+  Expect(few.Build(), StatusCode::kFormatError, "is stored before RoPE and has 6 rows, but the file records 3 positions");
 }
 
 TEST_F(FormatErrors, FeatureMismatchesAndUndeclaredFeatures) {
@@ -658,7 +683,7 @@ TEST_F(FormatErrors, NonFiniteMetadataRefused) {
       std::vector<float> rows(6 * 2 * 8);
       for (size_t i = 0; i < rows.size(); ++i) rows[i] = float(int(i % 13) - 6) / 4.0f;
       for (Kind kind : {Kind::kK, Kind::kV}) {
-        TensorDesc d{.layer = 0, .kind = kind, .n_heads = 2, .head_dim = 8, .n_tokens = 6, .positions = {}, .source_dtype = ""};
+        TensorDesc d{.layer = 0, .kind = kind, .n_heads = 2, .head_dim = 8, .n_tokens = 6, .positions = {}, .source_dtype = "", .rope = {}};
         ASSERT_TRUE((*w)->AddTensor(d, rows.data(), *CodecSpec::Parse(k.codec)).ok()) << k.codec;
       }
       ASSERT_TRUE((*w)->Finish().ok());

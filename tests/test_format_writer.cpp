@@ -47,7 +47,7 @@ Status WriteSnapshot(const std::string& path, uint32_t salt, const std::function
   int n = 0;
   for (uint32_t l = 0; l < kLayers; ++l)
     for (Kind k : {Kind::kK, Kind::kV}) {
-      TensorDesc d{.layer = l, .kind = k, .n_heads = kHeads, .head_dim = kDim, .n_tokens = kTokens, .positions = {}, .source_dtype = ""};
+      TensorDesc d{.layer = l, .kind = k, .n_heads = kHeads, .head_dim = kDim, .n_tokens = kTokens, .positions = {}, .source_dtype = "", .rope = {}};
       MQKV_RETURN_IF_ERROR(w->AddTensor(d, rows.data(), spec));
       if (after_tensor) after_tensor(++n);
     }
@@ -124,7 +124,7 @@ TEST(Writer, AbandonedWriterLeavesTargetAndNoTempFile) {
     ASSERT_TRUE(w.ok());
     EXPECT_EQ(CountTemps(dir, "snap.mqkv"), 1);
     const auto rows = Rows(2);
-    TensorDesc d{.layer = 0, .kind = Kind::kK, .n_heads = kHeads, .head_dim = kDim, .n_tokens = kTokens, .positions = {}, .source_dtype = ""};
+    TensorDesc d{.layer = 0, .kind = Kind::kK, .n_heads = kHeads, .head_dim = kDim, .n_tokens = kTokens, .positions = {}, .source_dtype = "", .rope = {}};
     ASSERT_TRUE((*w)->AddTensor(d, rows.data(), CodecSpec::Parse("f16").value()).ok());
   }  // destroyed without Finish
   EXPECT_EQ(ReadFile(path), before);
@@ -311,7 +311,7 @@ TEST(Writer, InMemoryBytesEqualTheFileAndUnfinishedLeavesTheVector) {
   TempDir dir;
   const std::string path = dir.Path("snap.mqkv");
   const auto rows = Rows(3);
-  TensorDesc d{.layer = 0, .kind = Kind::kK, .n_heads = kHeads, .head_dim = kDim, .n_tokens = kTokens, .positions = {}, .source_dtype = ""};
+  TensorDesc d{.layer = 0, .kind = Kind::kK, .n_heads = kHeads, .head_dim = kDim, .n_tokens = kTokens, .positions = {}, .source_dtype = "", .rope = {}};
   const CodecSpec spec = CodecSpec::Parse("affine:bits=3,group=8,meta=4").value();
   auto write = [&](Result<std::unique_ptr<Writer>> w) {
     ASSERT_TRUE(w.ok()) << w.status().ToString();

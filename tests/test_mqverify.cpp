@@ -146,7 +146,7 @@ KvSet MakeSet(uint32_t n_tokens) {
   for (uint32_t l = 0; l < 2; ++l)
     for (Kind k : {Kind::kK, Kind::kV}) {
       KvTensor t;
-      t.desc = {l, k, 2, 32, n_tokens, {}, "f32"};
+      t.desc = {l, k, 2, 32, n_tokens, {}, "f32", {}};
       t.data = mqkv::testing::RandomRows(uint64_t(n_tokens) * 2 * 32, 100 + l * 2 + uint32_t(k));
       set.tensors.push_back(std::move(t));
     }

@@ -658,6 +658,7 @@ NB_MODULE(_mqkv, m) {
     d["seed"] = s.seed;
     d["sinks"] = s.sinks;
     d["residual"] = s.residual;
+    d["prerope"] = s.prerope;
     d["levels"] = s.levels;
     d["thresholds"] = s.thresholds;
     return d;

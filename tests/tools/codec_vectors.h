@@ -51,6 +51,8 @@ struct Vector {
   bool flat_row = false;
   std::string note;
   bool wide_range = false;
+  std::string rope = "";  // prerope vectors: the model's RoPE type ("norm" / "neox") and base
+  float rope_base = 0;
 };
 
 inline std::vector<Vector> AllVectors() {
@@ -91,6 +93,12 @@ inline std::vector<Vector> AllVectors() {
                115, false, "5 levels per channel, Hadamard, one fp16 sink row: 1248 codes, rANS 32x16; format 1.3"});
   v.push_back({"rans_codebook_l3_rms", "codebook:levels=-1.2/0/1.2,scale=rms,entropy=rans", 2, 1, 8, 116, false,
                "3-level codebook, 16 codes: stored verbatim (CAT) because rANS does not shrink them; format 1.3"});
+  // Keys before RoPE (format 1.4, feature bit 6): the decoder rotates rows back by their positions.
+  v.push_back({"prerope_norm_rans_affine_l6_channel_sink1", "affine:levels=6,axis=channel,group=16,meta=4,entropy=rans,sinks=1,prerope=1",
+               24, 2, 32, 117, false, "keys before RoPE, norm pairs (2i, 2i+1), base 10000; per-channel rANS codes; format 1.4", false,
+               "norm", 10000.0f});
+  v.push_back({"prerope_neox_affine_b3_g32", "affine:bits=3,group=32,prerope=1", 6, 2, 64, 118, false,
+               "keys before RoPE, neox pairs (i, i + 32), base 1000000; packed 3-bit codes; format 1.4", false, "neox", 1000000.0f});
   return v;
 }
 
@@ -102,7 +110,8 @@ inline std::string Readme() {
       "every file in a temporary directory and requires identical bytes, and decodes each committed\n"
       "`.mqkv` with every CPU backend, requiring the `.expected.f32` bits exactly.\n\n"
       "Each `<name>.mqkv` is a format 1.0 snapshot (1.1 for the fp8 vectors: codec 5 needs feature bit 4;\n"
-      "1.3 for the rans vectors: entropy-coded codes need feature bit 5)\n"
+      "1.3 for the rans vectors: entropy-coded codes need feature bit 5; 1.4 for the prerope vectors: keys\n"
+      "stored before RoPE need feature bit 6)\n"
       "with one tensor (layer 0, kind k, one block) holding the rows below encoded with the spec;\n"
       "`<name>.expected.f32` is that tensor decoded to binary32, little-endian, [row][head][dim]. The\n"
       "decode is normative (spec/CODECS.md), so a second implementation must reproduce `.expected.f32`\n"
@@ -114,7 +123,9 @@ inline std::string Readme() {
       "mix); `w = 4` for dims d with d % 7 == 3, else 1. \"Wide range\" (noted): x is then multiplied by\n"
       "2^-(d % 16). \"flat\": last, head 0 of row 1 is set to 0.5 in every dim (after any wide-range\n"
       "scaling, so a flat head decodes to about 0.5 in every dim).\n"
-      "Snapshot model info: architecture \"codec-vector\", n_layer 1, heads and head_dim as the tensor.\n\n"
+      "Snapshot model info: architecture \"codec-vector\", n_layer 1, heads and head_dim as the tensor.\n"
+      "The prerope vectors also record the RoPE type and base of the table, k_rope \"post\", tokens 0..n-1\n"
+      "and positions `7 + 977 * t * t` for row t (so the rotation's range reduction sees angles up to ~5e5).\n\n"
       "| name | spec | rows x heads x dim | seed | flat | note |\n|---|---|---|---|---|---|\n";
   for (const Vector& v : AllVectors()) {
     char shape[64];
@@ -137,6 +148,15 @@ inline Status WriteVector(const Vector& v, const std::string& dir, std::vector<f
     m.n_layer = 1;
     m.n_head = m.n_head_kv = v.n_heads;
     m.head_dim_k = m.head_dim_v = v.head_dim;
+    if (!v.rope.empty()) {
+      m.rope_type = v.rope;
+      m.rope_base = v.rope_base;
+      m.k_rope = KRope::kPostRope;
+      for (uint32_t t = 0; t < v.n_tokens; ++t) {
+        m.tokens.push_back(static_cast<int32_t>(t));
+        m.positions.push_back(static_cast<int32_t>(7 + 977 * t * t));
+      }
+    }
     w->SetModel(m);
     TensorDesc d;
     d.layer = 0;

@@ -105,7 +105,8 @@ enum Feature : uint64_t {
   kFeatureHadamard = 1ull << 3,  // some block is Hadamard-rotated
   kFeatureFp8 = 1ull << 4,       // some block uses the fp8 codec (format 1.1)
   kFeatureRans = 1ull << 5,      // some block's codes are rANS entropy-coded (format 1.3)
+  kFeatureRopeUndo = 1ull << 6,  // some key tensor is stored before RoPE (Tensor.rope_undo; format 1.4)
 };
-inline constexpr uint64_t kKnownFeatures = 0x3F;
+inline constexpr uint64_t kKnownFeatures = 0x7F;
 
 }  // namespace mqkv

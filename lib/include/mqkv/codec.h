@@ -56,6 +56,7 @@ enum class Entropy : uint8_t {
 //   affine:bits=4,group=32,rule=q4_0   (ggml's q4_0 / q8_0 grids inside the affine codec)
 //   codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel
 //   affine:levels=6,entropy=rans,...     codebook:entropy=rans,levels=-1.2/0/1.2,... (format 1.3)
+//   affine:...,prerope=1               (key tensors only: quantized before RoPE; format 1.4)
 //   or a preset name (affine_seven_level_3bit_g64_meta4, ..., turbo2, turbo3, turbo4).
 struct CodecSpec {
   CodecId codec = CodecId::kF16;
@@ -73,6 +74,10 @@ struct CodecSpec {
   std::vector<float> thresholds;  // codebook encoder decision boundaries (empty = midpoints)
   ScaleRule scale_rule = ScaleRule::kAbsMax;
   AffineRule affine_rule = AffineRule::kMinMax;  // affine only
+  // Keys quantized before RoPE (KVQuant; format 1.4): the writer undoes RoPE on the rows with the
+  // model's RoPE type and base and each row's position, the decoder redoes it (spec/CODECS.md,
+  // "Keys before RoPE"). A tensor-level choice: the blocks themselves do not record it.
+  bool prerope = false;
 
   static Result<CodecSpec> Parse(std::string_view text);
   // Canonical string: parses back to an equal spec. Presets print expanded.

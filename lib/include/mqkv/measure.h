@@ -96,8 +96,10 @@ Result<SnapshotAccounting> AccountSnapshot(const Snapshot& snapshot);
 // snapshot in memory by the real writer, read back and decoded into dst (n_tokens x n_heads x
 // head_dim elements of `out`). The accounting is that tensor's: stored_bytes is every byte it
 // owns in a file (block headers, payload, alignment), not counting the file's header and index.
+// `model` (optional) is the snapshot's: a `prerope=1` key spec takes its RoPE type and base and
+// the rows' positions from it (spec/CODECS.md, "Keys before RoPE").
 Result<TensorAccounting> Quantize(const TensorDesc& desc, const float* rows, const CodecSpec& spec, DType out, void* dst,
-                                  const WriterOptions& opts = {});
+                                  const WriterOptions& opts = {}, const ModelInfo* model = nullptr);
 
 // ---------------------------------------------------------------------------------------------
 // Fidelity

@@ -19,16 +19,17 @@ namespace mqkv {
 // The newest format version this library reads and writes. A writer writes the lowest version
 // that describes its file (FormatMinorFor), so a file without 1.1 or 1.2 features stays a 1.0 file.
 inline constexpr uint16_t kFormatMajor = 1;
-inline constexpr uint16_t kFormatMinor = 3;
+inline constexpr uint16_t kFormatMinor = 4;
 
 std::string FeatureNames(uint64_t bits);  // "zstd|affine" / "bit 7" for unknown bits
 
-// Lowest minor version (of major 1) that describes a file with `features`: 3 when some block's
+// Lowest minor version (of major 1) that describes a file with `features`: 4 when some key tensor
+// is stored before RoPE (1.4), else 3 when some block's
 // codes are rANS-coded (1.3), else 2 when some block is
 // zstd-compressed (1.2: zstd frames carry their content size and checksum), else 1 when the fp8 bit
 // is set, else 0 (unknown bits do not raise it).
 inline constexpr uint16_t FormatMinorFor(uint64_t features) {
-  return (features & kFeatureRans) ? 3 : (features & kFeatureZstd) ? 2 : (features & kFeatureFp8) ? 1 : 0;
+  return (features & kFeatureRopeUndo) ? 4 : (features & kFeatureRans) ? 3 : (features & kFeatureZstd) ? 2 : (features & kFeatureFp8) ? 1 : 0;
 }
 
 enum class Kind : uint8_t { kK = 0, kV = 1, kQ = 2 };
@@ -51,6 +52,16 @@ struct ModelInfo {
   bool operator==(const ModelInfo&) const = default;
 };
 
+// A key tensor stored with RoPE undone (format 1.4; spec/CODECS.md, "Keys before RoPE"): decoding
+// rotates each row back by its position. Written by a codec spec with `prerope=1`.
+struct RopeUndo {
+  enum Style : uint8_t { kNorm = 0, kNeox = 1 };  // pairs (2i, 2i+1) / (i, i + n/2), n = 2 * theta.size()
+  uint8_t style = kNorm;
+  std::vector<double> theta;  // radians per position of each pair; empty: the rows are as stored
+  bool empty() const { return theta.empty(); }
+  bool operator==(const RopeUndo&) const = default;
+};
+
 // What a writer needs to know about a tensor besides its rows.
 struct TensorDesc {
   uint32_t layer = 0;
@@ -58,6 +69,9 @@ struct TensorDesc {
   uint32_t n_heads = 0, head_dim = 0, n_tokens = 0;
   std::vector<int32_t> positions;  // Q tensors: token index of each query row
   std::string source_dtype;        // e.g. "f16", "q8_0"; empty = unknown
+  // Set by the writer from a `prerope=1` spec (AddTensor / AddTensors ignore it on input);
+  // AddEncodedTensor takes it as given (the blocks' rows are already before RoPE).
+  RopeUndo rope;
 };
 
 struct TensorInfo : TensorDesc {

@@ -152,7 +152,7 @@ Result<Candidates> Measure(const KvSet& set, const WriteOptions& opts, const std
       for (uint16_t l : levels) {
         CodecSpec spec = t.desc.kind == Kind::kK ? opts.k_codec : opts.v_codec;
         spec.n_levels = l;
-        MQKV_ASSIGN_OR_RETURN(TensorAccounting a, Quantize(t.desc, t.data.data(), spec, DType::kF32, out.data(), wo));
+        MQKV_ASSIGN_OR_RETURN(TensorAccounting a, Quantize(t.desc, t.data.data(), spec, DType::kF32, out.data(), wo, &set.model));
         MQKV_ASSIGN_OR_RETURN(double d, Distortion(measure, ref, dec, t.data, out));
         pts.push_back({l, a.stored_bytes, d});
       }

@@ -108,6 +108,10 @@ Status ApplyOption(CodecSpec* s, std::string_view name, const std::string& key, 
   } else if (key == "residual") {
     MQKV_ASSIGN_OR_RETURN(uint64_t n, ParseUint(key, v, UINT32_MAX));
     s->residual = static_cast<uint32_t>(n);
+  } else if (key == "prerope") {
+    if (v == "1") s->prerope = true;
+    else if (v == "0") s->prerope = false;
+    else return InvalidArgument("codec option prerope=" + std::string(v) + ": expected 0 or 1");
   } else if (key == "rule" && s->codec == CodecId::kAffine) {
     if (v == "minmax") s->affine_rule = AffineRule::kMinMax;
     else if (v == "q4_0") s->affine_rule = AffineRule::kQ4_0;
@@ -257,6 +261,7 @@ std::string CodecSpec::ToString() const {
   if (rotation == Rotation::kHadamard) s += ",rotate=hadamard,seed=" + std::to_string(seed);
   if (sinks) s += ",sinks=" + std::to_string(sinks);
   if (residual) s += ",residual=" + std::to_string(residual);
+  if (prerope) s += ",prerope=1";
   return s;
 }
 

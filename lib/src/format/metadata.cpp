@@ -52,6 +52,11 @@ std::vector<uint8_t> BuildFooter(const Footer& f) {
     auto sdt = b.CreateString(t.source_dtype);
     flatbuffers::Offset<flatbuffers::Vector<int32_t>> pos;
     if (!t.positions.empty()) pos = b.CreateVector(t.positions);
+    flatbuffers::Offset<fb::RopeUndo> rope;
+    if (!t.rope.empty()) {
+      auto theta = b.CreateVector(t.rope.theta);
+      rope = fb::CreateRopeUndo(b, t.rope.style, theta);
+    }
     fb::TensorBuilder tb(b);
     tb.add_layer(t.layer);
     tb.add_kind(static_cast<fb::TensorKind>(t.kind));
@@ -63,6 +68,7 @@ std::vector<uint8_t> BuildFooter(const Footer& f) {
     tb.add_n_blocks(t.n_blocks);
     if (!t.positions.empty()) tb.add_positions(pos);
     tb.add_source_dtype(sdt);
+    if (!t.rope.empty()) tb.add_rope_undo(rope);
     tensors.push_back(tb.Finish());
   }
   std::vector<flatbuffers::Offset<fb::Block>> blocks;
@@ -166,6 +172,11 @@ Status ParseFooter(const uint8_t* data, uint64_t size, Footer* out) {
       ti.n_blocks = t->n_blocks();
       ti.positions = Ints(t->positions());
       ti.source_dtype = Str(t->source_dtype());
+      if (const fb::RopeUndo* r = t->rope_undo()) {
+        ti.rope.style = r->style();
+        if (r->theta()) ti.rope.theta.assign(r->theta()->begin(), r->theta()->end());
+        if (ti.rope.theta.empty()) return FormatError("tensor " + std::to_string(out->tensors.size()) + " has a rope_undo without theta");
+      }
       out->tensors.push_back(std::move(ti));
     }
   }
@@ -245,7 +256,7 @@ Status LayoutParts(const std::array<uint64_t, kNumParts>& sizes, BlockHeader* h)
 }
 
 std::string FeatureNames(uint64_t bits) {
-  static const char* kNames[] = {"zstd", "affine", "codebook", "hadamard", "fp8", "rans"};
+  static const char* kNames[] = {"zstd", "affine", "codebook", "hadamard", "fp8", "rans", "rope_undo"};
   constexpr int kNamed = sizeof kNames / sizeof kNames[0];
   static_assert(kKnownFeatures == (1ull << kNamed) - 1, "every known feature bit has a name");
   std::string s;

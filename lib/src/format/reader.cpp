@@ -16,6 +16,8 @@
 #include "mqkv/codec.h"
 #include "mqkv/snapshot.h"
 #include "codec/registry.h"
+#include "codec/rope.h"
+#include "mqkv/numeric.h"
 #include "util/parallel.h"
 
 namespace mqkv {
@@ -221,6 +223,15 @@ Status Snapshot::Impl::CheckBlocks() {
       return Fail(FormatErrorAt(footer_offset, tname + ": query tensor needs one position per row"));
     if (t.kind != Kind::kQ && !t.positions.empty())
       return Fail(FormatErrorAt(footer_offset, tname + ": only query tensors carry positions"));
+    if (!t.rope.empty()) {  // FORMAT.md §8 step 14: keys stored before RoPE (format 1.4)
+      if (t.kind != Kind::kK) return Fail(FormatErrorAt(footer_offset, tname + ": only key tensors are stored before RoPE"));
+      if (!(footer.required_features & kFeatureRopeUndo))
+        return Fail(FormatErrorAt(footer_offset, tname + " is stored before RoPE but the file does not declare feature rope_undo"));
+      if (Status s = rope::Check(t.rope, t.head_dim, tname); !s.ok()) return Fail(s.WithOffset(footer_offset));
+      if (!footer.model.positions.empty() && footer.model.positions.size() < t.n_tokens)
+        return Fail(FormatErrorAt(footer_offset, tname + " is stored before RoPE and has " + std::to_string(t.n_tokens) + " rows, but the file records " +
+                                                     std::to_string(footer.model.positions.size()) + " positions"));
+    }
     uint64_t last;
     if (!AddOk(t.first_block, t.n_blocks, &last) || last > blocks.size())
       return Fail(FormatErrorAt(footer_offset, tname + ": block range outside the block index"));
@@ -445,6 +456,37 @@ Result<BlockData> Snapshot::ReadBlock(size_t block) const {
   return out;
 }
 
+namespace {
+
+// A key tensor stored before RoPE (spec/CODECS.md, "Keys before RoPE"): rows [lo, hi) of the
+// tensor (block rows from `begin`) decoded to fp32 in chunks of 256 rows, rotated by their
+// positions (`known`, the snapshot's; empty: row = position) and then narrowed to `out` (f16 /
+// bf16: the rotated fp32 value rounded to nearest even).
+Status DecodeBeforeRope(const TensorInfo& t, const std::vector<int32_t>& known, const BlockView& view, const Codec& codec,
+                        uint32_t begin, uint32_t lo, uint32_t hi, DType out, void* dst, Backend backend) {
+  constexpr uint32_t kChunk = 256;
+  const uint64_t row_values = uint64_t(t.n_heads) * t.head_dim;
+  std::vector<float> f32(out == DType::kF32 ? 0 : std::min<uint32_t>(kChunk, hi - lo) * row_values);
+  std::vector<int32_t> pos(std::min<uint32_t>(kChunk, hi - lo));
+  for (uint32_t a = lo; a < hi; a += kChunk) {
+    const uint32_t e = std::min(hi, a + kChunk), n = e - a;
+    float* rows = out == DType::kF32 ? static_cast<float*>(dst) + uint64_t(a - lo) * row_values : f32.data();
+    MQKV_RETURN_IF_ERROR(codec.Decode(view, a - begin, e - begin, DType::kF32, rows, backend));
+    for (uint32_t j = 0; j < n; ++j) pos[j] = known.empty() ? static_cast<int32_t>(a + j) : known[a + j];
+    rope::Rotate(t.rope, rows, n, t.n_heads, t.head_dim, pos.data(), +1);
+    if (out == DType::kF32) continue;
+    uint16_t* o = static_cast<uint16_t*>(dst) + uint64_t(a - lo) * row_values;
+    const uint64_t m = uint64_t(n) * row_values;
+    if (out == DType::kF16)
+      for (uint64_t i = 0; i < m; ++i) o[i] = f32_to_f16(rows[i]);
+    else
+      for (uint64_t i = 0; i < m; ++i) o[i] = f32_to_bf16(rows[i]);
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Status Snapshot::Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DType out, void* dst, Backend backend) const {
   if (tensor >= tensors().size()) return OutOfRange("tensor " + std::to_string(tensor) + " does not exist");
   const TensorInfo& t = tensors()[tensor];
@@ -470,6 +512,11 @@ Status Snapshot::Decode(size_t tensor, uint32_t row_begin, uint32_t row_end, DTy
     MQKV_ASSIGN_OR_RETURN(BlockData data, ReadBlock(b));
     const Codec* codec = GetCodec(data.view.header->codec);
     uint8_t* o = static_cast<uint8_t*>(dst) + (lo - row_begin) * row_bytes;
+    if (!t.rope.empty()) {
+      if (Status s = DecodeBeforeRope(t, model().positions, data.view, *codec, bi.token_begin, lo, hi, out, o, backend); !s.ok())
+        return impl_->Fail(s.WithOffset(bi.offset));
+      continue;
+    }
     if (Status s = codec->Decode(data.view, lo - bi.token_begin, hi - bi.token_begin, out, o, backend); !s.ok())
       return impl_->Fail(s.WithOffset(bi.offset));
   }
@@ -512,7 +559,9 @@ Result<CodecSpec> Snapshot::TensorSpec(size_t tensor) const {
   const TensorInfo& t = tensors()[tensor];
   if (t.n_blocks == 0) return CodecSpec::Parse(t.codec);
   MQKV_ASSIGN_OR_RETURN(BlockData data, ReadBlock(t.first_block));
-  return GetCodec(data.view.header->codec)->SpecOf(*data.view.header, data.view.payload);
+  CodecSpec spec = GetCodec(data.view.header->codec)->SpecOf(*data.view.header, data.view.payload);
+  spec.prerope = !t.rope.empty();  // a tensor's property: its blocks do not record it
+  return spec;
 }
 
 }  // namespace mqkv

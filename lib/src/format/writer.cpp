@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "codec/rope.h"
 #include "container.h"
 #include "io/io.h"
 #include "test_hooks.h"
@@ -46,7 +47,7 @@ struct Writer::Impl {
     const EncodedBlock* block;
   };
   // Appends one tensor's encoded blocks and its index entry (file order).
-  Status AddBlocks(const TensorDesc& desc, const CodecSpec& spec, const std::vector<RowBlockRef>& blocks);
+  Status AddBlocks(const TensorDesc& desc, const CodecSpec& spec, const RopeUndo& rope, const std::vector<RowBlockRef>& blocks);
 };
 
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -269,25 +270,58 @@ Result<std::vector<RowBlock>> EncodeTensor(const TensorDesc& desc, const float* 
 }
 
 // A tensor input's rows (given, or loaded now and dropped on return), encoded. `buf` is the
-// calling thread's buffer for load_into (grown, never shrunk, during one AddTensors call).
-Result<std::vector<RowBlock>> EncodeInput(const Writer::TensorInput& t, uint32_t max_block_tokens, std::vector<float>* buf) {
+// calling thread's buffer for load_into (grown, never shrunk, during one AddTensors call). With a
+// rope table the rows are rotated back by their positions first (in buf or in the loaded rows;
+// given rows are copied into buf, never changed).
+Result<std::vector<RowBlock>> EncodeInput(const Writer::TensorInput& t, uint32_t max_block_tokens, const RopeUndo& rope,
+                                          const int32_t* positions, std::vector<float>* buf) {
+  const TensorDesc& d = *t.desc;
+  const uint64_t n = uint64_t(d.n_tokens) * d.n_heads * d.head_dim;
+  auto encode = [&](float* rows) {
+    if (!rope.empty()) rope::Rotate(rope, rows, d.n_tokens, d.n_heads, d.head_dim, positions, -1);
+    return EncodeTensor(d, rows, t.spec, max_block_tokens);
+  };
   if (!t.rows && t.load_into) {
-    buf->resize(uint64_t(t.desc->n_tokens) * t.desc->n_heads * t.desc->head_dim);
+    buf->resize(n);
     MQKV_RETURN_IF_ERROR(t.load_into(buf->data()));
-    return EncodeTensor(*t.desc, buf->data(), t.spec, max_block_tokens);
+    return encode(buf->data());
   }
-  if (t.rows || !t.load) return EncodeTensor(*t.desc, t.rows, t.spec, max_block_tokens);
+  if (t.rows && !rope.empty()) {
+    buf->assign(t.rows, t.rows + n);
+    return encode(buf->data());
+  }
+  if (t.rows || !t.load) return EncodeTensor(d, t.rows, t.spec, max_block_tokens);
   MQKV_ASSIGN_OR_RETURN(std::vector<float> rows, t.load());
-  if (rows.size() != uint64_t(t.desc->n_tokens) * t.desc->n_heads * t.desc->head_dim)
-    return Internal("loaded rows do not match the tensor's shape");
-  return EncodeTensor(*t.desc, rows.data(), t.spec, max_block_tokens);
+  if (rows.size() != n) return Internal("loaded rows do not match the tensor's shape");
+  return encode(rows.data());
+}
+
+// The rope table of a `prerope=1` input (empty otherwise), checked against the writer's model.
+Result<RopeUndo> RopeFor(const Writer::TensorInput& t, const ModelInfo& model) {
+  if (!t.spec.prerope) return RopeUndo{};
+  const TensorDesc& d = *t.desc;
+  const std::string what = "layer " + std::to_string(d.layer) + " " + KindName(d.kind) + ": prerope=1";
+  if (d.kind != Kind::kK) return InvalidArgument(what + " applies to key tensors only");
+  if (t.spec.codec != CodecId::kAffine && t.spec.codec != CodecId::kCodebook)
+    return InvalidArgument(what + " needs an affine or codebook codec (a lossless codec keeps the keys as they are)");
+  if (!model.positions.empty() && model.positions.size() < d.n_tokens)
+    return InvalidArgument(what + ": the snapshot records " + std::to_string(model.positions.size()) + " positions for " + std::to_string(d.n_tokens) + " rows");
+  for (const auto& [k, v] : model.metadata)
+    if (k == "llama.cell_positions")
+      return InvalidArgument(what + ": the rows' positions are in metadata llama.cell_positions, not in the snapshot's positions");
+  auto r = rope::TableFor(model, d.head_dim);
+  if (!r.ok()) return Status(r.status()).Prepend("layer " + std::to_string(d.layer) + " " + KindName(d.kind));
+  return r;
 }
 
 }  // namespace
 
-Status Writer::Impl::AddBlocks(const TensorDesc& desc, const CodecSpec& spec, const std::vector<RowBlockRef>& blocks) {
+Status Writer::Impl::AddBlocks(const TensorDesc& desc, const CodecSpec& spec, const RopeUndo& rope,
+                               const std::vector<RowBlockRef>& blocks) {
   TensorInfo ti;
   static_cast<TensorDesc&>(ti) = desc;
+  ti.rope = rope;
+  if (!rope.empty()) footer.required_features |= kFeatureRopeUndo;
   ti.codec = spec.ToString();
   ti.first_block = static_cast<uint32_t>(footer.blocks.size());
   const uint32_t tensor = static_cast<uint32_t>(footer.tensors.size());
@@ -312,17 +346,30 @@ Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned thre
     static_cast<TensorDesc&>(ti) = *t.desc;
     seen.push_back(std::move(ti));
   }
+  // Rope tables of prerope=1 inputs, and the rows' positions (the snapshot's, or 0..n-1).
+  std::vector<RopeUndo> ropes(tensors.size());
+  uint32_t max_rows = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    MQKV_ASSIGN_OR_RETURN(ropes[i], RopeFor(tensors[i], w.footer.model));
+    if (!ropes[i].empty()) max_rows = std::max(max_rows, tensors[i].desc->n_tokens);
+  }
+  std::vector<int32_t> positions = w.footer.model.positions;
+  if (positions.empty())
+    for (uint32_t j = 0; j < max_rows; ++j) positions.push_back(static_cast<int32_t>(j));
+  auto encode = [&](size_t i, std::vector<float>* buf) {
+    return EncodeInput(tensors[i], w.opts.max_block_tokens, ropes[i], positions.data(), buf);
+  };
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   threads = static_cast<unsigned>(std::min<size_t>(threads, tensors.size()));
   auto write = [&](size_t i, const std::vector<RowBlock>& blocks) {
     std::vector<Impl::RowBlockRef> refs;
     for (const RowBlock& rb : blocks) refs.push_back({rb.begin, &rb.block});
-    return w.AddBlocks(*tensors[i].desc, tensors[i].spec, refs);
+    return w.AddBlocks(*tensors[i].desc, tensors[i].spec, ropes[i], refs);
   };
   if (threads <= 1) {
     std::vector<float> buf;
     for (size_t i = 0; i < tensors.size(); ++i) {
-      MQKV_ASSIGN_OR_RETURN(std::vector<RowBlock> blocks, EncodeInput(tensors[i], w.opts.max_block_tokens, &buf));
+      MQKV_ASSIGN_OR_RETURN(std::vector<RowBlock> blocks, encode(i, &buf));
       MQKV_RETURN_IF_ERROR(write(i, blocks));
     }
     return Status::OK();
@@ -347,7 +394,7 @@ Status Writer::AddTensors(const std::vector<TensorInput>& tensors, unsigned thre
           if (stop || next >= tensors.size()) return;
           i = next++;
         }
-        auto r = EncodeInput(tensors[i], w.opts.max_block_tokens, &buf);
+        auto r = encode(i, &buf);
         std::lock_guard<std::mutex> lock(mu);
         done[i] = std::move(r);
         cv.notify_all();
@@ -381,6 +428,10 @@ Status Writer::AddEncodedTensor(const TensorDesc& desc, const std::string& codec
   if (!w.sticky.ok()) return w.sticky;
   if (w.finished) return InvalidArgument("writer already finished");
   MQKV_RETURN_IF_ERROR(CheckDesc(desc, w.footer.tensors));
+  if (!desc.rope.empty()) {
+    if (desc.kind != Kind::kK) return InvalidArgument("only key tensors are stored before RoPE");
+    MQKV_RETURN_IF_ERROR(rope::Check(desc.rope, desc.head_dim, "tensor layer " + std::to_string(desc.layer) + " k"));
+  }
   TensorInfo ti;
   static_cast<TensorDesc&>(ti) = desc;
   ti.codec = codec;
@@ -398,6 +449,7 @@ Status Writer::AddEncodedTensor(const TensorDesc& desc, const std::string& codec
   }
   if (begin != desc.n_tokens) return InvalidArgument("encoded blocks hold " + std::to_string(begin) + " rows, tensor has " + std::to_string(desc.n_tokens));
   ti.n_blocks = static_cast<uint32_t>(w.footer.blocks.size()) - ti.first_block;
+  if (!ti.rope.empty()) w.footer.required_features |= kFeatureRopeUndo;
   w.footer.tensors.push_back(std::move(ti));
   return Status::OK();
 }

@@ -5,10 +5,11 @@
 namespace mqkv {
 
 Result<TensorAccounting> Quantize(const TensorDesc& desc, const float* rows, const CodecSpec& spec, DType out, void* dst,
-                                  const WriterOptions& opts) {
+                                  const WriterOptions& opts, const ModelInfo* model) {
   std::vector<uint8_t> bytes;
   {
     MQKV_ASSIGN_OR_RETURN(std::unique_ptr<Writer> w, Writer::CreateInMemory(&bytes, "<quantize>", opts));
+    if (model) w->SetModel(*model);
     MQKV_RETURN_IF_ERROR(w->AddTensor(desc, rows, spec));
     MQKV_RETURN_IF_ERROR(w->Finish());
   }

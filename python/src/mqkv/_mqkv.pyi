@@ -9,7 +9,7 @@ import numpy
 from numpy.typing import NDArray
 
 
-FORMAT_VERSION: tuple = (1, 3)
+FORMAT_VERSION: tuple = (1, 4)
 
 LLAMA_PINNED: str = 'llama-cpp-python 0.3.36 (llama.cpp 0c1e570)'
 
