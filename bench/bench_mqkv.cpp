@@ -9,6 +9,9 @@
 //   layer/one, layer/all                    decode one layer (K and V) vs every layer of a file
 //   threads/<n>                             decode of the 2-bit block split over n threads
 //   threads/decode/<n>                      Snapshot::Decode(..., threads = n) of a 16384-token 3-bit tensor -> f16
+//   tensor/<config>/f16                     Snapshot::Decode (one thread) of a 16384-token K tensor -> f16, GB/s
+//                                           of output; `prerope_*` = the same codec with keys before RoPE
+//                                           (the host rotation pass after the block decode)
 // bench/run.sh pins the single-core ones to one CPU. Set MQKV_BENCH_QUICK=1 for a smoke run.
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
@@ -406,6 +409,46 @@ void BM_DecodeThreads(benchmark::State& st, unsigned n) {
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(kValues * 2));
 }
 
+// Snapshot::Decode of one K tensor (decode-block shape, one thread) written by the real writer,
+// with a RoPE-facts model so `prerope=1` specs apply: what the rotation pass costs beside the codec.
+void BM_TensorDecode(benchmark::State& st, std::string spec_text) {
+  const std::string path = (BenchDir() / ("tensor_" + std::to_string(std::hash<std::string>{}(spec_text)) + ".mqkv")).string();
+  std::unique_ptr<Snapshot> s;
+  {
+    const std::vector<float> x = Rows(kValues, 5);
+    auto w = Writer::Create(path, {.fsync = false});
+    if (!w.ok()) Die("create " + path, w.status());
+    ModelInfo m;
+    m.architecture = "bench";
+    m.n_layer = 1;
+    m.n_head = m.n_head_kv = kHeads;
+    m.head_dim_k = m.head_dim_v = kDim;
+    m.rope_type = "norm";
+    m.rope_base = 10000.0f;
+    m.k_rope = KRope::kPostRope;
+    (*w)->SetModel(m);
+    TensorDesc d;
+    d.kind = Kind::kK;
+    d.n_heads = kHeads;
+    d.head_dim = kDim;
+    d.n_tokens = kTokens;
+    if (Status e = (*w)->AddTensor(d, x.data(), Spec(spec_text.c_str())); !e.ok()) Die("write " + path, e);
+    if (Status e = (*w)->Finish(); !e.ok()) Die("finish " + path, e);
+    auto r = Snapshot::Open(path);
+    if (!r.ok()) Die("open " + path, r.status());
+    s = std::move(*r);
+  }
+  uint8_t* dst = OutBuf().data();
+  for (auto _ : st) {
+    if (Status e = s->Decode(0, 0, kTokens, DType::kF16, dst, Backend::kAuto, 1); !e.ok()) {
+      st.SkipWithError(e.ToString().c_str());
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(kValues * 2));
+}
+
 void BM_Threads(benchmark::State& st, const Block* b, int n) {
   const Codec* c = GetCodec(b->h.codec);
   uint8_t* dst = OutBuf().data();
@@ -483,6 +526,13 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("threads/" + std::to_string(cores)).c_str(), BM_Threads, blocks.front().get(), cores)->UseRealTime();
   for (unsigned n = 1; n <= unsigned(cores); n *= 2)
     benchmark::RegisterBenchmark(("threads/decode/" + std::to_string(n)).c_str(), BM_DecodeThreads, n)->UseRealTime();
+
+  for (const auto& [name, spec] : std::vector<std::pair<std::string, std::string>>{
+           {"rans_affine_l6_g128_meta8_channel_sink1", "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1"},
+           {"prerope_rans_affine_l6_g128_meta8_channel_sink1", "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1"},
+           {"affine_b3_g64_meta4_channel", "affine:bits=3,group=64,meta=4,axis=channel"},
+           {"prerope_affine_b3_g64_meta4_channel", "affine:bits=3,group=64,meta=4,axis=channel,prerope=1"}})
+    benchmark::RegisterBenchmark(("tensor/" + name + "/f16").c_str(), BM_TensorDecode, spec);
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

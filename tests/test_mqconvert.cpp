@@ -228,6 +228,52 @@ TEST_F(MqconvertTest, HeadDimForLlamaInput) {
   EXPECT_NE(r.err.find("--head-dim-k"), std::string::npos) << r.err;
 }
 
+// A llama.cpp state does not record the model's RoPE either; keys before RoPE (prerope=1) need it,
+// and --rope-type / --rope-base give it (kept in the output's model info).
+TEST_F(MqconvertTest, RopeFactsForKeysBeforeRope) {
+  const KvSet set = MakeSet("f16", 6);
+  const std::string src = dir.Path("src.safetensors"), seq = dir.Path("slot.bin"), a = dir.Path("a.mqkv");
+  ASSERT_TRUE(WriteKvSet(set, src, FileFormat::kSafetensors).ok());
+  ASSERT_EQ(Exec(dir, src + " " + seq + " --to llama-seq").code, 0);
+  const std::string codec = " --head-dim-k 16 --k-codec affine:levels=6,group=16,axis=channel,entropy=rans,prerope=1 --v-codec affine:bits=4";
+  RunResult r = Exec(dir, seq + " " + a + codec);
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("prerope=1 needs the model's RoPE type"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(a));
+  r = Exec(dir, seq + " " + a + codec + " --rope-type neox --rope-base 100000");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto snap = Snapshot::Open(a);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  EXPECT_EQ((*snap)->model().rope_type, "neox");
+  EXPECT_EQ((*snap)->model().rope_base, 100000.0f);
+  EXPECT_EQ((*snap)->version_minor(), 4);
+  for (const TensorInfo& t : (*snap)->tensors()) {
+    EXPECT_EQ(t.rope.empty(), t.kind != Kind::kK);
+    if (t.kind == Kind::kK) EXPECT_EQ(t.rope.style, RopeUndo::kNeox);
+  }
+  // Back to a llama.cpp state: the keys come back rotated forward, close to the source's.
+  const std::string back = dir.Path("back.safetensors");
+  ASSERT_EQ(Exec(dir, a + " " + back).code, 0);
+  auto got = ReadKvSet(back, FileFormat::kSafetensors);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  for (size_t i = 0; i < set.tensors.size(); ++i) {
+    const KvTensor* t = got->Find(set.tensors[i].desc.layer, set.tensors[i].desc.kind);
+    ASSERT_NE(t, nullptr);
+    double e = 0, n = 0;
+    for (size_t j = 0; j < t->data.size(); ++j) e += std::pow(t->data[j] - set.tensors[i].data[j], 2), n += std::pow(set.tensors[i].data[j], 2);
+    EXPECT_LT(e / n, 0.05) << "tensor " << i;
+  }
+  // An input that records other RoPE facts is not overridden.
+  r = Exec(dir, a + " " + dir.Path("c.mqkv") + " --rope-type norm");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--rope-type norm disagrees with the input's recorded RoPE type neox"), std::string::npos) << r.err;
+  r = Exec(dir, a + " " + dir.Path("c.mqkv") + " --rope-base 10000");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("disagrees with the input's recorded RoPE base"), std::string::npos) << r.err;
+  r = Exec(dir, a + " " + dir.Path("c.mqkv") + " --rope-type mrope");
+  EXPECT_EQ(r.code, 2) << r.err;
+}
+
 namespace {
 
 // --threads changes who encodes and decodes, never the bytes (issue 20).

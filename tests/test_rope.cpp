@@ -2,12 +2,15 @@
 // the writer's undo and the decoder's redo, and the file's records and errors.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 
 #include "codec/rope.h"
+#include "codec/simd.h"
 #include "mqkv/mqkv.h"
 #include "mqkv/numeric.h"
+#include "mqkv/simd.h"
 #include "support.h"
 
 using namespace mqkv;
@@ -200,6 +203,65 @@ TEST(Rope, MatchesTheSpecProcedureWrittenOutHere) {
       EXPECT_EQ((*got)[r * dim + 2 * i], static_cast<float>(y0 * c - y1 * s));
       EXPECT_EQ((*got)[r * dim + 2 * i + 1], static_cast<float>(y0 * s + y1 * c));
     }
+}
+
+// The spec's quadrant rule as written there: q = k mod 4 through an integer (the library computes
+// k - 4 floor(k / 4), branch-free, so compilers vectorize it). Same results over the reader's domain.
+TEST(Rope, QuadrantRuleMatchesIntegerModulo) {
+  mqkv::testing::SplitMix64 g{21};
+  for (int i = 0; i < 100000; ++i) {
+    const double a = (double(g.Next() >> 11) * 0x1p-53 * 2.0 - 1.0) * (i % 2 ? 2147483647.0 : 64.0);
+    double c, s;
+    rope::CosSin(a, &c, &s);
+    const double k = std::nearbyint(a * 0x1.45f306dc9c883p-1);
+    const double r = ((a - k * 0x1.921fb00000000p+0) - k * 0x1.5110b00000000p-22) - k * 0x1.18469898cc517p-44;
+    double c0, s0;  // the quadrant-0 values rope::CosSin returns for the reduced angle r
+    rope::CosSin(r, &c0, &s0);
+    ASSERT_EQ(std::nearbyint(r * 0x1.45f306dc9c883p-1), 0.0);
+    double ec, es;
+    switch (static_cast<int64_t>(k) & 3) {
+      case 0: ec = c0, es = s0; break;
+      case 1: ec = -s0, es = c0; break;
+      case 2: ec = -c0, es = -s0; break;
+      default: ec = s0, es = -c0; break;
+    }
+    ASSERT_EQ(std::memcmp(&c, &ec, 8), 0) << a;
+    ASSERT_EQ(std::memcmp(&s, &es, 8), 0) << a;
+  }
+}
+
+// Every SIMD ISA's rotation (rope_kernels.h compiled with that ISA's flags) equals the reference
+// bit for bit: both styles, both directions, positions across int32's range, odd counts.
+TEST(Rope, EveryIsaRotatesLikeTheReference) {
+  mqkv::testing::AutoSimdArch restore;
+  for (const std::string& arch : mqkv::testing::SimdOnlyArchs()) {
+    ASSERT_TRUE(ForceSimdArch(arch).ok());
+    for (uint8_t style : {RopeUndo::kNorm, RopeUndo::kNeox})
+      for (uint32_t dim : {128u, 64u, 10u})
+        for (uint32_t pairs : {dim / 2, dim / 2 - 1})
+          for (int sign : {+1, -1}) {
+            RopeUndo r;
+            r.style = style;
+            for (uint32_t i = 0; i < pairs; ++i) r.theta.push_back(std::pow(500000.0, -2.0 * i / dim));
+            const uint32_t rows = 37, heads = 3;
+            std::vector<float> ref = mqkv::testing::RandomRows(uint64_t(rows) * heads * dim, 5 + dim, 2.0f);
+            std::vector<int32_t> pos(rows);
+            mqkv::testing::SplitMix64 g{dim + pairs};
+            for (uint32_t j = 0; j < rows; ++j)
+              pos[j] = j < 4 ? std::array<int32_t, 4>{0, 1, 2147483647, -2147483647 - 1}[j] : static_cast<int32_t>(g.Next());
+            std::vector<float> got = ref;
+            rope::Rotate(r, ref.data(), rows, heads, dim, pos.data(), sign);
+            ASSERT_TRUE(codec::simd::RopeRotate(r, got.data(), rows, heads, dim, pos.data(), sign)) << arch;
+            ASSERT_EQ(std::memcmp(ref.data(), got.data(), ref.size() * 4), 0)
+                << arch << " style " << int(style) << " dim " << dim << " pairs " << pairs << " sign " << sign;
+          }
+  }
+  ASSERT_TRUE(ForceSimdArch("scalar").ok());
+  std::vector<float> x(8, 1.0f);
+  int32_t p[1] = {3};
+  RopeUndo r;
+  r.theta = {1.0};
+  EXPECT_FALSE(codec::simd::RopeRotate(r, x.data(), 1, 1, 8, p, +1));  // scalar: the caller runs the reference
 }
 
 TEST(Rope, ErrorsNameTheProblem) {

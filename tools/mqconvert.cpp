@@ -95,6 +95,14 @@ int main(int argc, char** argv) {
   app.add_option("--rate-queries", rate_queries,
                  "queries of the attention distortion: auto (the input's Q tensors where it has them, else its keys; default) or proxy (always its keys)")
       ->check(CLI::IsMember({"auto", "proxy"}));
+  std::string rope_type;
+  float rope_base = 0;
+  app.add_option("--rope-type", rope_type,
+                 "the model's RoPE pairing (norm, neox) for an input that does not record it (llama.cpp state files); kept in an mqkv output; "
+                 "needed by a prerope=1 codec")
+      ->check(CLI::IsMember({"norm", "neox"}));
+  app.add_option("--rope-base", rope_base, "the model's RoPE base (freq_base, e.g. 10000) for an input that does not record it; as --rope-type")
+      ->check(CLI::PositiveNumber);
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.footer(kFooter);
   return tool::Run(app, argc, argv, [&]() -> int {
@@ -103,6 +111,7 @@ int main(int argc, char** argv) {
     o.zstd = zstd, o.max_block_tokens = max_block_tokens, o.llama_type_k = llama_k, o.llama_type_v = llama_v;
     o.head_dim_k = head_dim_k, o.head_dim_v = head_dim_v, o.dtype = dtype, o.threads = threads;
     o.target_bits = target_bits, o.rate_levels = rate_levels, o.rate_distortion = rate_distortion, o.rate_queries = rate_queries;
+    o.rope_type = rope_type, o.rope_base = rope_base;
     if ((!rate_levels.empty() || !rate_distortion.empty() || !rate_queries.empty()) && !target_bits)
       return tool::Fail(kProg, InvalidArgument("--rate-levels, --rate-distortion and --rate-queries need --target-bits"));
     if (!tokens.empty()) {

@@ -134,6 +134,24 @@ MQKV_METHODS = [
     (f"rate control {b} bits sink1: K channel / V Hadamard affine g64 meta4 rANS", *rans_specs(None, None, sinks=1),
      "entropy", ["--target-bits", str(b), "--rate-queries", "proxy"]) for b in (2.3, 2.6)
 ] + [
+    # Keys quantized before RoPE (KVQuant; format 1.4, `prerope=1`): the writer undoes RoPE on K with
+    # the snapshot's positions and base, the reader redoes it. Per-channel groups fit pre-RoPE keys
+    # better (bench/frontier/prerope_probe.py); the K metadata is also spent more thinly
+    # (group=128, meta=8) to bring 6 / 5 levels under 2.3 bits.
+    ("prerope K 6 levels g128 meta8 / V 5 levels sink1: K channel affine / V Hadamard affine g64 meta4 rANS",
+     "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1",
+     "affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy"),
+    ("prerope K 6 levels g128 meta4 / V 5 levels sink1: K channel affine / V Hadamard affine g64 meta4 rANS",
+     "affine:levels=6,group=128,meta=4,axis=channel,entropy=rans,sinks=1,prerope=1",
+     "affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy"),
+] + [
+    (f"prerope rANS K {a} / V {b} levels sink1: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
+     rans_specs(a, b, sinks=1)[0] + ",prerope=1", rans_specs(a, b, sinks=1)[1], "entropy") for a, b in ((8, 5), (12, 6))
+] + [
+    (f"prerope rate control {b} bits sink1: K channel / V Hadamard affine g64 meta4 rANS",
+     rans_specs(None, None, sinks=1)[0] + ",prerope=1", rans_specs(None, None, sinks=1)[1], "entropy",
+     ["--target-bits", str(b), "--rate-queries", "proxy"]) for b in (2.3,)
+] + [
     # Rate control (mqconvert --target-bits): the same codecs, each tensor's level count chosen so the
     # file measures at most B bits/dim. Proxy queries (the keys) on both conversions, so the
     # reference's Q tensors (used for the cosines below) are not what the allocation was fitted to.
@@ -227,7 +245,9 @@ def run_text(args, text_path: str, tools: str, work: str, rows: list) -> dict:
             eng.run([conv, "-q", ref_mq, mq, "--k-codec", kspec, "--v-codec", vspec] + extra)
             v = mqverify(verify, ref_mq, mq)
             e2e_mq, back = w("e.mqkv"), w("e.bin")
-            eng.run([conv, "-q", w("orig.bin"), e2e_mq, "--k-codec", kspec, "--v-codec", vspec] + extra)
+            # A llama.cpp state does not record the model's RoPE; keys before RoPE need it.
+            rope = ["--rope-type", facts.rope_type, "--rope-base", repr(float(facts.rope_base))] if "prerope=1" in kspec else []
+            eng.run([conv, "-q", w("orig.bin"), e2e_mq, "--k-codec", kspec, "--v-codec", vspec] + extra + rope)
             eng.run([conv, "-q", e2e_mq, back, "--to", "llama-seq"])
             m = compare(ref, restored(back, "f16"), cont)
             add(method, family, kspec, vspec, os.path.getsize(e2e_mq), m, v)

@@ -148,6 +148,11 @@ struct ConvertOptions {
   std::vector<uint16_t> rate_levels;    // its candidate level counts; empty: DefaultRateLevels()
   std::string rate_distortion;          // WriteOptions::rate_distortion
   std::string rate_queries;             // WriteOptions::rate_queries
+  // The model's RoPE type ("norm" / "neox") and base for an input that does not record them
+  // (llama.cpp state files); kept in the output's model info (mqkv), needed by `prerope=1`. An
+  // input that records other values is an error. Empty / 0: as the input records.
+  std::string rope_type;
+  float rope_base = 0;
 };
 struct ConvertSummary {
   FileFormat from = FileFormat::kMqkv, to = FileFormat::kMqkv;

@@ -3,6 +3,8 @@
 // front end refuses and defaults alike.
 #include <algorithm>
 
+#include <cmath>
+
 #include "adapters.h"
 #include "mqkv/kvset.h"
 #include "mqkv/llama.h"
@@ -92,6 +94,21 @@ Result<ConvertSummary> Convert(const std::string& in, const std::string& out, co
     set = ReadKvSet(in, sum.from, ropts);
   }
   if (!set.ok()) return Status(set.status()).WithFile(in);
+  if (!o.rope_type.empty()) {
+    if (o.rope_type != "norm" && o.rope_type != "neox")
+      return InvalidArgument("--rope-type " + o.rope_type + ": expected norm or neox");
+    std::string& have = set->model.rope_type;
+    if (have != "unknown" && !have.empty() && have != o.rope_type)
+      return InvalidArgument("--rope-type " + o.rope_type + " disagrees with the input's recorded RoPE type " + have).WithFile(in);
+    have = o.rope_type;
+  }
+  if (o.rope_base != 0) {
+    if (!(o.rope_base > 0) || !std::isfinite(o.rope_base)) return InvalidArgument("--rope-base " + std::to_string(o.rope_base) + ": expected a positive number");
+    float& have = set->model.rope_base;
+    if (have != 0 && have != o.rope_base)
+      return InvalidArgument("--rope-base " + std::to_string(o.rope_base) + " disagrees with the input's recorded RoPE base " + std::to_string(have)).WithFile(in);
+    have = o.rope_base;
+  }
 
   WriteOptions wopts;
   wopts.dtype = o.dtype;

@@ -17,6 +17,7 @@
 #include "lowbit.h"
 #include "detail/lowbit.h"
 #include "mqkv/simd.h"
+#include "mqkv/snapshot.h"
 
 namespace mqkv {
 namespace codec::simd {
@@ -224,6 +225,16 @@ bool F32ToF16(const float* src, uint64_t n, uint8_t* dst) {
     const uint64_t k = std::min(kChunk, n - i);
     if (!arch->kernels->enc_meta_f16(src + i, k, dst + 2 * i, decoded)) return false;
   }
+  return true;
+}
+
+bool RopeRotate(const RopeUndo& r, float* rows, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
+                const int32_t* positions, int sign) {
+  const Arch* arch = Active();
+  if (!arch->kernels) return false;
+  std::vector<double> cs(2 * r.theta.size());
+  arch->kernels->rope_rows(r.theta.data(), r.theta.size(), r.style == RopeUndo::kNorm, sign, rows, n_rows, n_heads,
+                           head_dim, positions, cs.data());
   return true;
 }
 

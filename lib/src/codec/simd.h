@@ -23,6 +23,10 @@
 
 #include "mqkv/codec.h"
 
+namespace mqkv {
+struct RopeUndo;  // mqkv/snapshot.h
+}
+
 namespace mqkv::codec::simd {
 
 struct DecodePlan {
@@ -111,6 +115,10 @@ struct Kernels {
   // meanwhile the first ahead_n values at `ahead` (the next chunk's input) are prefetched.
   void (*enc_codes)(const EncodePlan& p, const float* x, uint32_t rows, const float* s, const float* mn, uint8_t* dst,
                     const float* ahead, uint64_t ahead_n);
+
+  // Keys before RoPE: rope_kernels.h's RotateRowsAny compiled for this ISA.
+  void (*rope_rows)(const double* theta, size_t pairs, bool norm, int sign, float* rows, uint32_t n_rows, uint32_t n_heads,
+                    uint32_t head_dim, const int32_t* positions, double* cs);
 };
 
 // Kernel tables, null where the build has no such ISA (x86 ones off x86, NEON off AArch64).
@@ -141,5 +149,10 @@ bool F16Rows(const uint8_t* src, uint64_t n, DType out, void* dst);
 // a value does not come out finite (inf, NaN, or beyond fp16's range): the caller then runs the
 // scalar reference, which decides those.
 bool F32ToF16(const float* src, uint64_t n, uint8_t* dst);
+
+// rope::Rotate with the active ISA (bit-identical: rope_kernels.h); false (nothing done) when the
+// ISA is "scalar".
+bool RopeRotate(const RopeUndo& r, float* rows, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
+                const int32_t* positions, int sign);
 
 }  // namespace mqkv::codec::simd

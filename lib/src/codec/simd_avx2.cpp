@@ -10,6 +10,7 @@
 
 #include "simd_xsimd.h"
 #include "simd_encode_kernels.h"
+#include "rope_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
@@ -195,7 +196,8 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
 using K = Impl<Avx2>;
 using E = EncodeImpl<Avx2>;
 const Kernels kAvx2 = {"avx2", Avx2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
-                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
+                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes,
+                       &rope::RotateRowsAny};
 
 }  // namespace
 

@@ -16,6 +16,7 @@
 
 #include "simd_xsimd.h"
 #include "simd_encode_kernels.h"
+#include "rope_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
@@ -174,7 +175,8 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
 using K = Impl<Avx512>;
 using E = EncodeImpl<Avx512>;
 const Kernels kAvx512 = {"avx512", Avx512::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
-                         &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
+                         &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes,
+                       &rope::RotateRowsAny};
 
 }  // namespace
 

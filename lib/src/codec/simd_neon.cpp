@@ -15,6 +15,7 @@
 
 #include "simd_xsimd.h"
 #include "simd_encode_kernels.h"
+#include "rope_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
@@ -145,7 +146,8 @@ struct Neon : Ops<xsimd::neon64, 2> {
 using K = Impl<Neon>;
 using E = EncodeImpl<Neon>;
 const Kernels kNeon = {"neon", Neon::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
-                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
+                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes,
+                       &rope::RotateRowsAny};
 
 }  // namespace
 

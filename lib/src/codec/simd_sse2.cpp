@@ -10,6 +10,7 @@
 
 #include "simd_xsimd.h"
 #include "simd_encode_kernels.h"
+#include "rope_kernels.h"
 
 namespace mqkv::codec::simd {
 namespace {
@@ -88,7 +89,8 @@ struct Sse2 : Ops<xsimd::sse2, 2> {
 using K = Impl<Sse2>;
 using E = EncodeImpl<Sse2>;
 const Kernels kSse2 = {"sse2", Sse2::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
-                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes};
+                       &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes,
+                       &rope::RotateRowsAny};
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string_view>
 
 #include "container.h"
@@ -17,6 +18,7 @@
 #include "mqkv/snapshot.h"
 #include "codec/registry.h"
 #include "codec/rope.h"
+#include "codec/simd.h"
 #include "mqkv/numeric.h"
 #include "util/parallel.h"
 
@@ -459,28 +461,44 @@ Result<BlockData> Snapshot::ReadBlock(size_t block) const {
 namespace {
 
 // A key tensor stored before RoPE (spec/CODECS.md, "Keys before RoPE"): rows [lo, hi) of the
-// tensor (block rows from `begin`) decoded to fp32 in chunks of 256 rows, rotated by their
-// positions (`known`, the snapshot's; empty: row = position) and then narrowed to `out` (f16 /
-// bf16: the rotated fp32 value rounded to nearest even).
-Status DecodeBeforeRope(const TensorInfo& t, const std::vector<int32_t>& known, const BlockView& view, const Codec& codec,
+// tensor (block rows from `begin`) decoded to fp32, rotated by their positions (`known`, the
+// snapshot's; empty: row = position) and then narrowed to `out` (f16 / bf16: the rotated fp32
+// value rounded to nearest even). Unless `backend` is scalar, the rotation and the fp16 narrowing
+// run with the active SIMD ISA (bit-identical to the reference). Rows go in chunks of 256 (an fp32
+// scratch of 256 rows); an rANS block's codes are first expanded once to packed codes (htscodecs,
+// as Codec::Decode does), except on the scalar backend, whose reference decoder reads the whole
+// stream on every call: there the range is decoded in one call (scratch of the range).
+Status DecodeBeforeRope(const TensorInfo& t, const std::vector<int32_t>& known, const BlockView& block, const Codec& codec,
                         uint32_t begin, uint32_t lo, uint32_t hi, DType out, void* dst, Backend backend) {
-  constexpr uint32_t kChunk = 256;
+  const bool rans = block.header->code_coding == static_cast<uint8_t>(CodeCoding::kRans);
+  std::optional<ScratchExpandedBlock> scratch;  // this thread's; released before a decode that takes it
+  BlockView view = block;
+  if (rans && (backend == Backend::kAuto || backend == Backend::kSimd)) {
+    scratch.emplace();
+    Status st;
+    if (codec.Expand(block, &scratch->block, &st) && st.ok()) view = scratch->block.view;
+    else scratch.reset();  // a corrupt stream: the codec's own decode below reports it
+  }
+  const uint32_t chunk = rans && !scratch ? hi - lo : 256;
   const uint64_t row_values = uint64_t(t.n_heads) * t.head_dim;
-  std::vector<float> f32(out == DType::kF32 ? 0 : std::min<uint32_t>(kChunk, hi - lo) * row_values);
-  std::vector<int32_t> pos(std::min<uint32_t>(kChunk, hi - lo));
-  for (uint32_t a = lo; a < hi; a += kChunk) {
-    const uint32_t e = std::min(hi, a + kChunk), n = e - a;
+  std::vector<float> f32(out == DType::kF32 ? 0 : std::min<uint32_t>(chunk, hi - lo) * row_values);
+  std::vector<int32_t> pos(std::min<uint32_t>(chunk, hi - lo));
+  for (uint32_t a = lo; a < hi; a += chunk) {
+    const uint32_t e = std::min(hi, a + chunk), n = e - a;
     float* rows = out == DType::kF32 ? static_cast<float*>(dst) + uint64_t(a - lo) * row_values : f32.data();
     MQKV_RETURN_IF_ERROR(codec.Decode(view, a - begin, e - begin, DType::kF32, rows, backend));
     for (uint32_t j = 0; j < n; ++j) pos[j] = known.empty() ? static_cast<int32_t>(a + j) : known[a + j];
-    rope::Rotate(t.rope, rows, n, t.n_heads, t.head_dim, pos.data(), +1);
+    if (backend == Backend::kScalar || !codec::simd::RopeRotate(t.rope, rows, n, t.n_heads, t.head_dim, pos.data(), +1))
+      rope::Rotate(t.rope, rows, n, t.n_heads, t.head_dim, pos.data(), +1);
     if (out == DType::kF32) continue;
     uint16_t* o = static_cast<uint16_t*>(dst) + uint64_t(a - lo) * row_values;
     const uint64_t m = uint64_t(n) * row_values;
-    if (out == DType::kF16)
-      for (uint64_t i = 0; i < m; ++i) o[i] = f32_to_f16(rows[i]);
-    else
+    if (out == DType::kF16) {
+      if (backend == Backend::kScalar || !codec::simd::F32ToF16(rows, m, reinterpret_cast<uint8_t*>(o)))
+        for (uint64_t i = 0; i < m; ++i) o[i] = f32_to_f16(rows[i]);
+    } else {
       for (uint64_t i = 0; i < m; ++i) o[i] = f32_to_bf16(rows[i]);
+    }
   }
   return Status::OK();
 }

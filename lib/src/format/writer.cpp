@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "codec/rope.h"
+#include "codec/simd.h"
 #include "container.h"
 #include "io/io.h"
 #include "test_hooks.h"
@@ -278,7 +279,8 @@ Result<std::vector<RowBlock>> EncodeInput(const Writer::TensorInput& t, uint32_t
   const TensorDesc& d = *t.desc;
   const uint64_t n = uint64_t(d.n_tokens) * d.n_heads * d.head_dim;
   auto encode = [&](float* rows) {
-    if (!rope.empty()) rope::Rotate(rope, rows, d.n_tokens, d.n_heads, d.head_dim, positions, -1);
+    if (!rope.empty() && !codec::simd::RopeRotate(rope, rows, d.n_tokens, d.n_heads, d.head_dim, positions, -1))
+      rope::Rotate(rope, rows, d.n_tokens, d.n_heads, d.head_dim, positions, -1);
     return EncodeTensor(d, rows, t.spec, max_block_tokens);
   };
   if (!t.rows && t.load_into) {
