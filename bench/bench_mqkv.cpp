@@ -9,9 +9,10 @@
 //   layer/one, layer/all                    decode one layer (K and V) vs every layer of a file
 //   threads/<n>                             decode of the 2-bit block split over n threads
 //   threads/decode/<n>                      Snapshot::Decode(..., threads = n) of a 16384-token 3-bit tensor -> f16
-//   tensor/<config>/f16                     Snapshot::Decode (one thread) of a 16384-token K tensor -> f16, GB/s
+//   tensor/<config>[/b1024]/f16             Snapshot::Decode (one thread) of a 16384-token K tensor -> f16, GB/s
 //                                           of output; `prerope_*` = the same codec with keys before RoPE
-//                                           (the host rotation pass after the block decode)
+//                                           (the host rotation pass after the block decode); b1024 = the
+//                                           tensor written in blocks of 1024 tokens (--max-block-tokens)
 // bench/run.sh pins the single-core ones to one CPU. Set MQKV_BENCH_QUICK=1 for a smoke run.
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
@@ -411,12 +412,13 @@ void BM_DecodeThreads(benchmark::State& st, unsigned n) {
 
 // Snapshot::Decode of one K tensor (decode-block shape, one thread) written by the real writer,
 // with a RoPE-facts model so `prerope=1` specs apply: what the rotation pass costs beside the codec.
-void BM_TensorDecode(benchmark::State& st, std::string spec_text) {
-  const std::string path = (BenchDir() / ("tensor_" + std::to_string(std::hash<std::string>{}(spec_text)) + ".mqkv")).string();
+void BM_TensorDecode(benchmark::State& st, std::string spec_text, uint32_t block_tokens) {
+  const std::string path =
+      (BenchDir() / ("tensor_" + std::to_string(std::hash<std::string>{}(spec_text)) + "_" + std::to_string(block_tokens) + ".mqkv")).string();
   std::unique_ptr<Snapshot> s;
   {
     const std::vector<float> x = Rows(kValues, 5);
-    auto w = Writer::Create(path, {.fsync = false});
+    auto w = Writer::Create(path, {.max_block_tokens = block_tokens, .fsync = false});
     if (!w.ok()) Die("create " + path, w.status());
     ModelInfo m;
     m.architecture = "bench";
@@ -531,8 +533,12 @@ int main(int argc, char** argv) {
            {"rans_affine_l6_g128_meta8_channel_sink1", "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1"},
            {"prerope_rans_affine_l6_g128_meta8_channel_sink1", "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1"},
            {"affine_b3_g64_meta4_channel", "affine:bits=3,group=64,meta=4,axis=channel"},
-           {"prerope_affine_b3_g64_meta4_channel", "affine:bits=3,group=64,meta=4,axis=channel,prerope=1"}})
-    benchmark::RegisterBenchmark(("tensor/" + name + "/f16").c_str(), BM_TensorDecode, spec);
+           {"prerope_affine_b3_g64_meta4_channel", "affine:bits=3,group=64,meta=4,axis=channel,prerope=1"},
+           {"rans_hadamard_l5_g64_meta4_sink1", "affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1"}}) {
+    benchmark::RegisterBenchmark(("tensor/" + name + "/f16").c_str(), BM_TensorDecode, spec, 0u);
+    if (spec.find("entropy=rans") != std::string::npos)  // blocks of 1024 tokens: each block's codes stay in L2
+      benchmark::RegisterBenchmark(("tensor/" + name + "/b1024/f16").c_str(), BM_TensorDecode, spec, 1024u);
+  }
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

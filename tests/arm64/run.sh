@@ -28,7 +28,7 @@ cmake -S . -B "$dir" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.c
   "-DMQKV_ARM64_SYSROOT=$MQKV_CACHE/arm64-root" -DCMAKE_BUILD_TYPE=Release -DMQKV_CUDA=OFF \
   -DMQKV_BUILD_BENCH=OFF -DMQKV_BUILD_TOOLS=OFF -DMQKV_BUILD_PYTHON=OFF >"$dir/configure.log" 2>&1 \
   || { cat "$dir/configure.log" >&2; echo "arm64: configure failed" >&2; exit 1; }
-quick_tests=(test_simd test_encode_simd test_codec_vectors test_format_vectors test_codec_lowbit)
+quick_tests=(test_simd test_encode_simd test_codec_vectors test_format_vectors test_codec_lowbit test_rope)
 if [ "${MQKV_ARM64_QUICK:-0}" = 1 ]; then
   cmake --build "$dir" -j "$jobs" --target "${quick_tests[@]}"
   build_s=$((SECONDS - t0))
