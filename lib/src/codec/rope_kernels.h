@@ -11,7 +11,6 @@
 // the copies compiled with different flags never merge at link time (as simd.h's kernels).
 #pragma once
 
-#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -32,8 +31,11 @@ constexpr double kC[9] = {-0x1.0000000000000p-1, 0x1.5555555555555p-5,  -0x1.6c1
                           0x1.a01a01a01a01ap-16,  -0x1.27e4fb7789f5cp-22, 0x1.1eed8eff8d898p-29,
                           -0x1.93974a8c07c9dp-37, 0x1.ae7f3e733b81fp-45, -0x1.6827863b97d97p-53};
 
-static inline __attribute__((always_inline)) uint64_t Bits(double x) { return std::bit_cast<uint64_t>(x); }
-static inline __attribute__((always_inline)) double Double(uint64_t b) { return std::bit_cast<double>(b); }
+// __builtin_bit_cast, not std::bit_cast: the latter is a template with a weak (COMDAT) symbol in
+// unoptimized builds, which would merge ISA-specific copies across translation units
+// (tests/check_isa_symbols, Scripts.IsaObjectsShareNoWeakSymbols).
+static inline __attribute__((always_inline)) uint64_t Bits(double x) { return __builtin_bit_cast(uint64_t, x); }
+static inline __attribute__((always_inline)) double Double(uint64_t b) { return __builtin_bit_cast(double, b); }
 
 // cos and sin of a = p * theta[i] for i < n, into co[i] / si[i]: the spec's procedure, for
 // |a| <= 2^31 (a reader admits no more: positions are int32, theta in [0, 1]). Written with plain
