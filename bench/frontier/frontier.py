@@ -71,6 +71,12 @@ def rans_mix(label: str, k_levels: int, v_levels: int, sinks: int = 0) -> tuple:
 
 
 # (name, K spec, V spec, family)
+# The turbo presets expanded (a preset name takes no extra options), and a 5-level codebook for V.
+TURBO2 = "codebook:bits=2,rotate=hadamard,scale=rms,levels=-1.510418/-0.452780/0.452780/1.510418"
+TURBO3 = ("codebook:bits=3,rotate=hadamard,scale=rms,levels=-2.151946/-1.343909/-0.756005/-0.245094/0.245094/"
+          "0.756005/1.343909/2.151946")
+V_LM5 = "codebook:bits=8,entropy=rans,rotate=hadamard,scale=rms,levels=-1.7242/-0.7646/0/0.7646/1.7242,sinks=1"
+
 MQKV_METHODS = [
     ("affine_seven_level_3bit_g64_meta4",) * 3 + ("seed",),
     ("affine_seven_level_3bit_g32",) * 3 + ("seed",),
@@ -144,6 +150,16 @@ MQKV_METHODS = [
     ("prerope K 6 levels g128 meta4 / V 5 levels sink1: K channel affine / V Hadamard affine g64 meta4 rANS",
      "affine:levels=6,group=128,meta=4,axis=channel,entropy=rans,sinks=1,prerope=1",
      "affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy"),
+] + [
+    # Lloyd-Max codebooks fitted per tensor (`fit=lloyd`: the given levels are Lloyd's starting point,
+    # the block stores the fitted ones): the turbo presets refitted, and the V side of the 2.3-bit
+    # prerope point as an rms-scaled codebook (5 Lloyd-Max N(0,1) levels), fitted or not.
+    ("turbo2 fit=lloyd", TURBO2 + ",fit=lloyd", TURBO2 + ",fit=lloyd", "codebook-fit"),
+    ("turbo3 fit=lloyd", TURBO3 + ",fit=lloyd", TURBO3 + ",fit=lloyd", "codebook-fit"),
+    ("prerope K 6 levels g128 meta8 / V codebook 5 Lloyd-Max levels sink1 (rANS)",
+     "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1", V_LM5, "codebook-fit"),
+    ("prerope K 6 levels g128 meta8 / V codebook 5 levels fit=lloyd sink1 (rANS)",
+     "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1", V_LM5 + ",fit=lloyd", "codebook-fit"),
 ] + [
     (f"prerope rANS K {a} / V {b} levels sink1: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
      rans_specs(a, b, sinks=1)[0] + ",prerope=1", rans_specs(a, b, sinks=1)[1], "entropy") for a, b in ((8, 5), (12, 6))

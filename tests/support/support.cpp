@@ -52,6 +52,9 @@ Status BuildBlock(const CodecSpec& spec, const std::vector<float>& x, BlockShape
   std::array<uint64_t, kNumParts> sizes{}, want{};
   for (int p = 0; p < kNumParts; ++p) sizes[p] = eb.parts[p].size();
   MQKV_RETURN_IF_ERROR(GetCodec(spec.codec)->PartSizes(eb.header, &want));
+  // An rANS code part's size is the stream's (data-dependent): PartSizes reads it from the header,
+  // which LayoutParts below fills in.
+  if (eb.header.code_coding == static_cast<uint8_t>(CodeCoding::kRans)) want[kPartCodes] = sizes[kPartCodes];
   if (sizes != want) return Internal("encoder part sizes differ from PartSizes");
   MQKV_RETURN_IF_ERROR(format::LayoutParts(sizes, &eb.header));
   out->h = eb.header;

@@ -55,6 +55,7 @@ enum class Entropy : uint8_t {
 //   affine:bits=3,group=64,meta=4,axis=token,rotate=hadamard,seed=N,sinks=1,residual=128
 //   affine:bits=4,group=32,rule=q4_0   (ggml's q4_0 / q8_0 grids inside the affine codec)
 //   codebook:bits=2,levels=-1.85/-0.55/0.55/1.85,thresholds=-0.75/0/0.75,scale=robust,axis=channel
+//   codebook:...,fit=lloyd              (levels fitted per block by Lloyd's algorithm)
 //   affine:levels=6,entropy=rans,...     codebook:entropy=rans,levels=-1.2/0/1.2,... (format 1.3)
 //   affine:...,prerope=1               (key tensors only: quantized before RoPE; format 1.4)
 //   or a preset name (affine_seven_level_3bit_g64_meta4, ..., turbo2, turbo3, turbo4).
@@ -73,6 +74,9 @@ struct CodecSpec {
   uint16_t n_levels = 0;          // affine with entropy=rans: the level count 3..256 (bits is 8)
   std::vector<float> thresholds;  // codebook encoder decision boundaries (empty = midpoints)
   ScaleRule scale_rule = ScaleRule::kAbsMax;
+  // codebook only: `levels` are the starting point of Lloyd's algorithm, run per block on the
+  // scale-normalized values; the block stores the fitted levels (spec/CODECS.md, "Codebook encoder").
+  bool fit_lloyd = false;
   AffineRule affine_rule = AffineRule::kMinMax;  // affine only
   // Keys quantized before RoPE (KVQuant; format 1.4): the writer undoes RoPE on the rows with the
   // model's RoPE type and base and each row's position, the decoder redoes it (spec/CODECS.md,

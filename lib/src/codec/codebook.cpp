@@ -58,6 +58,42 @@ float GroupScale(ScaleRule rule, std::vector<float> v, float max_level) {
   return static_cast<float>(0.6 * median + 0.4 * (sum / double(n)));
 }
 
+// Lloyd's algorithm (1-D k-means) on the scale-normalized values u, from the levels L (strictly
+// ascending): thresholds at the midpoints of neighbouring levels, each level moved to the mean of
+// the values between its thresholds (a level with none keeps its place), until no level moves by
+// more than 1e-6 of the level range or after 50 rounds. Binary64 over the sorted values and their
+// prefix sums. Returns the last strictly ascending binary32 levels. Informative (spec/CODECS.md,
+// "Codebook encoder"): the decoder reads whatever levels the block stores.
+std::vector<float> FitLloyd(std::vector<double> u, const std::vector<float>& start) {
+  if (u.empty()) return start;
+  std::sort(u.begin(), u.end());
+  std::vector<double> prefix(u.size() + 1, 0.0);
+  for (size_t i = 0; i < u.size(); ++i) prefix[i + 1] = prefix[i] + u[i];
+  std::vector<double> L(start.begin(), start.end());
+  std::vector<float> best = start;
+  for (int round = 0; round < 50; ++round) {
+    std::vector<double> next(L.size());
+    size_t lo = 0;
+    for (size_t k = 0; k < L.size(); ++k) {
+      const size_t hi = k + 1 < L.size()
+                            ? size_t(std::lower_bound(u.begin(), u.end(), (L[k] + L[k + 1]) / 2.0) - u.begin())
+                            : u.size();
+      next[k] = hi > lo ? (prefix[hi] - prefix[lo]) / double(hi - lo) : L[k];
+      lo = std::max(lo, hi);
+    }
+    double moved = 0.0;
+    for (size_t k = 0; k < L.size(); ++k) moved = std::max(moved, std::fabs(next[k] - L[k]));
+    std::vector<float> f(next.begin(), next.end());
+    bool ascending = true;
+    for (size_t k = 0; k < f.size(); ++k) ascending = ascending && std::isfinite(f[k]) && (k == 0 || f[k - 1] < f[k]);
+    if (!ascending) break;
+    best = f;
+    L = next;
+    if (moved <= 1e-6 * (L.back() - L.front())) break;
+  }
+  return best;
+}
+
 class CodebookCodec final : public lowbit::LowBitCodec {
  public:
   CodebookCodec() : LowBitCodec(CodecId::kCodebook, "codebook", &lowbit::DecodeCodebookRowsScalar, kFeatureCodebook) {}
@@ -83,11 +119,6 @@ class CodebookCodec final : public lowbit::LowBitCodec {
     MQKV_RETURN_IF_ERROR(lowbit::BeginEncode(spec, src, shape, out, &x));
     const BlockHeader& h = out->header;
     const elem::Geometry g = elem::geometry(h);
-    uint8_t* cbp = out->parts[kPartCodebook].data();
-    for (size_t i = 0; i < L.size(); ++i) {
-      const uint32_t u = f32_bits(L[i]);
-      for (int k = 0; k < 4; ++k) cbp[4 * i + k] = static_cast<uint8_t>(u >> (8 * k));
-    }
     const float max_level = std::max(std::fabs(L.front()), std::fabs(L.back()));
     std::vector<float> scales(uint64_t(g.group_rows) * g.group_cols);
     lowbit::ForEachGroup(g, x.data(), [&](uint32_t gr, uint32_t gc, const std::vector<float>& v) {
@@ -95,6 +126,24 @@ class CodebookCodec final : public lowbit::LowBitCodec {
     });
     std::vector<float> s;
     MQKV_RETURN_IF_ERROR(lowbit::StoreMetaField(g, elem::kFieldScale, scales, out, &s));
+    std::vector<float> levels = L;
+    if (spec.fit_lloyd) {  // levels fitted to this block's values over their stored scales
+      std::vector<double> u;
+      u.reserve(uint64_t(g.q_rows) * g.row_values);
+      lowbit::ForEachGroup(g, x.data(), [&](uint32_t gr, uint32_t gc, const std::vector<float>& v) {
+        const double sc = s[uint64_t(gr) * g.group_cols + gc];
+        if (sc > 0.0 && std::isfinite(sc))
+          for (float e : v) u.push_back(double(e) / sc);
+      });
+      levels = FitLloyd(std::move(u), L);
+      thr.clear();
+      for (size_t i = 0; i + 1 < levels.size(); ++i) thr.push_back((levels[i] + levels[i + 1]) / 2.0f);
+    }
+    uint8_t* cbp = out->parts[kPartCodebook].data();
+    for (size_t i = 0; i < levels.size(); ++i) {
+      const uint32_t u = f32_bits(levels[i]);
+      for (int k = 0; k < 4; ++k) cbp[4 * i + k] = static_cast<uint8_t>(u >> (8 * k));
+    }
     // q = number of thresholds t_i with x >= t_i * s' (against the stored fp16 scale).
     std::vector<float> cut(thr.size());
     uint64_t cur = UINT64_MAX;

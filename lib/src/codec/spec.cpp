@@ -133,6 +133,10 @@ Status ApplyOption(CodecSpec* s, std::string_view name, const std::string& key, 
     else if (v == "robust") s->scale_rule = ScaleRule::kRobust;
     else if (v == "rms") s->scale_rule = ScaleRule::kRms;
     else return InvalidArgument("codec option scale=" + std::string(v) + ": expected absmax, robust or rms");
+  } else if (key == "fit" && s->codec == CodecId::kCodebook) {
+    if (v == "lloyd") s->fit_lloyd = true;
+    else if (v == "none") s->fit_lloyd = false;
+    else return InvalidArgument("codec option fit=" + std::string(v) + ": expected lloyd or none");
   } else {
     return InvalidArgument("unknown option \"" + key + "\" for codec " + std::string(name));
   }
@@ -234,6 +238,8 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
   }
   if (seen["seed"] && s.rotation != Rotation::kHadamard)
     return InvalidArgument("codec option seed applies to rotate=hadamard only");
+  if (s.fit_lloyd && !s.thresholds.empty())
+    return InvalidArgument("codec option fit=lloyd sets the thresholds (the fitted levels' midpoints); drop thresholds");
   MQKV_RETURN_IF_ERROR(CheckRanges(s));
   return s;
 }
@@ -257,6 +263,7 @@ std::string CodecSpec::ToString() const {
     s += ",levels=" + JoinFloats(levels);
     if (!thresholds.empty()) s += ",thresholds=" + JoinFloats(thresholds);
     s += std::string(",scale=") + (scale_rule == ScaleRule::kRobust ? "robust" : scale_rule == ScaleRule::kRms ? "rms" : "absmax");
+    if (fit_lloyd) s += ",fit=lloyd";
   }
   if (rotation == Rotation::kHadamard) s += ",rotate=hadamard,seed=" + std::to_string(seed);
   if (sinks) s += ",sinks=" + std::to_string(sinks);
