@@ -661,6 +661,7 @@ NB_MODULE(_mqkv, m) {
     d["prerope"] = s.prerope;
     d["levels"] = s.levels;
     d["thresholds"] = s.thresholds;
+    d["fit"] = s.fit_lloyd ? "lloyd" : "none";
     return d;
   });
   m.def("presets", &mqkv::PresetNames);

@@ -48,6 +48,8 @@ def test_codec_spec():
     assert mqkv.CodecSpec.parse(str(s)) == s
     assert "turbo3" in mqkv.presets() and "affine_seven_level_3bit_g64_meta4" in mqkv.CodecSpec.presets()
     assert str(mqkv.CodecSpec("f16")) == "f16"
+    fit = mqkv.CodecSpec.parse("codebook:bits=2,levels=-1/-0.3/0.3/1,fit=lloyd")
+    assert fit.fit == "lloyd" and s.fit == "none" and str(fit).endswith(",fit=lloyd")
     assert mqkv.active_simd_arch() in mqkv.simd_archs()
 
 

@@ -334,7 +334,7 @@ def quantize(array: Any, codec: str, *, dtype: Any = "float32", kind: str = "k")
 class CodecSpec:
     """A parsed codec spec string (spec/CODECS.md, "Spec strings"): str() is its canonical form,
     which parses back to the same spec; fields are attributes (codec, bits, group, axis,
-    meta_bits, rotation, seed, sinks, residual, prerope, levels, thresholds)."""
+    meta_bits, rotation, seed, sinks, residual, prerope, levels, thresholds, fit)."""
 
     def __init__(self, text: str):
         self._canonical = _ext.parse_codec(text)
