@@ -24,13 +24,13 @@ if [ "${MQKV_SKIP_PYTHON:-0}" != 1 ]; then
   bash scripts/setup-python.sh   # the extension is built with the Release build below
   py_args=(-DMQKV_BUILD_PYTHON=ON "-DPython_EXECUTABLE=$MQKV_PY")
 fi
-echo "== build (Release)"
+echo "== build (Release) (t=${SECONDS} s)"
 bash scripts/build.sh "${py_args[@]}"
-echo "== ctest (Release)"
+echo "== ctest (Release) (t=${SECONDS} s)"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
 if [ "${MQKV_SKIP_SANITIZE:-0}" != 1 ]; then
-  echo "== build + ctest (ASan + UBSan)"
+  echo "== build + ctest (ASan + UBSan) (t=${SECONDS} s)"
   MQKV_BUILD_DIR=build-asan bash scripts/build.sh -DCMAKE_BUILD_TYPE=Debug -DMQKV_SANITIZE=ON \
     -DMQKV_CUDA=OFF -DMQKV_BUILD_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -39,30 +39,30 @@ fi
 
 # Every stage is run with bash: a script that lost its exec bit (or went missing) fails, never skips.
 if [ "${MQKV_SKIP_FUZZ:-0}" != 1 ]; then
-  echo "== fuzz (short)"
+  echo "== fuzz (short) (t=${SECONDS} s)"
   bash scripts/fuzz.sh "${MQKV_FUZZ_SECONDS:-10}"
 fi
 
 if [ "${MQKV_SKIP_REMOTE:-0}" != 1 ]; then
-  echo "== object storage (SeaweedFS S3 + nginx on loopback)"
+  echo "== object storage (SeaweedFS S3 + nginx on loopback) (t=${SECONDS} s)"
   bash tests/remote/run.sh
 fi
 
 if [ "${MQKV_SKIP_PYTHON:-0}" != 1 ]; then
-  echo "== Python package (pytest, pip wheel)"
+  echo "== Python package (pytest, pip wheel) (t=${SECONDS} s)"
   bash python/tests/run.sh
 fi
 
 if [ "${MQKV_SKIP_ENGINE:-0}" != 1 ]; then
-  echo "== llama.cpp round trip"
+  echo "== llama.cpp round trip (t=${SECONDS} s)"
   bash tests/e2e/run.sh
 fi
 if [ "${MQKV_SKIP_ARM64:-0}" != 1 ]; then
-  echo "== aarch64 (cross build, tests under qemu-aarch64)"
+  echo "== aarch64 (cross build, tests under qemu-aarch64) (t=${SECONDS} s)"
   if [ "${MQKV_ARM64_FULL:-0}" = 1 ]; then
     bash tests/arm64/run.sh
   else
     MQKV_ARM64_QUICK=1 bash tests/arm64/run.sh
   fi
 fi
-echo "== all tests passed"
+echo "== all tests passed (t=${SECONDS} s)"
