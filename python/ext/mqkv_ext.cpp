@@ -272,6 +272,8 @@ mqkv::ConvertOptions MakeConvertOptions(const nb::kwargs& kw) {
     else if (key == "rate_levels") o.rate_levels = nb::cast<std::vector<uint16_t>>(v);
     else if (key == "rate_distortion") o.rate_distortion = nb::cast<std::string>(v);
     else if (key == "rate_queries") o.rate_queries = nb::cast<std::string>(v);
+    else if (key == "rope_type") o.rope_type = nb::cast<std::string>(v);
+    else if (key == "rope_base") o.rope_base = nb::cast<float>(v);
     else Raise(mqkv::InvalidArgument("unknown option \"" + key + "\""));
   }
   return o;

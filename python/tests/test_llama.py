@@ -58,6 +58,35 @@ def test_lossless_round_trip_is_bit_identical(run, tmp_path):
     assert np.array_equal(eng.evaluate(dst, cont), ref)
 
 
+def test_keys_before_rope_round_trip(run, tmp_path):
+    # The 2.3-bit point of the frontier (K stored before RoPE, format 1.4): mqkv.llama.save takes
+    # the RoPE type and base from the model, which a llama.cpp state file does not record.
+    model, prefix, cont, ref = run
+    src = fresh(model)
+    eng.evaluate(src, prefix)
+    path = tmp_path / "pre.mqkv"
+    mqkv.llama.save(src, str(path), k_codec="affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1",
+                    v_codec="affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1")
+    with mqkv.open(str(path)) as snap:
+        k = [t for t in snap.tensors if t.kind == "k"]
+        assert k and all("prerope=1" in t.codec for t in k)
+        assert snap.model.rope_type == "norm" and snap.model.rope_base > 0
+        snap_base = snap.model.rope_base
+    dst = fresh(model)
+    mqkv.llama.load(dst, str(path))
+    got = eng.evaluate(dst, cont)
+    d = kl(ref, got)
+    assert 0 < d < 0.5, d
+    # From a llama.cpp sequence file (no RoPE facts in it): refused without them, kept with them.
+    seq, again = tmp_path / "seq.bin", tmp_path / "again.mqkv"
+    mqkv.convert(str(path), str(seq), dst_format="llama-seq")
+    pre_k = "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1"
+    with pytest.raises(mqkv.Error, match="RoPE"):
+        mqkv.convert(str(seq), str(again), k_codec=pre_k, v_codec="f16")
+    assert not again.exists()
+    mqkv.convert(str(seq), str(again), k_codec=pre_k, v_codec="f16", rope_type="norm", rope_base=snap_base)
+
+
 def test_restore_through_a_kept_buffer(run, tmp_path):
     """A StateBuffer is filled in place on every restore (no new array once it is large enough),
     gives the same bytes as a fresh restore on any thread count, and the continuation stays

@@ -281,21 +281,25 @@ def convert(src: str, dst: str, *, codec: str | None = None, k_codec: str | None
             zstd: int = 0, max_block_tokens: int = 0, dtype: str | None = None, llama_type_k: str | None = None,
             llama_type_v: str | None = None, head_dim_k: int = 0, head_dim_v: int = 0, threads: int = 0,
             fsync: bool = True, target_bits: float | None = None, rate_levels: Sequence[int] | None = None,
-            rate_distortion: str | None = None, rate_queries: str | None = None) -> dict[str, Any]:
+            rate_distortion: str | None = None, rate_queries: str | None = None, rope_type: str | None = None,
+            rope_base: float | None = None) -> dict[str, Any]:
     """What `mqconvert SRC DST` does, with the same options (spec/INTEROP.md, spec/LLAMA.md).
 
     Formats: mqkv, safetensors, npy, npz, llama-session, llama-seq, llama-state, llama-seq-state
     (src from its bytes, dst from its extension, unless given). tokens=(first, end) keeps rows
     first..end-1. The default codec is lossless. target_bits: rate control (mqconvert
     --target-bits, README "Rate control"), with rate_levels / rate_distortion / rate_queries as
-    --rate-levels / --rate-distortion / --rate-queries. Returns a summary dict (formats, tensors,
+    --rate-levels / --rate-distortion / --rate-queries. rope_type ("norm" / "neox") and rope_base:
+    the RoPE facts of an input that does not record them (llama.cpp state files), which prerope=1
+    codecs need (mqconvert --rope-type / --rope-base). Returns a summary dict (formats, tensors,
     layers, tokens, k_codec, v_codec)."""
     return _ext.convert(str(src), str(dst), codec=codec, k_codec=k_codec, v_codec=v_codec, tokens=tokens,
                         src_format=src_format, dst_format=dst_format, zstd=zstd, max_block_tokens=max_block_tokens,
                         dtype=dtype, llama_type_k=llama_type_k, llama_type_v=llama_type_v, head_dim_k=head_dim_k,
                         head_dim_v=head_dim_v, threads=threads, fsync=fsync, target_bits=target_bits,
                         rate_levels=None if rate_levels is None else [int(x) for x in rate_levels],
-                        rate_distortion=rate_distortion, rate_queries=rate_queries)
+                        rate_distortion=rate_distortion, rate_queries=rate_queries, rope_type=rope_type,
+                        rope_base=rope_base)
 
 
 def verify(path: str, reference: str | None = None, *, reference_format: str | None = None,
