@@ -341,6 +341,25 @@ TEST_F(MqverifyTest, CorruptBlockHeaderExitsThree) {
   }
 }
 
+// mqinfo shows the levels a fit=lloyd codebook block stores (the codec string keeps the start).
+TEST_F(MqverifyTest, MqinfoShowsFittedLevels) {
+  const std::string f = dir.Path("fit.mqkv");
+  Write(MakeSet(64), f, "codebook:bits=2,levels=-1/-0.3/0.3/1,scale=absmax,fit=lloyd");
+  const std::string mqinfo = std::string(MQKV_BINARY_DIR) + "/tools/mqinfo";
+  Outcome r = Exec(dir, {f}, mqinfo);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto snap = Snapshot::Open(f);
+  ASSERT_TRUE(snap.ok());
+  auto spec = (*snap)->TensorSpec(0);
+  ASSERT_TRUE(spec.ok());
+  ASSERT_EQ(spec->levels.size(), 4u);
+  EXPECT_NE(spec->levels, (std::vector<float>{-1.0f, -0.3f, 0.3f, 1.0f}));
+  char first[32];
+  std::snprintf(first, sizeof first, "fitted levels %.6g/", double(spec->levels[0]));
+  EXPECT_NE(r.out.find(first), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("levels=-1/-0.3/0.3/1,scale=absmax,fit=lloyd"), std::string::npos) << r.out;
+}
+
 TEST_F(MqverifyTest, ExitCodes) {
   const std::string f = dir.Path("d.mqkv");
   Write(MakeSet(8), f, "f32");

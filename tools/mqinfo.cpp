@@ -119,6 +119,19 @@ int main(int argc, char** argv) {
                       (unsigned long long)(p[kPartSinkRows] + p[kPartResidualRows]), (unsigned long long)p[kPartCodebook],
                       Printable(t.codec).c_str(), sum[i].compressed ? " +zstd" : "", sum[i].checksums_ok ? "" : "  CHECKSUM MISMATCH");
         o << line;
+        // fit=lloyd: the codec string keeps the starting levels; the blocks hold the fitted ones.
+        if (t.codec.find(",fit=lloyd") != std::string::npos && t.n_blocks > 0 && sum[i].checksums_ok) {
+          auto spec = s.TensorSpec(i);
+          if (spec.ok()) {
+            std::string lv;
+            for (float x : spec->levels) {
+              char b[32];
+              std::snprintf(b, sizeof b, "%s%.6g", lv.empty() ? "" : "/", double(x));
+              lv += b;
+            }
+            o << "                fitted levels " << lv << (t.n_blocks > 1 ? " (first of " + std::to_string(t.n_blocks) + " blocks)" : "") << "\n";
+          }
+        }
       }
       o << "checksums       " << (no_verify ? "not checked" : all_ok ? "ok (footer and every block, XXH3-64)" : "MISMATCH: " + Printable(first_error)) << "\n";
     }
