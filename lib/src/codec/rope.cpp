@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "codec/rope_kernels.h"
+#include "codec/simd.h"
 
 namespace mqkv::rope {
 
@@ -39,6 +40,12 @@ void Rotate(const RopeUndo& r, float* rows, uint32_t n_rows, uint32_t n_heads, u
   std::vector<double> cs(2 * r.theta.size());
   RotateRowsAny(r.theta.data(), r.theta.size(), r.style == RopeUndo::kNorm, sign, rows, n_rows, n_heads, head_dim,
                 positions, cs.data());
+}
+
+void RotateOn(Backend backend, const RopeUndo& r, float* rows, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
+              const int32_t* positions, int sign) {
+  if (backend == Backend::kScalar || !codec::simd::RopeRotate(r, rows, n_rows, n_heads, head_dim, positions, sign))
+    Rotate(r, rows, n_rows, n_heads, head_dim, positions, sign);
 }
 
 }  // namespace mqkv::rope

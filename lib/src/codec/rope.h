@@ -30,4 +30,9 @@ Status Check(const RopeUndo& r, uint32_t head_dim, const std::string& what);
 void Rotate(const RopeUndo& r, float* rows, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
             const int32_t* positions, int sign);
 
+// Rotate with the active SIMD ISA (rope_kernels.h, bit-identical), or the reference above when
+// `backend` is scalar or the ISA is.
+void RotateOn(Backend backend, const RopeUndo& r, float* rows, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
+              const int32_t* positions, int sign);
+
 }  // namespace mqkv::rope

@@ -3,8 +3,8 @@
 // a row's heads with the style and direction fixed at compile time. rope.cpp compiles this with
 // the baseline flags (the scalar reference); each SIMD translation unit (simd_sse2.cpp,
 // simd_avx2.cpp, ...) compiles the same source with its ISA's flags, and the results are
-// bit-identical because every step is one IEEE binary64 operation (+, -, *, nearbyint, floor,
-// negation, selection), never fused (the project builds with -ffp-contract=off), and float <->
+// bit-identical because every step is one IEEE binary64 operation (+, -, *, fabs, copysign) or an
+// integer operation on the bit patterns, never fused (the project builds with -ffp-contract=off), and float <->
 // double conversions are exact / round to nearest. Tests compare every ISA with the reference.
 //
 // Include only inside an anonymous namespace's reach: everything here has internal linkage, so

@@ -176,7 +176,7 @@ using K = Impl<Avx512>;
 using E = EncodeImpl<Avx512>;
 const Kernels kAvx512 = {"avx512", Avx512::N, &K::Rows, &K::F16Rows, &E::Ranges, &E::MetaF16,
                          &E::ColumnRanges, &E::MetaCodes, &E::Rotate, &E::Codes,
-                       &rope::RotateRowsAny};
+                         &rope::RotateRowsAny};
 
 }  // namespace
 

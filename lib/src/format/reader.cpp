@@ -488,8 +488,7 @@ Status DecodeBeforeRope(const TensorInfo& t, const std::vector<int32_t>& known, 
     float* rows = out == DType::kF32 ? static_cast<float*>(dst) + uint64_t(a - lo) * row_values : f32.data();
     MQKV_RETURN_IF_ERROR(codec.Decode(view, a - begin, e - begin, DType::kF32, rows, backend));
     for (uint32_t j = 0; j < n; ++j) pos[j] = known.empty() ? static_cast<int32_t>(a + j) : known[a + j];
-    if (backend == Backend::kScalar || !codec::simd::RopeRotate(t.rope, rows, n, t.n_heads, t.head_dim, pos.data(), +1))
-      rope::Rotate(t.rope, rows, n, t.n_heads, t.head_dim, pos.data(), +1);
+    rope::RotateOn(backend, t.rope, rows, n, t.n_heads, t.head_dim, pos.data(), +1);
     if (out == DType::kF32) continue;
     uint16_t* o = static_cast<uint16_t*>(dst) + uint64_t(a - lo) * row_values;
     const uint64_t m = uint64_t(n) * row_values;

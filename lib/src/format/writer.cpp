@@ -12,7 +12,6 @@
 #include <thread>
 
 #include "codec/rope.h"
-#include "codec/simd.h"
 #include "container.h"
 #include "io/io.h"
 #include "test_hooks.h"
@@ -279,8 +278,7 @@ Result<std::vector<RowBlock>> EncodeInput(const Writer::TensorInput& t, uint32_t
   const TensorDesc& d = *t.desc;
   const uint64_t n = uint64_t(d.n_tokens) * d.n_heads * d.head_dim;
   auto encode = [&](float* rows) {
-    if (!rope.empty() && !codec::simd::RopeRotate(rope, rows, d.n_tokens, d.n_heads, d.head_dim, positions, -1))
-      rope::Rotate(rope, rows, d.n_tokens, d.n_heads, d.head_dim, positions, -1);
+    if (!rope.empty()) rope::RotateOn(Backend::kAuto, rope, rows, d.n_tokens, d.n_heads, d.head_dim, positions, -1);
     return EncodeTensor(d, rows, t.spec, max_block_tokens);
   };
   if (!t.rows && t.load_into) {
