@@ -75,6 +75,8 @@ def rans_mix(label: str, k_levels: int, v_levels: int, sinks: int = 0) -> tuple:
 TURBO2 = "codebook:bits=2,rotate=hadamard,scale=rms,levels=-1.510418/-0.452780/0.452780/1.510418"
 TURBO3 = ("codebook:bits=3,rotate=hadamard,scale=rms,levels=-2.151946/-1.343909/-0.756005/-0.245094/0.245094/"
           "0.756005/1.343909/2.151946")
+# K of the 2.3-bit prerope point: 6 levels per channel before RoPE, metadata spent thinly.
+PREROPE_K6 = "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1"
 V_LM5 = "codebook:bits=8,entropy=rans,rotate=hadamard,scale=rms,levels=-1.7242/-0.7646/0/0.7646/1.7242,sinks=1"
 
 MQKV_METHODS = [
@@ -145,7 +147,7 @@ MQKV_METHODS = [
     # better (bench/frontier/prerope_probe.py); the K metadata is also spent more thinly
     # (group=128, meta=8) to bring 6 / 5 levels under 2.3 bits.
     ("prerope K 6 levels g128 meta8 / V 5 levels sink1: K channel affine / V Hadamard affine g64 meta4 rANS",
-     "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1",
+     PREROPE_K6,
      "affine:levels=5,group=64,meta=4,rotate=hadamard,entropy=rans,sinks=1", "entropy"),
     ("prerope K 6 levels g128 meta4 / V 5 levels sink1: K channel affine / V Hadamard affine g64 meta4 rANS",
      "affine:levels=6,group=128,meta=4,axis=channel,entropy=rans,sinks=1,prerope=1",
@@ -157,9 +159,9 @@ MQKV_METHODS = [
     ("turbo2 fit=lloyd", TURBO2 + ",fit=lloyd", TURBO2 + ",fit=lloyd", "codebook-fit"),
     ("turbo3 fit=lloyd", TURBO3 + ",fit=lloyd", TURBO3 + ",fit=lloyd", "codebook-fit"),
     ("prerope K 6 levels g128 meta8 / V codebook 5 Lloyd-Max levels sink1 (rANS)",
-     "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1", V_LM5, "codebook-fit"),
+     PREROPE_K6, V_LM5, "codebook-fit"),
     ("prerope K 6 levels g128 meta8 / V codebook 5 levels fit=lloyd sink1 (rANS)",
-     "affine:levels=6,group=128,meta=8,axis=channel,entropy=rans,sinks=1,prerope=1", V_LM5 + ",fit=lloyd", "codebook-fit"),
+     PREROPE_K6, V_LM5 + ",fit=lloyd", "codebook-fit"),
 ] + [
     (f"prerope rANS K {a} / V {b} levels sink1: K channel affine g64 meta4 / V Hadamard affine g64 meta4",
      rans_specs(a, b, sinks=1)[0] + ",prerope=1", rans_specs(a, b, sinks=1)[1], "entropy") for a, b in ((8, 5), (12, 6))
