@@ -47,25 +47,39 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
   // table values converted once (vcvtps2ph, or StoreBF16's rounding) as 16 bytes in each lane,
   // entry k at bytes 2k, 2k + 1, for pshufb. xsimd 8.1 has no fp16 conversion nor byte shuffle.
   static constexpr uint32_t kLut16Codes = 16;
+  static constexpr int kLut16Bits = 4;
+  template <bool BF>
+  MQKV_OP __m128i Halves16(V table) {  // the 8 values' 16-bit results
+    if constexpr (BF) {
+      const __m256i b = BF16Bits(table.r[0]);
+      return _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    } else {
+      return _mm256_cvtps_ph(table.r[0], _MM_FROUND_TO_NEAREST_INT);
+    }
+  }
   template <int B, bool BF>
   MQKV_OP __m256i Table16(V table) {
     static_assert(B <= 3, "Table16: 8 entries of 16 bits fill pshufb's 16-byte table");
-    __m128i h;
-    if constexpr (BF) {
-      const __m256i b = BF16Bits(table.r[0]);
-      h = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-    } else {
-      h = _mm256_cvtps_ph(table.r[0], _MM_FROUND_TO_NEAREST_INT);
-    }
-    return _mm256_broadcastsi128_si256(h);
+    return _mm256_broadcastsi128_si256(Halves16<BF>(table));
   }
-  // 16 codes of B <= 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results. AVX2 has no
-  // 16-bit variable shift (vpsrlvw): each 16-bit lane takes a window of two code bytes in which
-  // its code starts at bit t in 1..8 (a code at a byte's bit 0 sits in the window's high byte,
-  // t = 8) and vpmulhuw by 2^(16 - t) shifts it down; then the byte pair (2k, 2k + 1) that
-  // pshufb reads the code's result from is 0x0202 k + 0x0100.
+  // 4-bit codes: 16 entries of 16 bits are 32 bytes, two pshufb tables: the results' low bytes
+  // and their high bytes (each in both lanes), from the tables of entries 0..7 and 8..15.
+  struct Table16x2 {
+    __m256i lo, hi;
+  };
+  template <int B, bool BF>
+  MQKV_OP Table16x2 Table16(V t0, V t1) {
+    static_assert(B == 4, "Table16x2: 16 entries");
+    const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i a = _mm_shuffle_epi8(Halves16<BF>(t0), split), b = _mm_shuffle_epi8(Halves16<BF>(t1), split);
+    return {_mm256_broadcastsi128_si256(_mm_unpacklo_epi64(a, b)), _mm256_broadcastsi128_si256(_mm_unpackhi_epi64(a, b))};
+  }
+  // 16 codes of B <= 4 bits (2B bytes, read as 16 at p) -> their values in 16-bit lanes. AVX2
+  // has no 16-bit variable shift (vpsrlvw): each 16-bit lane takes a window of two code bytes in
+  // which its code starts at bit t in 1..8 (a code at a byte's bit 0 sits in the window's high
+  // byte, t = 8) and vpmulhuw by 2^(16 - t) shifts it down.
   template <int B>
-  MQKV_OP void Lookup16(const uint8_t* p, __m256i table, uint16_t* d) {
+  MQKV_OP __m256i Codes16(const uint8_t* p) {
     struct Windows {
       alignas(32) uint8_t bytes[32];
       alignas(32) uint16_t mul[16];
@@ -88,10 +102,25 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
     }();
     const __m256i src = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     const __m256i x = _mm256_shuffle_epi8(src, _mm256_load_si256(reinterpret_cast<const __m256i*>(kW.bytes)));
-    const __m256i k = _mm256_and_si256(_mm256_mulhi_epu16(x, _mm256_load_si256(reinterpret_cast<const __m256i*>(kW.mul))),
-                                       _mm256_set1_epi16((1 << B) - 1));
+    return _mm256_and_si256(_mm256_mulhi_epu16(x, _mm256_load_si256(reinterpret_cast<const __m256i*>(kW.mul))),
+                            _mm256_set1_epi16((1 << B) - 1));
+  }
+  // 16 codes of B <= 3 bits -> 16 16-bit results: the byte pair (2k, 2k + 1) that pshufb reads
+  // code k's result from is 0x0202 k + 0x0100.
+  template <int B>
+  MQKV_OP void Lookup16(const uint8_t* p, __m256i table, uint16_t* d) {
+    const __m256i k = Codes16<B>(p);
     const __m256i idx = _mm256_add_epi16(_mm256_mullo_epi16(k, _mm256_set1_epi16(0x0202)), _mm256_set1_epi16(0x0100));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm256_shuffle_epi8(table, idx));
+  }
+  // 16 codes of 4 bits -> 16 16-bit results: k in both bytes of its lane (0x0101 k) looks up the
+  // low-byte table and the high-byte table; a byte blend keeps one of each.
+  template <int B>
+  MQKV_OP void Lookup16(const uint8_t* p, Table16x2 t, uint16_t* d) {
+    const __m256i idx = _mm256_mullo_epi16(Codes16<B>(p), _mm256_set1_epi16(0x0101));
+    const __m256i r = _mm256_blendv_epi8(_mm256_shuffle_epi8(t.lo, idx), _mm256_shuffle_epi8(t.hi, idx),
+                                         _mm256_set1_epi16(static_cast<int16_t>(0xFF00)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), r);
   }
   // xsimd 8.1 has no run-time-index permute: vpermps.
   MQKV_OP V Lookup(I q, const float* L, int bits) {

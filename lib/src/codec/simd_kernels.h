@@ -269,13 +269,29 @@ struct Impl {
   // form measured 4-10% slower than converting (bench/results/simd-xsimd.md); f16/bf16 gain.
   template <int B, bool CB, class Meta, class Out>
   static constexpr bool kLut = std::is_same_v<Meta, MetaGroups> && !std::is_same_v<Out, OutF32> && B <= LutBits();
+  // RowLut's 16-bit tables (below) may serve wider codes than the register table: the widest
+  // codes K::Table16 / K::Lookup16 take (K::kLut16Bits; AVX2 and NEON: 4, from two register
+  // tables of N values each), else the register table's.
+  static constexpr int Lut16Bits() {
+    if constexpr (requires { K::kLut16Bits; }) {
+      return K::kLut16Bits;
+    } else {
+      return LutBits();
+    }
+  }
+  template <class Out>
+  static constexpr bool kLut16 = requires { K::kLut16Codes; } && !std::is_same_v<Out, OutF32>;
+  template <int B, bool CB, class Meta, class Out>
+  static constexpr bool kLutRow = kLut<B, CB, Meta, Out> ||
+                                  (std::is_same_v<Meta, MetaGroups> && kLut16<Out> && B <= Lut16Bits());
   alignas(64) static constexpr float kIota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   // The group's table for RowLut: float(k) * s + mn (affine) or L[k] * s (codebook; L holds 16
-  // levels, zero-padded) for every code k.
+  // levels, zero-padded) for the N codes k = k0, k0 + 1, ...
   template <bool CB>
-  static inline __attribute__((always_inline)) V GroupTable(const MetaGroups& meta, uint32_t e, const float* L) {
-    if constexpr (CB) return K::Mul(K::Load(L), meta.Scale(e));
-    else return K::Add(K::Mul(K::Load(kIota), meta.Scale(e)), meta.Min(e));
+  static inline __attribute__((always_inline)) V GroupTable(const MetaGroups& meta, uint32_t e, const float* L,
+                                                            uint32_t k0 = 0) {
+    if constexpr (CB) return K::Mul(K::Load(L + k0), meta.Scale(e));
+    else return K::Add(K::Mul(K::Load(kIota + k0), meta.Scale(e)), meta.Min(e));
   }
   // Value of the vector at element e of a row of codes c (row_bytes long): wide where it may.
   template <int B, bool CB, class Meta>
@@ -291,7 +307,7 @@ struct Impl {
   static inline __attribute__((always_inline)) void Row(const DecodePlan& p, const uint8_t* c, const Meta& meta, const Out& out) {
     const uint32_t rv = p.row_values;
     uint32_t e = 0;
-    if constexpr (kLut<B, CB, Meta, Out>) return RowLut<B, CB>(p, c, meta, out);
+    if constexpr (kLutRow<B, CB, Meta, Out>) return RowLut<B, CB>(p, c, meta, out);
     // Every vector whose 16 loaded bytes stay inside this row. Not for fp32 output past the LLC:
     // measured 8% slower there on AVX-512 (bench/results/simd-xsimd.md), where writes bound it.
     if constexpr (kWide<B> && !std::is_same_v<Out, OutF32>) {
@@ -320,9 +336,9 @@ struct Impl {
   // vector of codes costs a shuffle, a shift and a permute, with no per-element conversion.
   // Lookup16 reads 16 bytes at the codes of its K::kLut16Codes values: used wherever those stay
   // inside the code part (the next row's codes are there to read; only the block's last values
-  // go the per-N way).
-  template <class Out>
-  static constexpr bool kLut16 = requires { K::kLut16Codes; } && !std::is_same_v<Out, OutF32>;
+  // go the per-N way). Codes wider than the register table (B > LutBits(), AVX2 and NEON 4-bit)
+  // have only the 16-bit tables, built from two register tables (entries 0..N-1, N..2N-1); their
+  // per-N remainder takes Row's per-element conversion, the same bits again.
   template <int B, bool CB, class Out>
   static inline __attribute__((always_inline)) void RowLut(const DecodePlan& p, const uint8_t* c, const MetaGroups& meta,
                                                            const Out& out) {
@@ -330,17 +346,29 @@ struct Impl {
     const uint64_t row_bytes = uint64_t(rv) * B / 8;
     const uint64_t readable = p.code_bytes - uint64_t(c - p.codes);  // >= row_bytes
     for (uint32_t g0 = 0; g0 < rv; g0 += G) {  // rv is a whole number of groups (token axis)
-      const V lut = GroupTable<CB>(meta, g0, p.levels);
       uint32_t e = g0;
-      if constexpr (kLut16<Out>) {
+      if constexpr (B <= LutBits()) {
+        const V lut = GroupTable<CB>(meta, g0, p.levels);
+        if constexpr (kLut16<Out>) {
+          constexpr uint32_t W = K::kLut16Codes;
+          if (G >= W) {  // G and W are powers of two: whole W-value steps
+            const auto t16 = K::template Table16<B, Out::kBF16>(lut);
+            for (; e < g0 + G && uint64_t(e) * B / 8 + 16 <= readable; e += W)
+              K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
+          }
+        }
+        for (; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
+      } else {
+        static_assert((1u << B) == 2 * N, "two register tables hold the 2^B entries");
         constexpr uint32_t W = K::kLut16Codes;
-        if (G >= W) {  // G and W are powers of two: whole W-value steps
-          const auto t16 = K::template Table16<B, Out::kBF16>(lut);
+        if (G >= W) {
+          const auto t16 = K::template Table16<B, Out::kBF16>(GroupTable<CB>(meta, g0, p.levels),
+                                                              GroupTable<CB>(meta, g0, p.levels, N));
           for (; e < g0 + G && uint64_t(e) * B / 8 + 16 <= readable; e += W)
             K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
         }
+        for (; e < g0 + G; e += N) out.Put(e, Value<B, CB>(c + uint64_t(e) * B / 8, meta, e, p.levels));
       }
-      for (; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
     }
   }
 

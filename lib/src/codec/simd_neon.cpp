@@ -81,20 +81,33 @@ struct Neon : Ops<xsimd::neon64, 2> {
   // table values converted once (FCVTN, or StoreBF16's rounding) as 16 bytes, entry k at bytes
   // 2k, 2k + 1, for TBL. The twin of the x86 files' Table16 (vcvtps2ph + pshufb / vpermw).
   static constexpr uint32_t kLut16Codes = 16;
-  template <int B, bool BF>
-  MQKV_OP uint8x16_t Table16(V table) {
-    static_assert(B <= 3, "Table16: 8 entries of 16 bits fill TBL's 16-byte table");
+  static constexpr int kLut16Bits = 4;
+  template <bool BF>
+  MQKV_OP uint8x16_t Halves16(V table) {  // the 8 values' 16-bit results
     if constexpr (BF) {
       return vreinterpretq_u8_u16(vmovn_high_u32(vmovn_u32(BF16Bits(table.r[0])), BF16Bits(table.r[1])));
     } else {
       return vreinterpretq_u8_f16(vcvt_high_f16_f32(vcvt_f16_f32(table.r[0]), table.r[1]));
     }
   }
-  // 16 codes of B <= 3 bits (2B bytes, read as 16 at p) -> 16 16-bit results: per 8 codes a
+  template <int B, bool BF>
+  MQKV_OP uint8x16_t Table16(V table) {
+    static_assert(B <= 3, "Table16: 8 entries of 16 bits fill TBL's 16-byte table");
+    return Halves16<BF>(table);
+  }
+  // 4-bit codes: 16 entries of 16 bits, 32 bytes for a two-register TBL (entries 0..7, 8..15).
+  // The twin of AVX2's Table16x2 (two pshufb tables, low and high bytes).
+  template <int B, bool BF>
+  MQKV_OP uint8x16x2_t Table16(V t0, V t1) {
+    static_assert(B == 4, "Table16 of two tables: 16 entries");
+    return {{Halves16<BF>(t0), Halves16<BF>(t1)}};
+  }
+  // 16 codes of B <= 4 bits (2B bytes, read as 16 at p) -> 16 16-bit results: per 8 codes a
   // TBL into 16-bit lanes (simd_kernels.h Wide16UnpackBytes), USHL by minus the bit offset, the
-  // mask, the byte pair (2k, 2k + 1) as 0x0202 k + 0x0100, and a TBL of the table.
-  template <int B>
-  MQKV_OP void Lookup16(const uint8_t* p, uint8x16_t table, uint16_t* d) {
+  // mask, the byte pair (2k, 2k + 1) as 0x0202 k + 0x0100, and a TBL of the table (one register
+  // for B <= 3, two for B = 4).
+  template <int B, class T>
+  MQKV_OP void Lookup16(const uint8_t* p, T table, uint16_t* d) {
     static constexpr auto kBytes = Wide16UnpackBytes<B, 16>();
     static constexpr auto kShifts = [] {
       const auto s = WideUnpackShifts<B, 16, uint16_t>();
@@ -108,7 +121,11 @@ struct Neon : Ops<xsimd::neon64, 2> {
       const uint16x8_t x = vreinterpretq_u16_u8(vqtbl1q_u8(src, vld1q_u8(kBytes.data() + 16 * i)));
       const uint16x8_t k = vandq_u16(vshlq_u16(x, vld1q_s16(kShifts.data() + 8 * i)), m);
       const uint8x16_t idx = vreinterpretq_u8_u16(vmlaq_u16(off, k, mul));
-      vst1q_u8(reinterpret_cast<uint8_t*>(d + 8 * i), vqtbl1q_u8(table, idx));
+      if constexpr (B <= 3) {
+        vst1q_u8(reinterpret_cast<uint8_t*>(d + 8 * i), vqtbl1q_u8(table, idx));
+      } else {
+        vst1q_u8(reinterpret_cast<uint8_t*>(d + 8 * i), vqtbl2q_u8(table, idx));
+      }
     }
   }
   // xsimd 8.1 has no fp16 conversions: FCVTN / FCVTL.
