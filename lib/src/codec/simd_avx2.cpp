@@ -147,14 +147,16 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
 
   // In-vector butterflies. xsimd 8.1's swizzle is always the lane-crossing vpermps (3 cycles);
   // stages j^1 and j^2 need only the in-lane vpermilps with an immediate (1 cycle), j^4 vperm2f128.
-  MQKV_OP void FwhtIntraFinite(V& x) {  // s + (+-v): see simd_xsimd.h StageInFinite
-    const __m256 m1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN));
-    const __m256 m2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, INT32_MIN, INT32_MIN, 0, 0, INT32_MIN, INT32_MIN));
-    const __m256 m4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
+  // s + (+-v) as one fused multiply-add by +-1 (exact product, the sum's one rounding): see
+  // simd_avx512.cpp FwhtIntraFinite and simd_xsimd.h StageInFinite.
+  MQKV_OP void FwhtIntraFinite(V& x) {
+    const __m256 m1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
+    const __m256 m2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
+    const __m256 m4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
     __m256 v = x.r[0];
-    v = _mm256_add_ps(_mm256_permute_ps(v, 0xB1), _mm256_xor_ps(v, m1));
-    v = _mm256_add_ps(_mm256_permute_ps(v, 0x4E), _mm256_xor_ps(v, m2));
-    v = _mm256_add_ps(_mm256_permute2f128_ps(v, v, 1), _mm256_xor_ps(v, m4));
+    v = _mm256_fmadd_ps(v, m1, _mm256_permute_ps(v, 0xB1));
+    v = _mm256_fmadd_ps(v, m2, _mm256_permute_ps(v, 0x4E));
+    v = _mm256_fmadd_ps(v, m4, _mm256_permute2f128_ps(v, v, 1));
     x.r[0] = v;
   }
   MQKV_OP void FwhtIntra(V& x) {  // see simd_xsimd.h StageIn

@@ -120,15 +120,21 @@ struct Avx512 : Ops<xsimd::avx512bw, 1> {
   // In-vector butterflies. xsimd 8.1's swizzle is always vpermps with an index vector (and its
   // select on a constant mask builds the mask at run time); the stages need in-lane vpermilps /
   // vshuff32x4 with immediates and blends on constant masks.
-  MQKV_OP __m512 NegLanes(__m512 v, __mmask16 m) {
-    return _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(v), m, _mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN)));
-  }
-  MQKV_OP void FwhtIntraFinite(V& x) {  // s + (+-v): see simd_xsimd.h StageInFinite
+  // Stage h's multipliers: +1 in the lanes with bit h clear, -1 in the others (rows h = 1, 2, 4, 8).
+  alignas(64) static constexpr float kSigns[4][16] = {
+      {1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1},
+      {1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1},
+      {1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1},
+      {1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1}};
+  MQKV_OP __m512 Signs(int stage) { return _mm512_load_ps(kSigns[stage]); }
+  // s + (+-v) as one fused multiply-add by +-1: the product v * +-1 is exact, so the single rounding
+  // is the sum's, bit for bit s + (+-v) (zeros' signs included). See simd_xsimd.h StageInFinite.
+  MQKV_OP void FwhtIntraFinite(V& x) {
     __m512 v = x.r[0];
-    v = _mm512_add_ps(_mm512_permute_ps(v, 0xB1), NegLanes(v, 0xAAAA));
-    v = _mm512_add_ps(_mm512_permute_ps(v, 0x4E), NegLanes(v, 0xCCCC));
-    v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, 0xB1), NegLanes(v, 0xF0F0));
-    v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, 0x4E), NegLanes(v, 0xFF00));
+    v = _mm512_fmadd_ps(v, Signs(0), _mm512_permute_ps(v, 0xB1));
+    v = _mm512_fmadd_ps(v, Signs(1), _mm512_permute_ps(v, 0x4E));
+    v = _mm512_fmadd_ps(v, Signs(2), _mm512_shuffle_f32x4(v, v, 0xB1));
+    v = _mm512_fmadd_ps(v, Signs(3), _mm512_shuffle_f32x4(v, v, 0x4E));
     x.r[0] = v;
   }
   MQKV_OP void FwhtIntra(V& x) {  // see simd_xsimd.h StageIn

@@ -15,6 +15,7 @@
 // fused (the project builds with -ffp-contract=off); conversions round to nearest even.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -288,12 +289,27 @@ struct Ops {
     const F s = xsimd::swizzle(v, xsimd::make_batch_constant<U, XorLane<H>>());
     return xsimd::select(xsimd::make_batch_bool_constant<F, UpperLane<H>>(), s - v, v + s);
   }
+  template <uint32_t H>
+  static constexpr auto kUpperMinusOne = [] {  // +1 in the lanes with bit h clear, -1 in the others
+    std::array<float, W> a{};
+    for (uint32_t j = 0; j < W; ++j) a[j] = (j & H) != 0 ? -1.0f : 1.0f;
+    return a;
+  }();
   // The encoder's form: s + (+-v), equal to the above for every non-NaN value (x - y is
-  // x + (-y); + commutes), one operation fewer per stage than a select.
+  // x + (-y); + commutes), one operation fewer per stage than a select. Where xsimd's fma is one
+  // fused instruction (neon: vfmaq_f32) the sign and the sum are one operation: v * (+-1) is exact,
+  // so the single rounding is the sum's, bit for bit s + (+-v), zeros' signs included (the x86
+  // files' FwhtIntraFinite do the same with vfmadd). Elsewhere (sse2: fma is a multiply and an
+  // add) the sign is an xor.
+  static constexpr bool kFusedMulAdd = std::is_base_of_v<xsimd::neon, A>;
   template <uint32_t H>
   MQKV_OP F StageInFinite(F v) {
     const F s = xsimd::swizzle(v, xsimd::make_batch_constant<U, XorLane<H>>());
-    return s + xsimd::bitwise_cast<F>(xsimd::bitwise_cast<U>(v) ^ U(xsimd::make_batch_constant<U, UpperSign<H>>()));
+    if constexpr (kFusedMulAdd) {
+      return xsimd::fma(v, F::load_unaligned(kUpperMinusOne<H>.data()), s);
+    } else {
+      return s + xsimd::bitwise_cast<F>(xsimd::bitwise_cast<U>(v) ^ U(xsimd::make_batch_constant<U, UpperSign<H>>()));
+    }
   }
   template <bool Finite, uint32_t H = 1>
   MQKV_OP void StagesIn(F& v) {
