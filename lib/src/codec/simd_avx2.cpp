@@ -43,9 +43,10 @@ struct Avx2 : Ops<xsimd::avx2, 1> {
   static constexpr int kLutBits = 3;
   template <int B>
   MQKV_OP V LookupReg(I q, V table) { return {F(_mm256_permutevar8x32_ps(table.r[0], q.r[0]))}; }
-  // 16-bit results of a group's table (simd_kernels.h RowLut), codes of up to 3 bits: the 8
-  // table values converted once (vcvtps2ph, or StoreBF16's rounding) as 16 bytes in each lane,
-  // entry k at bytes 2k, 2k + 1, for pshufb. xsimd 8.1 has no fp16 conversion nor byte shuffle.
+  // 16-bit results of a group's table (simd_kernels.h RowLut), codes of up to 4 bits (kLut16Bits):
+  // for up to 3 bits the 8 table values converted once (vcvtps2ph, or StoreBF16's rounding) as 16
+  // bytes in each lane, entry k at bytes 2k, 2k + 1, for pshufb; 4-bit codes below (Table16x2).
+  // xsimd 8.1 has no fp16 conversion nor byte shuffle.
   static constexpr uint32_t kLut16Codes = 16;
   static constexpr int kLut16Bits = 4;
   template <bool BF>
