@@ -16,6 +16,7 @@
 // then *c_B, then the sign bit flipped. Conversions are round-to-nearest-even like numeric.h.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <array>
 #include <cstring>
@@ -345,16 +346,19 @@ struct Impl {
     const uint32_t rv = p.row_values, G = 1u << meta.shift;
     const uint64_t row_bytes = uint64_t(rv) * B / 8;
     const uint64_t readable = p.code_bytes - uint64_t(c - p.codes);  // >= row_bytes
+    // Lookup16 at e reads bytes e * B / 8 .. + 15: every e below lim16 stays inside the code part
+    // (bounded once per row rather than tested per step).
+    const uint32_t lim16 = readable < 16 ? 0u : static_cast<uint32_t>(std::min<uint64_t>(rv, (readable - 16) * 8 / B + 1));
     for (uint32_t g0 = 0; g0 < rv; g0 += G) {  // rv is a whole number of groups (token axis)
       uint32_t e = g0;
+      const uint32_t end16 = std::min(g0 + G, lim16);
       if constexpr (B <= LutBits()) {
         const V lut = GroupTable<CB>(meta, g0, p.levels);
         if constexpr (kLut16<Out>) {
           constexpr uint32_t W = K::kLut16Codes;
           if (G >= W) {  // G and W are powers of two: whole W-value steps
             const auto t16 = K::template Table16<B, Out::kBF16>(lut);
-            for (; e < g0 + G && uint64_t(e) * B / 8 + 16 <= readable; e += W)
-              K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
+            for (; e < end16; e += W) K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
           }
         }
         for (; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
@@ -364,8 +368,7 @@ struct Impl {
         if (G >= W) {
           const auto t16 = K::template Table16<B, Out::kBF16>(GroupTable<CB>(meta, g0, p.levels),
                                                               GroupTable<CB>(meta, g0, p.levels, N));
-          for (; e < g0 + G && uint64_t(e) * B / 8 + 16 <= readable; e += W)
-            K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
+          for (; e < end16; e += W) K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
         }
         for (; e < g0 + G; e += N) out.Put(e, Value<B, CB>(c + uint64_t(e) * B / 8, meta, e, p.levels));
       }
