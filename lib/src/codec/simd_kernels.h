@@ -352,24 +352,25 @@ struct Impl {
     for (uint32_t g0 = 0; g0 < rv; g0 += G) {  // rv is a whole number of groups (token axis)
       uint32_t e = g0;
       const uint32_t end16 = std::min(g0 + G, lim16);
-      if constexpr (B <= LutBits()) {
-        const V lut = GroupTable<CB>(meta, g0, p.levels);
-        if constexpr (kLut16<Out>) {
-          constexpr uint32_t W = K::kLut16Codes;
-          if (G >= W) {  // G and W are powers of two: whole W-value steps
-            const auto t16 = K::template Table16<B, Out::kBF16>(lut);
-            for (; e < end16; e += W) K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
-          }
-        }
-        for (; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
-      } else {
-        static_assert((1u << B) == 2 * N, "two register tables hold the 2^B entries");
+      V lut{};  // the register table, for codes of up to LutBits() bits (also the 16-bit table's source)
+      if constexpr (B <= LutBits()) lut = GroupTable<CB>(meta, g0, p.levels);
+      if constexpr (kLut16<Out>) {
         constexpr uint32_t W = K::kLut16Codes;
-        if (G >= W) {
-          const auto t16 = K::template Table16<B, Out::kBF16>(GroupTable<CB>(meta, g0, p.levels),
-                                                              GroupTable<CB>(meta, g0, p.levels, N));
+        if (G >= W) {  // G and W are powers of two: whole W-value steps
+          const auto t16 = [&] {
+            if constexpr (B <= LutBits()) {
+              return K::template Table16<B, Out::kBF16>(lut);
+            } else {
+              static_assert((1u << B) == 2 * N, "two register tables hold the 2^B entries");
+              return K::template Table16<B, Out::kBF16>(GroupTable<CB>(meta, g0, p.levels), GroupTable<CB>(meta, g0, p.levels, N));
+            }
+          }();
           for (; e < end16; e += W) K::template Lookup16<B>(c + uint64_t(e) * B / 8, t16, out.d + e);
         }
+      }
+      if constexpr (B <= LutBits()) {
+        for (; e < g0 + G; e += N) out.Put(e, K::template LookupReg<B>(CodesAt<B>(c, row_bytes, e), lut));
+      } else {
         for (; e < g0 + G; e += N) out.Put(e, Value<B, CB>(c + uint64_t(e) * B / 8, meta, e, p.levels));
       }
     }

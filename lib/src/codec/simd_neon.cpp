@@ -79,7 +79,8 @@ struct Neon : Ops<xsimd::neon64, 2> {
   }
   // 16-bit results of a group's table (simd_kernels.h RowLut), codes of up to 4 bits (kLut16Bits):
   // the 8 table values (two tables of 8 for 4-bit codes) converted once (FCVTN, or StoreBF16's
-  // rounding) as 16 bytes, entry k at bytes 2k, 2k + 1, for TBL. The twin of the x86 files' Table16 (vcvtps2ph + pshufb / vpermw).
+  // rounding) as 16 bytes, entry k at bytes 2k, 2k + 1, for TBL. The twin of the x86 files' Table16
+  // (vcvtps2ph + pshufb / vpermw).
   static constexpr uint32_t kLut16Codes = 16;
   static constexpr int kLut16Bits = 4;
   template <bool BF>
