@@ -148,6 +148,32 @@ TEST(Simd, RandomBlocksEqualScalarUnderEveryIsa) {
 }
 
 // The shapes the benchmarks and presets use, with every preset.
+// The table kernels read 16 bytes at a time up to the end of the code part (not of the row):
+// with the code part moved to the end of an exact-size payload, a read past it shows under ASan.
+TEST(Simd, TableLoopsStayInsideACodePartAtThePayloadsEnd) {
+  if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
+  for (const char* text : {"affine:bits=2,group=64", "affine:bits=3,group=64", "affine:bits=4,group=64",
+                           "affine:bits=4,group=16", "codebook:bits=4,group=32,levels=-8/-7/-6/-5/-4/-3/-2/-1/1/2/3/4/5/6/7/8"}) {
+    const CodecSpec spec = *CodecSpec::Parse(text);
+    const BlockShape shape{37, 3, 64};  // SmolLM2's rows of 192 values, an odd row count
+    const Block b = mqkv::testing::MustBuildBlock(spec, mqkv::testing::RandomRows(shape.values(), 7, 1.0f), shape);
+    Block last;
+    last.h = b.h;
+    uint32_t at = 0;
+    for (int k = 1; k < kNumParts; ++k) {  // every other part first, in order, then the codes
+      last.h.parts[k].offset = at;
+      at += (b.h.parts[k].bytes + kPartAlign - 1) / kPartAlign * kPartAlign;
+    }
+    last.h.parts[kPartCodes].offset = at;
+    last.h.payload_bytes = last.h.stored_bytes = at + b.h.parts[kPartCodes].bytes;
+    last.payload.assign(last.h.payload_bytes, 0);
+    for (int k = 0; k < kNumParts; ++k)
+      if (b.h.parts[k].bytes)
+        std::memcpy(last.payload.data() + last.h.parts[k].offset, b.payload.data() + b.h.parts[k].offset, b.h.parts[k].bytes);
+    ExpectAllArchsMatch(last, {{0, 37}, {36, 37}}, text);
+  }
+}
+
 TEST(Simd, PresetsEqualScalarUnderEveryIsa) {
   if (SimdOnly().empty()) GTEST_SKIP() << "no SIMD ISA on this machine";
   for (const std::string& name : PresetNames()) {
